@@ -1,0 +1,3 @@
+from vitprint.cli import main
+
+raise SystemExit(main())

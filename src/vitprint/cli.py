@@ -1,0 +1,361 @@
+"""The ``vitprint`` command: parse options, build configs, call one library function.
+
+Every subcommand reads its options from the command line and, optionally, a
+YAML file given with ``--config`` (keys are the option names; the command line
+wins). Problems with the input end in one line on stderr and exit status 2;
+``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from vitprint import __version__
+from vitprint.errors import VitprintError
+
+log = logging.getLogger("vitprint")
+
+
+# ---------------------------------------------------------------- option groups
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("general")
+    g.add_argument("--config", metavar="YAML", help="read options from a YAML file (keys are option names; the command line wins)")
+    g.add_argument("--debug", action="store_true", help="show full tracebacks and debug logging")
+    g.add_argument("--quiet", action="store_true", help="only warnings and errors, no progress bars")
+
+
+def _add_model(p: argparse.ArgumentParser, default_preset: str) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--preset", default=default_preset,
+                   help=f"model size: 'seed' (ViT-B/16, 256 px, latent 512), 'tiny' (small ViT, 64 px, quick on a CPU), or any timm ViT name (default: {default_preset})")
+    g.add_argument("--image-size", type=int, help="size images are read and reconstructed at (power of two, 32-512; default: the preset's)")
+    g.add_argument("--vit-img-size", type=int, help="input size of the ViT; images are resized to it inside the encoder (default: the preset's)")
+    g.add_argument("--latent-dim", type=int, help="latent size (default: the preset's)")
+    g.add_argument("--pooling", choices=["cls", "mean"], help="pool the class token (the seed's) or the mean patch token (default: the preset's)")
+    g.add_argument("--encoder-weights", metavar="PATH", help="initialise the ViT from a local state dict (.safetensors/.pth, timm or torchvision vit_b_16 layout); position embeddings are resampled to fit")
+    g.add_argument("--pretrained-hub", action="store_true", help="download the timm ViT's pretrained weights from the hub (needs internet; off by default)")
+
+
+def _add_run(p: argparse.ArgumentParser, out: str, epochs: int, batch: int) -> None:
+    g = p.add_argument_group("run")
+    g.add_argument("--out", default=out, help=f"output folder for checkpoints, metrics and plots (default: {out})")
+    g.add_argument("--epochs", type=int, default=epochs, help=f"epochs (default: {epochs})")
+    g.add_argument("--batch-size", type=int, default=batch, help=f"batch size (default: {batch})")
+    g.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32", help="fp32, or bf16/fp16 mixed precision (fp16 needs a GPU; default: fp32)")
+    g.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto", help="where to run (default: auto, the first of cuda, mps, cpu)")
+    g.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    g.add_argument("--num-workers", type=int, default=0, help="data-loading worker processes (default: 0)")
+    g.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+
+
+def _add_optim(p: argparse.ArgumentParser, lr: float, wd: float, step: int, gamma: float) -> None:
+    g = p.add_argument_group("optimiser (Adam + StepLR)")
+    g.add_argument("--lr", type=float, default=lr, help=f"learning rate (default: {lr})")
+    g.add_argument("--weight-decay", type=float, default=wd, help=f"weight decay (default: {wd})")
+    g.add_argument("--step-size", type=int, default=step, help=f"epochs between learning-rate steps (default: {step})")
+    g.add_argument("--gamma", type=float, default=gamma, help=f"learning-rate factor per step (default: {gamma})")
+
+
+def _add_data(p: argparse.ArgumentParser, val_fraction: float = 0.1) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--window", help="CT window for DICOM/NIfTI: lung, mediastinum, bone or 'centre,width' in HU (default: each image's own range)")
+    g.add_argument("--cache-dir", help="where decoded images are cached (default: $VITPRINT_CACHE or ~/.cache/vitprint)")
+    g.add_argument("--no-cache", action="store_true", help="decode images every time")
+    g.add_argument("--strict", action="store_true", help="stop on an unreadable image instead of skipping it with a warning")
+    g.add_argument("--val-fraction", type=float, default=val_fraction, help=f"fraction held out for validation when the data has no split (default: {val_fraction})")
+
+
+# ---------------------------------------------------------------- config builders
+
+def _model_cfg(a):
+    from vitprint.models.presets import model_config
+
+    return model_config(a.preset, image_size=a.image_size, vit_img_size=a.vit_img_size,
+                        latent_dim=a.latent_dim, pooling=a.pooling)
+
+
+def _resumed_model_cfg(a, default):
+    """On --resume the run's own model config wins, so the options need not be repeated."""
+    from vitprint.config import ModelConfig, from_dict
+    from vitprint.training.checkpoint import read_meta
+    from vitprint.training.engine import checkpoint_paths
+
+    last, _ = checkpoint_paths(Path(a.out))
+    if a.resume and last.is_file():
+        return from_dict(ModelConfig, read_meta(last)["model"])
+    return default
+
+
+def _run_cfg(a):
+    from vitprint.config import RunConfig
+
+    return RunConfig(out=a.out, epochs=a.epochs, batch_size=a.batch_size, precision=a.precision,
+                     seed=a.seed, num_workers=a.num_workers, resume=a.resume, device=a.device)
+
+
+def _optim_cfg(a):
+    from vitprint.config import OptimConfig
+
+    return OptimConfig(lr=a.lr, weight_decay=a.weight_decay, step_size=a.step_size, gamma=a.gamma)
+
+
+def _data_cfg(a):
+    from vitprint.config import DataConfig
+
+    return DataConfig(window=a.window, cache_dir=a.cache_dir, no_cache=a.no_cache, strict=a.strict,
+                      val_fraction=a.val_fraction)
+
+
+# ---------------------------------------------------------------- commands
+
+def cmd_make_phantoms(a) -> int:
+    from tqdm.auto import tqdm
+
+    from vitprint.data.phantoms import CLASSES, make_phantoms
+
+    if a.per_class < 3:
+        raise VitprintError(f"--per-class must be at least 3 (one image per split), got {a.per_class}")
+    with tqdm(total=a.per_class * len(CLASSES), desc="phantoms", unit="img", disable=a.quiet) as bar:
+        counts = make_phantoms(a.out, per_class=a.per_class, size=a.size, seed=a.seed, progress=bar)
+    print(f"wrote {sum(counts.values())} images to {a.out} ({', '.join(f'{k} {v}' for k, v in counts.items())})")
+    return 0
+
+
+def cmd_pretrain(a) -> int:
+    from vitprint.training.pretrain import pretrain
+
+    model_cfg = _resumed_model_cfg(a, _model_cfg(a))
+    summary = pretrain(a.data, model_cfg, _run_cfg(a), _optim_cfg(a), _data_cfg(a),
+                       vit_weights=a.encoder_weights, pretrained_hub=a.pretrained_hub,
+                       augment=not a.no_augment)
+    val = summary["valid"]
+    print(f"best validation: accuracy {val['accuracy']:.3f}, macro-F1 {val['macro_f1']:.3f}, kappa {val['kappa']:.3f}")
+    if "test" in summary:
+        t = summary["test"]
+        print(f"test: accuracy {t['accuracy']:.3f}, macro-F1 {t['macro_f1']:.3f}, kappa {t['kappa']:.3f}")
+    print(f"encoder weights: {summary['encoder']}")
+    return 0
+
+
+def cmd_train(a) -> int:
+    from vitprint.training.autoencoder import train_autoencoder
+
+    model_cfg = _model_cfg(a)
+    if a.encoder:
+        model_cfg = _encoder_model_cfg(a.encoder, model_cfg)
+    model_cfg = _resumed_model_cfg(a, model_cfg)
+    summary = train_autoencoder(a.images, model_cfg, _run_cfg(a), _optim_cfg(a), _data_cfg(a),
+                                encoder_path=a.encoder, vit_weights=a.encoder_weights,
+                                freeze_encoder=a.freeze_encoder, pretrained_hub=a.pretrained_hub)
+    print(f"best validation MSE {summary['best_val_loss']:.5f}; checkpoint: {summary['checkpoint']}")
+    print(f"reconstruction grid: {Path(a.out) / 'recon_grid.png'}")
+    return 0
+
+
+def _encoder_model_cfg(path: str, cfg):
+    """A pretrained encoder brings its own architecture; the image size may still change."""
+    import dataclasses
+
+    from vitprint.config import ModelConfig, from_dict
+    from vitprint.training.checkpoint import read_meta
+
+    if not Path(path).is_file():
+        raise VitprintError(f"encoder weights not found: {path}")
+    meta = read_meta(path) if path.endswith(".safetensors") else {}
+    if "model" not in meta:
+        return cfg
+    enc = from_dict(ModelConfig, meta["model"])
+    return dataclasses.replace(enc, image_size=cfg.image_size)
+
+
+def cmd_reconstruct(a) -> int:
+    import csv
+
+    import numpy as np
+
+    from vitprint.data.sources import read_folders, subset
+    from vitprint.evaluation.plots import image_pairs
+    from vitprint.inference import load_autoencoder, pick_device, reconstruct
+
+    model = load_autoencoder(a.checkpoint, pick_device(a.device))
+    images = read_folders(a.images, model.cfg.image_size, _data_cfg(a))
+    rec = reconstruct(model, images, batch_size=a.batch_size, keep=a.save_images,
+                      precision=a.precision, progress=not a.quiet)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "errors.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "path", "mse", "mae"])
+        for i, (mse, mae) in enumerate(zip(rec.mse, rec.mae)):
+            w.writerow([images.ids[i], str(images.paths[i]), f"{mse:.6g}", f"{mae:.6g}"])
+    show = subset(images, np.arange(min(8, len(images))))
+    shown = reconstruct(model, show, keep=True, precision=a.precision, progress=False)
+    image_pairs(show.pixels, shown.images, out / "recon_grid.png", captions=[f"mse {v:.4f}" for v in shown.mse])
+    if a.save_images:
+        from PIL import Image
+
+        img_dir = out / "reconstructions"
+        for i, img in enumerate(rec.images):
+            target = img_dir / (Path(images.ids[i].replace("#", "_")).with_suffix(".png"))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.clip((img + 1) * 127.5, 0, 255).round().astype(np.uint8)).save(target)
+    print(f"{len(images)} images, mean MSE {rec.mse.mean():.5f}; errors: {out / 'errors.csv'}")
+    return 0
+
+
+def cmd_info(a) -> int:
+    from vitprint.models.info import model_info
+
+    info = model_info(_model_cfg(a))
+    cfg = _model_cfg(a)
+    if a.json:
+        print(json.dumps({"preset": a.preset, "config": cfg.__dict__, **info}, indent=2))
+        return 0
+    print(f"preset {a.preset}: {cfg.vit} at {cfg.vit_img_size} px, images {cfg.image_size} px, latent {cfg.latent_dim}, pooling {cfg.pooling}")
+    print(f"parameters: encoder {info['encoder_params'] / 1e6:.2f} M, decoder {info['decoder_params'] / 1e6:.2f} M, total {info['total_params'] / 1e6:.2f} M")
+    print(f"GFLOP per image: encoder {info['encoder_gflop']:.2f}, autoencoder forward {info['autoencoder_gflop']:.2f}, training step {info['train_step_gflop']:.2f}")
+    return 0
+
+
+def cmd_demo(a) -> int:
+    from vitprint.demo import run_demo
+
+    result = run_demo(a.out, preset=a.preset, per_class=a.per_class, pretrain_epochs=a.pretrain_epochs,
+                      train_epochs=a.train_epochs, seed=a.seed, progress=not a.quiet)
+    for name, path in result.items():
+        print(f"{name}: {path}")
+    return 0
+
+
+# ---------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vitprint",
+        description="Find which real medical images were used to train a generative model, "
+                    "from the synthetic images it produced, with a ViT-based autoencoder.",
+    )
+    parser.add_argument("--version", action="version", version=f"vitprint {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("demo", help="run the whole story on built-in phantom data (no dataset needed)",
+                       description="Make phantom CT slices, pretrain the encoder on them, train the autoencoder, and draw reconstructions. Runs in a few minutes on a laptop CPU with the tiny preset; reuses what an earlier run in --out already made.")
+    p.add_argument("--out", default="vitprint-demo", help="output folder (default: vitprint-demo)")
+    p.add_argument("--preset", default="tiny", help="model preset (default: tiny)")
+    p.add_argument("--per-class", type=int, default=60, help="phantom images per class (default: 60)")
+    p.add_argument("--pretrain-epochs", type=int, default=6, help="encoder pretraining epochs (default: 6)")
+    p.add_argument("--train-epochs", type=int, default=12, help="autoencoder epochs (default: 12)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    _add_common(p)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("make-phantoms", help="write procedural CT-like chest slices in 4 classes",
+                       description="Write phantom axial chest CT slices (lung window, 8-bit palette PNG) in the train/valid/test class-folder layout: classes normal, nodule, mass, effusion; every image a different random patient.")
+    p.add_argument("--out", default="phantoms", help="output folder (default: phantoms)")
+    p.add_argument("--per-class", type=int, default=60, help="images per class, split 70/15/15 (default: 60)")
+    p.add_argument("--size", type=int, default=256, help="image size in pixels (default: 256)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    _add_common(p)
+    p.set_defaults(func=cmd_make_phantoms)
+
+    p = sub.add_parser("pretrain", help="pretrain the encoder as a classifier on a class-folder tree",
+                       description="Supervised pretraining of the ViT encoder (plus a linear head) on labelled CT images: a tree with train/ and valid/ (and test/) class folders, or class folders split by --val-fraction. Writes encoder.safetensors (best epoch by validation macro-F1), checkpoints, metrics.jsonl, loss and confusion-matrix plots.")
+    p.add_argument("data", help="class-folder tree (for example the Kaggle chest-CT layout)")
+    p.add_argument("--no-augment", action="store_true", help="turn off the seed's augmentations")
+    _add_model(p, "seed")
+    _add_run(p, "runs/pretrain", epochs=100, batch=64)
+    _add_optim(p, lr=1e-4, wd=1e-5, step=10, gamma=0.9)
+    _add_data(p, val_fraction=0.15)
+    _add_common(p)
+    p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("train", help="train the ViT autoencoder on image folders",
+                       description="Train the ViT-based autoencoder (MSE loss) on every image below the given folders, holding out --val-fraction for validation. Writes checkpoints (best by validation MSE), metrics.jsonl, loss_curve.png and recon_grid.png.")
+    p.add_argument("images", nargs="+", help="image folder(s)")
+    p.add_argument("--encoder", metavar="PATH", help="start from a pretrained encoder (encoder.safetensors from 'vitprint pretrain')")
+    p.add_argument("--freeze-encoder", action="store_true", help="train only the decoder")
+    _add_model(p, "seed")
+    _add_run(p, "runs/train", epochs=10, batch=32)
+    _add_optim(p, lr=1e-4, wd=0.0, step=10, gamma=1.0)
+    _add_data(p)
+    _add_common(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("reconstruct", help="reconstruct a folder and write per-image errors",
+                       description="Reconstruct every image below the folders with a trained autoencoder; writes errors.csv (id, path, mse, mae), recon_grid.png and, with --save-images, the reconstructions as PNG.")
+    p.add_argument("checkpoint", help="autoencoder checkpoint (.safetensors from 'vitprint train')")
+    p.add_argument("images", nargs="+", help="image folder(s)")
+    p.add_argument("--out", default="runs/reconstruct", help="output folder (default: runs/reconstruct)")
+    p.add_argument("--save-images", action="store_true", help="also write each reconstruction as PNG")
+    p.add_argument("--batch-size", type=int, default=32, help="batch size (default: 32)")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32", help="inference precision (default: fp32)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto", help="where to run (default: auto)")
+    _add_data(p)
+    _add_common(p)
+    p.set_defaults(func=cmd_reconstruct)
+
+    p = sub.add_parser("info", help="parameters and GFLOPs per image of a preset",
+                       description="Print the parameter count and GFLOP per image (encoder, autoencoder forward, training step) of a preset or timm ViT.")
+    _add_model(p, "seed")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    _add_common(p)
+    p.set_defaults(func=cmd_info)
+    return parser
+
+
+def _apply_yaml(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    args = parser.parse_args(argv)
+    if not getattr(args, "config", None):
+        return args
+    from vitprint.config import load_yaml
+
+    data = load_yaml(args.config)
+    sub = parser._subparsers._group_actions[0].choices[args.command]  # noqa: SLF001 (argparse has no public accessor)
+    known = {a.dest for a in sub._actions}  # noqa: SLF001
+    defaults = {}
+    for key, value in data.items():
+        dest = key.replace("-", "_")
+        if dest not in known or dest in ("config", "help"):
+            raise VitprintError(f"config file {args.config}: unknown option {key!r} for '{args.command}'")
+        defaults[dest] = value
+    sub.set_defaults(**defaults)
+    return parser.parse_args(argv)
+
+
+def _setup_logging(args) -> None:
+    level = logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(message)s" if not args.debug else "%(levelname)s %(name)s: %(message)s")
+    for noisy in ("matplotlib", "PIL", "timm", "accelerate"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    if args.quiet:
+        import os
+
+        os.environ["TQDM_DISABLE"] = "1"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    debug = "--debug" in argv
+    try:
+        args = _apply_yaml(parser, argv)
+        _setup_logging(args)
+        return args.func(args)
+    except VitprintError as exc:
+        if debug:
+            raise
+        print(f"vitprint: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vitprint: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # an unexpected failure: one line, the traceback with --debug
+        if debug:
+            raise
+        print(f"vitprint: error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", file=sys.stderr)
+        return 1

@@ -1,0 +1,133 @@
+"""Decoded images held as one uint8 array, cached on disk so nothing decodes twice.
+
+A set of files read at size S is cached as ``<key>.npy`` (``(N, S, S)`` uint8)
+plus ``<key>.json`` (item ids, source file per item, skipped files), where the
+key hashes every file's path, byte size and modification time together with S
+and the read options. Changing, adding or removing a file gives a new key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from vitprint.data.readers import ReadOptions, UnreadableImage, read_file, resize_to_uint8
+from vitprint.errors import VitprintError
+
+log = logging.getLogger(__name__)
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("VITPRINT_CACHE")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vitprint"
+
+
+@dataclass
+class ImageSet:
+    """``pixels[i]`` is image ``ids[i]`` read from ``paths[i]``; ``(N, S, S)`` uint8."""
+
+    ids: list[str]
+    paths: list[Path]
+    pixels: np.ndarray
+    labels: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def size(self) -> int:
+        return int(self.pixels.shape[-1])
+
+
+def _cache_key(files: list[Path], size: int, opts: ReadOptions) -> str:
+    h = hashlib.sha1()
+    h.update(json.dumps({"size": size, "window": opts.window, "v": 1}).encode())
+    for f in files:
+        st = f.stat()
+        h.update(f"{f.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:24]
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _decode(files: list[Path], size: int, opts: ReadOptions, show_progress: bool):
+    ids, sources, arrays, skipped = [], [], [], []
+    common = Path(os.path.commonpath([f.parent for f in files])) if files else Path(".")
+    for idx, f in enumerate(tqdm(files, desc="decoding", unit="file", disable=not show_progress, leave=False)):
+        try:
+            images = read_file(f, opts)
+        except UnreadableImage as exc:
+            skipped.append(f"{f}: {exc}")
+            continue
+        rel = f.relative_to(common).as_posix()
+        for k, img in enumerate(images):
+            ids.append(rel if len(images) == 1 else f"{rel}#{k:04d}")
+            sources.append(idx)
+            arrays.append(resize_to_uint8(img, size))
+    pixels = np.stack(arrays) if arrays else np.zeros((0, size, size), np.uint8)
+    return ids, sources, pixels, skipped
+
+
+def load_images(
+    files: list[Path],
+    size: int,
+    opts: ReadOptions = ReadOptions(),
+    cache_dir: Path | None = None,
+    strict: bool = False,
+    labels: list[int] | None = None,
+    what: str = "images",
+    show_progress: bool = True,
+) -> ImageSet:
+    """Decode (or fetch from the cache) ``files`` at ``size`` x ``size``.
+
+    Unreadable files are skipped with one warning naming each; with ``strict``
+    they are an error. ``cache_dir=None`` turns the cache off.
+    """
+    files = [Path(f) for f in files]
+    if not files:
+        raise VitprintError(f"no {what} to read")
+    key = _cache_key(files, size, opts)
+    meta_path = cache_dir / f"{key}.json" if cache_dir else None
+    npy_path = cache_dir / f"{key}.npy" if cache_dir else None
+    if meta_path is not None and meta_path.is_file() and npy_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        ids, sources, skipped = meta["ids"], meta["sources"], meta["skipped"]
+        pixels = np.load(npy_path, mmap_mode="r")
+        log.debug("read %d %s from cache %s", len(ids), what, npy_path)
+    else:
+        ids, sources, pixels, skipped = _decode(files, size, opts, show_progress)
+        if cache_dir is not None:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            _atomic_write(npy_path, lambda tmp: np.save(open(tmp, "wb"), pixels))
+            meta = {"ids": ids, "sources": sources, "skipped": skipped}
+            _atomic_write(meta_path, lambda tmp: Path(tmp).write_text(json.dumps(meta)))
+    if skipped:
+        listing = "; ".join(skipped)
+        if strict:
+            raise VitprintError(f"{len(skipped)} unreadable file(s) among the {what}: {listing}")
+        log.warning("skipped %d unreadable file(s) among the %s: %s", len(skipped), what, listing)
+    if len(ids) == 0:
+        raise VitprintError(f"none of the {len(files)} {what} could be read")
+    label_arr = None
+    if labels is not None:
+        label_arr = np.asarray([labels[s] for s in sources], dtype=np.int64)
+    return ImageSet(ids, [files[s] for s in sources], pixels, label_arr)

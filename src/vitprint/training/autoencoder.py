@@ -1,0 +1,88 @@
+"""Training the ViT autoencoder on image folders (MSE, Adam)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vitprint.config import DataConfig, ModelConfig, OptimConfig, RunConfig, to_dict
+from vitprint.data.dataset import ImageTensors
+from vitprint.data.imageset import ImageSet
+from vitprint.data.sources import read_folders, split, subset
+from vitprint.evaluation.plots import image_pairs, loss_curve
+from vitprint.inference import reconstruct
+from vitprint.models.autoencoder import Autoencoder
+from vitprint.training.checkpoint import init_encoder, load_checkpoint
+from vitprint.training.engine import Task, checkpoint_paths, fit, read_history
+
+log = logging.getLogger(__name__)
+
+AE_OPTIM = OptimConfig(lr=1e-4)
+
+
+def train_autoencoder(
+    folders: list[str | Path] | ImageSet,
+    model_cfg: ModelConfig,
+    run: RunConfig,
+    optim: OptimConfig = AE_OPTIM,
+    data: DataConfig = DataConfig(),
+    encoder_path: str | None = None,
+    vit_weights: str | None = None,
+    freeze_encoder: bool = False,
+    pretrained_hub: bool = False,
+    grid_size: int = 8,
+) -> dict[str, Any]:
+    """Train the autoencoder; returns a summary with the best validation MSE.
+
+    Writes to ``run.out``: checkpoints (``checkpoints/best.safetensors`` is the
+    one to use), ``metrics.jsonl``, ``loss_curve.png``, ``recon_grid.png``.
+    """
+    out = Path(run.out)
+    images = folders if isinstance(folders, ImageSet) else read_folders(folders, model_cfg.image_size, data)
+    train_set, val_set = split(images, data.val_fraction, run.seed)
+    log.info("%d images: %d train, %d validation", len(images), len(train_set), len(val_set))
+
+    torch.manual_seed(run.seed)
+    model = Autoencoder(model_cfg, pretrained_hub=pretrained_hub)
+    init_encoder(model.encoder, vit_weights=vit_weights, encoder_path=encoder_path)
+    if freeze_encoder:
+        model.encoder.requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=optim.lr, weight_decay=optim.weight_decay)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=optim.step_size, gamma=optim.gamma)
+    meta = {"kind": "autoencoder", "model": to_dict(model_cfg), "run": to_dict(run), "optim": to_dict(optim),
+            "freeze_encoder": freeze_encoder, "encoder_init": encoder_path or vit_weights}
+
+    def step(m, x):
+        return F.mse_loss(m(x).float(), x), len(x)
+
+    def evaluate(m, loader, acc):
+        total, n = 0.0, 0
+        for x in loader:
+            total += F.mse_loss(m(x).float(), x, reduction="sum").item() / x[0].numel()
+            n += len(x)
+        return {"val_loss": total / max(n, 1)}
+
+    task = Task(step, evaluate, monitor="val_loss", higher_is_better=False, meta=meta)
+    fit(model, optimizer, scheduler, ImageTensors(train_set), ImageTensors(val_set), run, task)
+
+    _, best_path = checkpoint_paths(out)
+    load_checkpoint(best_path, model)
+    model.eval()
+    show = subset(val_set, np.arange(min(grid_size, len(val_set))))
+    rec = reconstruct(model, show, keep=True, progress=False)
+    image_pairs(show.pixels, rec.images, out / "recon_grid.png",
+                captions=[f"mse {v:.4f}" for v in rec.mse])
+    history = read_history(out)
+    loss_curve(history, out / "loss_curve.png")
+    summary = {"checkpoint": str(best_path), "epochs": len(history),
+               "best_val_loss": min(r["val_loss"] for r in history) if history else None,
+               "train_images": len(train_set), "val_images": len(val_set)}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary

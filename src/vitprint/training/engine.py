@@ -1,0 +1,188 @@
+"""The epoch loop shared by every training command, on HF Accelerate.
+
+It owns what all runs need: device and precision, seeding per epoch (so a
+resumed run follows the uninterrupted one exactly), a progress bar with loss
+and images/s, metrics appended as JSON lines, atomic ``last``/``best``
+checkpoints and a stop on a non-finite loss that keeps the last good one.
+What a step computes and how a model is scored are passed in.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from vitprint.config import RunConfig
+from vitprint.errors import VitprintError
+from vitprint.training.checkpoint import load_checkpoint, read_meta, save_checkpoint
+
+log = logging.getLogger(__name__)
+
+MIXED = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
+
+StepFn = Callable[[nn.Module, Any], tuple[torch.Tensor, int]]
+EvalFn = Callable[[nn.Module, DataLoader, Accelerator], dict[str, float]]
+
+
+def make_accelerator(run: RunConfig) -> Accelerator:
+    """An Accelerator for ``run.device`` (auto picks cuda, then mps, then cpu) and ``run.precision``."""
+    if run.device == "cuda" and not torch.cuda.is_available():
+        raise VitprintError("--device cuda was asked for, but no CUDA GPU is available")
+    if run.device == "mps" and not torch.backends.mps.is_available():
+        raise VitprintError("--device mps was asked for, but MPS is not available")
+    try:
+        acc = Accelerator(mixed_precision=MIXED[run.precision], cpu=run.device == "cpu")
+    except (ValueError, RuntimeError) as exc:
+        raise VitprintError(f"precision {run.precision} is not available here: {exc}") from None
+    if run.precision == "fp16" and acc.device.type == "cpu":
+        raise VitprintError("fp16 needs a GPU; on the CPU use --precision bf16 or fp32")
+    return acc
+
+
+def checkpoint_paths(out: Path) -> tuple[Path, Path]:
+    return out / "checkpoints" / "last.safetensors", out / "checkpoints" / "best.safetensors"
+
+
+@dataclass
+class Task:
+    """What one kind of training needs from the loop.
+
+    ``monitor`` names the validation metric that picks the best checkpoint;
+    ``higher_is_better`` says which way it improves. ``on_best`` runs after a
+    new best checkpoint was written (to export an encoder, draw a plot...).
+    """
+
+    step: StepFn
+    evaluate: EvalFn
+    monitor: str
+    higher_is_better: bool
+    meta: dict[str, Any] = field(default_factory=dict)
+    on_best: Callable[[nn.Module, dict[str, float]], None] | None = None
+
+
+def fit(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    train_data: torch.utils.data.Dataset,
+    val_data: torch.utils.data.Dataset,
+    run: RunConfig,
+    task: Task,
+) -> list[dict[str, float]]:
+    """Train for ``run.epochs`` epochs; returns one metrics record per epoch run here."""
+    out = Path(run.out)
+    out.mkdir(parents=True, exist_ok=True)
+    last_path, best_path = checkpoint_paths(out)
+    metrics_path = out / "metrics.jsonl"
+    start_epoch, best = 0, None
+    if run.resume:
+        if not last_path.is_file():
+            raise VitprintError(f"--resume: no checkpoint to resume from at {last_path}")
+        meta = load_checkpoint(last_path, model, optimizer)
+        scheduler.load_state_dict(meta["scheduler"])
+        start_epoch, best = meta["epoch"] + 1, meta.get("best")
+        log.info("resuming from %s after epoch %d", last_path, meta["epoch"] + 1)
+        if start_epoch >= run.epochs:
+            log.info("nothing to do: the run already has %d epochs", start_epoch)
+            return []
+    elif last_path.is_file():
+        raise VitprintError(
+            f"{out} already holds a run; pass --resume to continue it or choose another --out"
+        )
+
+    acc = make_accelerator(run)
+    # Shuffling draws from torch's global generator, reseeded every epoch below.
+    train_loader = DataLoader(
+        train_data, batch_size=run.batch_size, shuffle=True, drop_last=len(train_data) > run.batch_size,
+        num_workers=run.num_workers,
+    )
+    val_loader = DataLoader(val_data, batch_size=run.batch_size, shuffle=False, num_workers=run.num_workers)
+    model, optimizer, train_loader, val_loader = acc.prepare(model, optimizer, train_loader, val_loader)
+    log.info("training on %s, precision %s, %d train / %d validation images", acc.device, run.precision,
+             len(train_data), len(val_data))
+
+    history = []
+    for epoch in range(start_epoch, run.epochs):
+        set_seed(run.seed + epoch)
+        model.train()
+        total, seen, t0 = 0.0, 0, time.perf_counter()
+        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{run.epochs}", unit="batch", leave=False,
+                   disable=not acc.is_local_main_process)
+        for batch in bar:
+            with acc.autocast():
+                loss, n = task.step(model, batch)
+            if not torch.isfinite(loss.detach()):
+                kept = f"the last good checkpoint is {last_path}" if last_path.is_file() else "no checkpoint was written yet"
+                raise VitprintError(
+                    f"loss became {loss.item()} in epoch {epoch + 1}; stopped ({kept}). Try a lower --lr or --precision fp32"
+                )
+            acc.backward(loss)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            total += loss.item() * n
+            seen += n
+            bar.set_postfix(loss=f"{total / seen:.4f}", img_s=f"{seen / (time.perf_counter() - t0):.1f}")
+        train_time = time.perf_counter() - t0
+        scheduler.step()
+        model.eval()
+        with torch.no_grad(), acc.autocast():
+            scores = task.evaluate(model, val_loader, acc)
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": total / max(seen, 1),
+            "images_per_s": seen / train_time,
+            "lr": optimizer.param_groups[0]["lr"],
+            **scores,
+        }
+        history.append(record)
+        value = scores[task.monitor]
+        improved = best is None or (value > best if task.higher_is_better else value < best)
+        if improved and math.isfinite(value):
+            best = value
+        if acc.is_main_process:
+            with metrics_path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+            meta = {**task.meta, "epoch": epoch, "best": best, "monitor": task.monitor,
+                    "scheduler": scheduler.state_dict(), "metrics": record}
+            raw = acc.unwrap_model(model)
+            save_checkpoint(last_path, raw, optimizer, meta)
+            if improved:
+                save_checkpoint(best_path, raw, None, meta)
+                if task.on_best is not None:
+                    task.on_best(raw, record)
+        log.info("epoch %d/%d: %s", epoch + 1, run.epochs,
+                 ", ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "epoch"))
+    return history
+
+
+def read_history(out: str | Path) -> list[dict[str, float]]:
+    """All epoch records of a run directory (across resumes), last record per epoch wins."""
+    path = Path(out) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    by_epoch = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            rec = json.loads(line)
+            by_epoch[rec["epoch"]] = rec
+    return [by_epoch[k] for k in sorted(by_epoch)]
+
+
+def checkpoint_config(path: str | Path) -> dict[str, Any]:
+    """The metadata saved with a checkpoint, with a clear error if it is not one of ours."""
+    meta = read_meta(path)
+    if "model" not in meta:
+        raise VitprintError(f"{path} is not a vitprint checkpoint (no model config inside)")
+    return meta
