@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from vitprint.config import ModelConfig, from_dict
 from vitprint.data.dataset import to_model_range
 from vitprint.data.imageset import ImageSet
 from vitprint.errors import VitprintError
+from vitprint.progress import bar
 from vitprint.models.autoencoder import Autoencoder
 from vitprint.training.checkpoint import load_checkpoint, read_meta
 
@@ -63,8 +63,7 @@ def reconstruct(model: Autoencoder, images: ImageSet, batch_size: int = 32, keep
     if images.size != model.cfg.image_size:
         raise VitprintError(f"images are {images.size} px but the model expects {model.cfg.image_size} px")
     mse, mae, kept = [], [], []
-    for start in tqdm(range(0, len(images), batch_size), desc="reconstructing", unit="batch",
-                      disable=not progress, leave=False):
+    for start in bar(range(0, len(images), batch_size), enabled=progress, desc="reconstructing", unit="batch"):
         x = to_model_range(images.pixels[start:start + batch_size])[:, None].to(device)
         with _autocast(device, precision):
             y = model(x)
@@ -82,8 +81,7 @@ def encode(encoder: torch.nn.Module, images: ImageSet, batch_size: int = 64, pre
     """``(N, latent_dim)`` float32 latents of every image."""
     device = next(encoder.parameters()).device
     out = []
-    for start in tqdm(range(0, len(images), batch_size), desc="encoding", unit="batch",
-                      disable=not progress, leave=False):
+    for start in bar(range(0, len(images), batch_size), enabled=progress, desc="encoding", unit="batch"):
         x = to_model_range(images.pixels[start:start + batch_size])[:, None].to(device)
         with _autocast(device, precision):
             out.append(encoder(x).float().cpu().numpy())

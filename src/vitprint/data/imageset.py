@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from vitprint.data.readers import ReadOptions, UnreadableImage, read_file, resize_to_uint8
 from vitprint.errors import VitprintError
+from vitprint.progress import bar
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def _atomic_write(path: Path, write) -> None:
 def _decode(files: list[Path], size: int, opts: ReadOptions, show_progress: bool):
     ids, sources, arrays, skipped = [], [], [], []
     common = Path(os.path.commonpath([f.parent for f in files])) if files else Path(".")
-    for idx, f in enumerate(tqdm(files, desc="decoding", unit="file", disable=not show_progress, leave=False)):
+    for idx, f in enumerate(bar(files, enabled=show_progress, desc="decoding", unit="file")):
         try:
             images = read_file(f, opts)
         except UnreadableImage as exc:

@@ -70,7 +70,9 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any])
     for key, value in meta["scalars"].items():
         idx, name = key.split(".", 1)
         state.setdefault(int(idx), {})[name] = value
-    return {"state": state, "param_groups": meta["param_groups"]}
+    # JSON turns tuples (Adam's betas) into lists; give them back their type.
+    groups = [{k: tuple(v) if k == "betas" else v for k, v in g.items()} for g in meta["param_groups"]]
+    return {"state": state, "param_groups": groups}
 
 
 def save_checkpoint(

@@ -22,10 +22,10 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from vitprint.config import RunConfig
 from vitprint.errors import VitprintError
+from vitprint.progress import bar as progress_bar
 from vitprint.training.checkpoint import load_checkpoint, read_meta, save_checkpoint
 
 log = logging.getLogger(__name__)
@@ -118,8 +118,8 @@ def fit(
         set_seed(run.seed + epoch)
         model.train()
         total, seen, t0 = 0.0, 0, time.perf_counter()
-        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{run.epochs}", unit="batch", leave=False,
-                   disable=not acc.is_local_main_process)
+        bar = progress_bar(train_loader, enabled=acc.is_local_main_process,
+                           desc=f"epoch {epoch + 1}/{run.epochs}", unit="batch")
         for batch in bar:
             with acc.autocast():
                 loss, n = task.step(model, batch)
