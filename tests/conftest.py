@@ -8,6 +8,7 @@ from vitprint.data.phantoms import make_phantoms
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("VITPRINT_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("VITPRINT_QUIET", "1")
 

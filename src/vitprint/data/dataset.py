@@ -23,7 +23,7 @@ def seed_augmentation() -> v2.Transform:
 
 def to_model_range(u8: np.ndarray | torch.Tensor) -> torch.Tensor:
     """uint8 ``(..., H, W)`` -> float32 in [-1, 1] (mean 0.5, std 0.5 normalisation)."""
-    t = torch.as_tensor(np.asarray(u8)) if not isinstance(u8, torch.Tensor) else u8
+    t = u8 if isinstance(u8, torch.Tensor) else torch.from_numpy(np.array(u8, dtype=np.float32))
     return t.float().div_(127.5).sub_(1.0)
 
 
@@ -43,10 +43,10 @@ class ImageTensors(Dataset):
         return len(self.images)
 
     def __getitem__(self, i: int):
-        x = torch.from_numpy(np.array(self.images.pixels[i], dtype=np.float32, copy=True))[None] / 255.0
+        x = to_model_range(self.images.pixels[i])[None]
         if self.augment is not None:
-            x = self.augment(x).clamp_(0, 1)
-        x = x * 2 - 1
+            # The seed's augmentations work on [0, 1] intensities.
+            x = self.augment((x + 1) / 2).clamp_(0, 1) * 2 - 1
         if self.erase is not None:
             x = self.erase(x)
         if self.images.labels is None:

@@ -185,8 +185,9 @@ def make_phantoms(
     """
     out = Path(out)
     counts = {s: 0 for s in SPLITS}
-    n_train = round(per_class * SPLITS["train"])
-    n_valid = round(per_class * SPLITS["valid"])
+    # Every split gets at least one image per class.
+    n_valid = max(1, round(per_class * SPLITS["valid"]))
+    n_train = per_class - n_valid - max(1, round(per_class * SPLITS["test"]))
     for ci, label in enumerate(classes):
         for i in range(per_class):
             split = "train" if i < n_train else "valid" if i < n_train + n_valid else "test"

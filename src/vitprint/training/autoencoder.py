@@ -19,7 +19,7 @@ from vitprint.evaluation.plots import image_pairs, loss_curve
 from vitprint.inference import reconstruct
 from vitprint.models.autoencoder import Autoencoder
 from vitprint.training.checkpoint import init_encoder, load_checkpoint
-from vitprint.training.engine import Task, checkpoint_paths, fit, read_history
+from vitprint.training.engine import Task, checkpoint_paths, fit, prepare_out, read_history
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def train_autoencoder(
     Writes to ``run.out``: checkpoints (``checkpoints/best.safetensors`` is the
     one to use), ``metrics.jsonl``, ``loss_curve.png``, ``recon_grid.png``.
     """
-    out = Path(run.out)
+    out = prepare_out(run)
     images = folders if isinstance(folders, ImageSet) else read_folders(folders, model_cfg.image_size, data)
     train_set, val_set = split(images, data.val_fraction, run.seed)
     log.info("%d images: %d train, %d validation", len(images), len(train_set), len(val_set))

@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from torch import nn
 from torch.utils.data import DataLoader
@@ -42,13 +43,28 @@ def make_accelerator(run: RunConfig) -> Accelerator:
         raise VitprintError("--device cuda was asked for, but no CUDA GPU is available")
     if run.device == "mps" and not torch.backends.mps.is_available():
         raise VitprintError("--device mps was asked for, but MPS is not available")
+    on_cpu = run.device == "cpu" or (run.device == "auto" and not torch.cuda.is_available())
+    if run.precision == "fp16" and on_cpu:
+        raise VitprintError("fp16 needs a GPU; on the CPU use --precision bf16 or fp32")
+    # Accelerate keeps one process-wide state; a library may train several times
+    # in one process (the demo does), each with its own precision.
+    AcceleratorState._reset_state(reset_partial_state=True)
     try:
-        acc = Accelerator(mixed_precision=MIXED[run.precision], cpu=run.device == "cpu")
+        return Accelerator(mixed_precision=MIXED[run.precision], cpu=run.device == "cpu")
     except (ValueError, RuntimeError) as exc:
         raise VitprintError(f"precision {run.precision} is not available here: {exc}") from None
-    if run.precision == "fp16" and acc.device.type == "cpu":
-        raise VitprintError("fp16 needs a GPU; on the CPU use --precision bf16 or fp32")
-    return acc
+
+
+def prepare_out(run: RunConfig) -> Path:
+    """Check ``run.out`` before any work: a new run must not overwrite one, --resume needs one."""
+    out = Path(run.out)
+    last, _ = checkpoint_paths(out)
+    if run.resume and not last.is_file():
+        raise VitprintError(f"--resume: no checkpoint to resume from at {last}")
+    if not run.resume and last.is_file():
+        raise VitprintError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
 
 
 def checkpoint_paths(out: Path) -> tuple[Path, Path]:
@@ -82,14 +98,11 @@ def fit(
     task: Task,
 ) -> list[dict[str, float]]:
     """Train for ``run.epochs`` epochs; returns one metrics record per epoch run here."""
-    out = Path(run.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_out(run)
     last_path, best_path = checkpoint_paths(out)
     metrics_path = out / "metrics.jsonl"
     start_epoch, best = 0, None
     if run.resume:
-        if not last_path.is_file():
-            raise VitprintError(f"--resume: no checkpoint to resume from at {last_path}")
         meta = load_checkpoint(last_path, model, optimizer)
         scheduler.load_state_dict(meta["scheduler"])
         start_epoch, best = meta["epoch"] + 1, meta.get("best")
@@ -97,10 +110,6 @@ def fit(
         if start_epoch >= run.epochs:
             log.info("nothing to do: the run already has %d epochs", start_epoch)
             return []
-    elif last_path.is_file():
-        raise VitprintError(
-            f"{out} already holds a run; pass --resume to continue it or choose another --out"
-        )
 
     acc = make_accelerator(run)
     # Shuffling draws from torch's global generator, reseeded every epoch below.

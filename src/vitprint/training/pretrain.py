@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -20,7 +19,8 @@ from vitprint.evaluation.metrics import classification_metrics, confusion
 from vitprint.evaluation.plots import confusion_plot, loss_curve
 from vitprint.models.autoencoder import Classifier
 from vitprint.training.checkpoint import init_encoder, load_checkpoint, save_weights
-from vitprint.training.engine import Task, checkpoint_paths, fit, make_accelerator, read_history
+from vitprint.inference import pick_device
+from vitprint.training.engine import Task, checkpoint_paths, fit, prepare_out, read_history
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +28,16 @@ log = logging.getLogger(__name__)
 PRETRAIN_OPTIM = OptimConfig(lr=1e-4, weight_decay=1e-5, step_size=10, gamma=0.9)
 
 
-def _predict(model, loader, acc) -> tuple[np.ndarray, np.ndarray, float]:
+def _predict(model, loader, acc=None) -> tuple[np.ndarray, np.ndarray, float]:
+    """Truth, predictions and mean loss over a loader (gathered across processes when ``acc``)."""
     preds, truth, loss_sum, n = [], [], 0.0, 0
+    device = next(model.parameters()).device
     for x, y in loader:
+        x, y = x.to(device), y.to(device)
         logits = model(x)
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").item()
         n += len(y)
-        p, t = acc.gather_for_metrics((logits.argmax(1), y))
+        p, t = (logits.argmax(1), y) if acc is None else acc.gather_for_metrics((logits.argmax(1), y))
         preds.append(p.cpu().numpy())
         truth.append(t.cpu().numpy())
     return np.concatenate(truth), np.concatenate(preds), loss_sum / max(n, 1)
@@ -56,7 +59,7 @@ def pretrain(
     checkpoints, ``metrics.jsonl``, ``loss_curve.png``, ``confusion_valid.png``
     (and ``confusion_test.png`` plus test metrics when a ``test/`` split exists).
     """
-    out = Path(run.out)
+    out = prepare_out(run)
     splits = class_tree(data_root, val_fraction=data.val_fraction, seed=run.seed)
     classes = splits["train"].classes
     sets = {
@@ -94,14 +97,12 @@ def pretrain(
     # Report the best epoch, reloaded, on validation (and test when there is one).
     _, best_path = checkpoint_paths(out)
     load_checkpoint(best_path, model)
-    model.eval()
+    model.to(pick_device(run.device)).eval()
     summary: dict[str, Any] = {"classes": classes, "encoder": str(out / "encoder.safetensors")}
-    acc = make_accelerator(dataclasses.replace(run, precision="fp32"))
-    model = acc.prepare(model)
     for name in [s for s in ("valid", "test") if s in sets]:
         loader = torch.utils.data.DataLoader(ImageTensors(sets[name]), batch_size=run.batch_size)
         with torch.no_grad():
-            y, p, loss = _predict(model, loader, acc)
+            y, p, loss = _predict(model, loader)
         summary[name] = {"loss": loss, **classification_metrics(y, p, n_classes)}
         confusion_plot(confusion(y, p, n_classes), classes, out / f"confusion_{name}.png",
                        title=f"{name}: best epoch")

@@ -1,0 +1,103 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from vitprint.config import DataConfig, OptimConfig
+from vitprint.errors import VitprintError
+from vitprint.models.presets import model_config
+from vitprint.training.autoencoder import train_autoencoder
+from vitprint.training.pretrain import pretrain
+
+from conftest import run_cfg
+
+
+def _weights(out):
+    return {k: v for k, v in load_file(str(out / "checkpoints" / "last.safetensors")).items() if k.startswith("model.")}
+
+
+def test_pretrain_writes_encoder_metrics_and_plots(phantom_tree, tmp_path, data_cfg):
+    out = tmp_path / "pre"
+    summary = pretrain(phantom_tree, model_config("micro"), run_cfg(out, epochs=2), data=data_cfg)
+    assert summary["classes"] == ["effusion", "mass", "nodule", "normal"]
+    assert set(summary["valid"]) >= {"accuracy", "macro_f1", "kappa"} and "test" in summary
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert {"train_loss", "val_loss", "val_accuracy", "val_macro_f1", "val_kappa", "images_per_s"} <= set(records[0])
+    for name in ("encoder.safetensors", "confusion_valid.png", "confusion_test.png", "loss_curve.png",
+                 "checkpoints/best.safetensors", "checkpoints/last.safetensors"):
+        assert (out / name).is_file(), name
+
+
+def test_resume_matches_an_uninterrupted_run(flat_folder, tmp_path, data_cfg):
+    cfg = model_config("micro")
+    opt = OptimConfig(lr=1e-3, step_size=1, gamma=0.5)
+    straight = tmp_path / "straight"
+    train_autoencoder([flat_folder], cfg, run_cfg(straight, epochs=3), opt, data_cfg)
+    split_run = tmp_path / "split"
+    train_autoencoder([flat_folder], cfg, run_cfg(split_run, epochs=2), opt, data_cfg)
+    train_autoencoder([flat_folder], cfg, run_cfg(split_run, epochs=3, resume=True), opt, data_cfg)
+    a, b = _weights(straight), _weights(split_run)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    epochs = [json.loads(line)["epoch"] for line in (split_run / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2, 3]
+
+
+def test_refuses_to_overwrite_a_run_and_resume_needs_one(flat_folder, tmp_path, data_cfg):
+    out = tmp_path / "r"
+    with pytest.raises(VitprintError, match="no checkpoint to resume"):
+        train_autoencoder([flat_folder], model_config("micro"), run_cfg(out, resume=True), data=data_cfg)
+    train_autoencoder([flat_folder], model_config("micro"), run_cfg(out), data=data_cfg)
+    with pytest.raises(VitprintError, match="already holds a run"):
+        train_autoencoder([flat_folder], model_config("micro"), run_cfg(out), data=data_cfg)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(flat_folder, tmp_path, data_cfg):
+    out = tmp_path / "nan"
+    cfg = model_config("micro")
+    train_autoencoder([flat_folder], cfg, run_cfg(out, epochs=1), data=data_cfg)
+    before = _weights(out)
+    with pytest.raises(VitprintError, match="loss became nan.*last good checkpoint"):
+        _poisoned(flat_folder, cfg, out, data_cfg)
+    after = _weights(out)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def _poisoned(folder, cfg, out, data_cfg):
+    """Resume with a model whose decoder output is NaN: the first step's loss is not finite."""
+    from vitprint.models import autoencoder as ae_mod
+
+    original = ae_mod.Autoencoder.forward
+    ae_mod.Autoencoder.forward = lambda self, x: original(self, x) * float("nan")
+    try:
+        train_autoencoder([folder], cfg, run_cfg(out, epochs=2, resume=True), data=data_cfg)
+    finally:
+        ae_mod.Autoencoder.forward = original
+
+
+def test_autoencoder_learns_and_draws_its_grid(flat_folder, tmp_path, data_cfg):
+    out = tmp_path / "ae"
+    summary = train_autoencoder([flat_folder], model_config("micro"), run_cfg(out, epochs=3),
+                                OptimConfig(lr=1e-3), data_cfg)
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["train_loss"] < records[0]["train_loss"]
+    assert summary["best_val_loss"] == pytest.approx(min(r["val_loss"] for r in records))
+    assert (out / "recon_grid.png").is_file() and (out / "loss_curve.png").is_file()
+
+
+def test_frozen_encoder_does_not_change(flat_folder, tmp_path, data_cfg):
+    out = tmp_path / "frozen"
+    torch.manual_seed(0)
+    train_autoencoder([flat_folder], model_config("micro"), run_cfg(out, epochs=1), OptimConfig(lr=1e-2), data_cfg,
+                      freeze_encoder=True)
+    w = _weights(out)
+    from vitprint.models.autoencoder import Autoencoder
+
+    torch.manual_seed(0)
+    fresh = Autoencoder(model_config("micro")).state_dict()
+    assert torch.equal(w["model.encoder.proj.weight"], fresh["encoder.proj.weight"])
+    assert not torch.equal(w["model.decoder.fc.0.weight"], fresh["decoder.fc.0.weight"])
