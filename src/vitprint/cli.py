@@ -14,6 +14,8 @@ import logging
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from vitprint import __version__
 from vitprint.errors import VitprintError
 
@@ -221,11 +223,124 @@ def cmd_info(a) -> int:
     return 0
 
 
+def cmd_detect(a) -> int:
+    from vitprint.detection.inputs import resolve_inputs
+    from vitprint.detection.pipeline import DetectConfig, detect
+    from vitprint.detection.scores import ScoreConfig
+    from vitprint.evaluation.metrics import metric_table
+
+    inputs = resolve_inputs(a.dev, a.test, a.generated or (), a.members or (), a.non_members or (),
+                            a.unknown or (), a.reference or ())
+    model_cfg = _model_cfg(a)
+    if a.encoder:
+        model_cfg = _encoder_model_cfg(a.encoder, model_cfg)
+    scores = ScoreConfig(detectors=tuple(a.detectors), k=a.k, latent_metric=a.latent_metric,
+                         pixel_size=a.pixel_size, batch_size=a.batch_size, precision=a.precision)
+    cfg = DetectConfig(out=a.out, scores=scores, folds=a.folds, target_fpr=a.target_fpr, decision=a.decision,
+                       run_names=a.run_names, n_boot=a.bootstrap, seed=a.seed, device=a.device,
+                       autoencoder=a.autoencoder, encoder=a.encoder, ae_epochs=a.ae_epochs,
+                       ae_batch_size=a.batch_size, ae_lr=a.lr, precision=a.precision, report=not a.no_report)
+    summary = detect(inputs, model_cfg, cfg, _data_cfg(a))
+    _print_detection(summary, metric_table)
+    return 0
+
+
+def _print_detection(summary, metric_table) -> None:
+    if "development" in summary:
+        print("development metrics (cross-validated; 95% bootstrap intervals):")
+        print(metric_table(summary["development"]))
+    for key, label in (("run_file", "run file"), ("report", "report")):
+        if key in summary:
+            print(f"{label}: {summary[key]}")
+
+
+def cmd_evaluate(a) -> int:
+    from vitprint.evaluation.metrics import metric_table
+    from vitprint.evaluation.truth import evaluate_run, evaluate_scores, read_scores, read_truth
+
+    if bool(a.run) == bool(a.scores):
+        raise VitprintError("give exactly one of --run RUN_FILE or --scores scores.csv")
+    truth = read_truth(a.truth) if a.truth else None
+    if a.run:
+        if truth is None:
+            raise VitprintError("evaluating a run file needs --truth (a development folder or an id,label CSV)")
+        results, missing = evaluate_run(a.run, truth, a.bootstrap, a.seed)
+        if missing:
+            log.warning("the run file has no decision for %d image(s) of the truth", missing)
+        keys = ("accuracy", "kappa", "precision", "recall", "f1")
+    else:
+        ids, values, labels = read_scores(a.scores)
+        if truth is not None:
+            labels = np.asarray([truth[i] if i in truth else -1 for i in (Path(x).stem for x in ids)])
+            keep = labels >= 0
+            if not keep.any():
+                raise VitprintError("no id of the scores file is in the truth")
+            values = {k: v[keep] for k, v in values.items()}
+            labels = labels[keep]
+        if labels is None:
+            raise VitprintError(f"{a.scores} has no labels for every row; give --truth")
+        results = evaluate_scores(values, labels, a.folds, a.bootstrap, a.seed, a.target_fpr)["results"]
+        keys = ("accuracy", "kappa", "f1", "roc_auc", "tpr_at_1pct_fpr")
+    print(metric_table(results, keys))
+    if a.out:
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(json.dumps(results, indent=2, default=float))
+        print(f"metrics: {a.out}")
+    return 0
+
+
+def cmd_validate_run(a) -> int:
+    from vitprint.detection.runfile import validate_run
+
+    problems = validate_run(a.run, a.images)
+    if problems:
+        for p in problems:
+            print(f"{a.run}: {p}")
+        print(f"{len(problems)} problem(s): the run file is not valid")
+        return 1
+    n = sum(1 for line in Path(a.run).read_text().splitlines() if line.strip())
+    print(f"{a.run}: valid ({n} lines)")
+    return 0
+
+
+def cmd_train_generator(a) -> int:
+    from vitprint.config import RunConfig
+    from vitprint.data.sources import read_folders
+    from vitprint.training.generator import train_gan
+
+    if a.image_size < 32 or a.image_size & (a.image_size - 1):
+        raise VitprintError(f"--image-size must be a power of two >= 32, got {a.image_size}")
+    images = read_folders(a.images, a.image_size, _data_cfg(a), what="training images")
+    run = RunConfig(out=a.out, epochs=a.epochs, batch_size=a.batch_size, precision=a.precision, seed=a.seed,
+                    num_workers=a.num_workers, resume=a.resume, device=a.device)
+    summary = train_gan(images, run, z_dim=a.z_dim, base=a.width, lr=a.lr)
+    print(f"generator checkpoint: {summary['checkpoint']}; samples: {Path(a.out) / 'samples.png'}")
+    return 0
+
+
+def cmd_generate(a) -> int:
+    from vitprint.training.generator import generate
+
+    files = generate(a.checkpoint, a.n, a.out, seed=a.seed, size=a.size)
+    print(f"wrote {len(files)} images to {a.out}")
+    return 0
+
+
 def cmd_demo(a) -> int:
     from vitprint.demo import run_demo
+    from vitprint.evaluation.metrics import metric_table
+    from vitprint.evaluation.truth import evaluate_run, read_truth
 
-    result = run_demo(a.out, preset=a.preset, per_class=a.per_class, pretrain_epochs=a.pretrain_epochs,
-                      train_epochs=a.train_epochs, lr=a.lr, seed=a.seed, progress=not a.quiet)
+    result = run_demo(a.out, preset=a.preset, per_class=a.per_class, members=a.members,
+                      test_members=a.test_members, n_generated=a.n_generated, gan_epochs=a.gan_epochs,
+                      pretrain_epochs=a.pretrain_epochs, ae_epochs=a.ae_epochs, lr=a.lr, seed=a.seed,
+                      n_boot=a.bootstrap)
+    summary = result.pop("summary")
+    print("development metrics (cross-validated; 95% bootstrap intervals):")
+    print(metric_table(summary["development"]))
+    test, _ = evaluate_run(result["run file"], read_truth(result["test truth"]), a.bootstrap, a.seed)
+    print("the run file against the hidden test truth:")
+    print(metric_table(test, ("accuracy", "kappa", "precision", "recall", "f1")))
     for name, path in result.items():
         print(f"{name}: {path}")
     return 0
@@ -243,13 +358,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("demo", help="run the whole story on built-in phantom data (no dataset needed)",
-                       description="Make phantom CT slices, pretrain the encoder on them, train the autoencoder, and draw reconstructions. Runs in a few minutes on a laptop CPU with the tiny preset; reuses what an earlier run in --out already made.")
+                       description="The whole membership story on built-in data: phantom CT patients split into members and non-members (the challenge's development and test layout), a DCGAN trained on the members only, generated images, encoder pretraining on separate public phantoms, detection with every score, cross-validated metrics with intervals, a run file checked against the hidden truth, and an HTML report. About 10 minutes on a 2-core CPU with the tiny preset; running it again reuses every finished step.")
     p.add_argument("--out", default="vitprint-demo", help="output folder (default: vitprint-demo)")
     p.add_argument("--preset", default="tiny", help="model preset (default: tiny)")
-    p.add_argument("--per-class", type=int, default=60, help="phantom images per class (default: 60)")
+    p.add_argument("--per-class", type=int, default=60, help="public phantom images per class for pretraining (default: 60)")
+    p.add_argument("--members", type=int, default=100, help="development images per side, used and not used (default: 100, as in 2025)")
+    p.add_argument("--test-members", type=int, default=50, help="test images per side, hidden among real_unknown (default: 50)")
+    p.add_argument("--n-generated", type=int, default=500, help="generated images (default: 500)")
+    p.add_argument("--gan-epochs", type=int, default=300, help="DCGAN epochs (default: 300)")
     p.add_argument("--pretrain-epochs", type=int, default=30, help="encoder pretraining epochs (default: 30)")
-    p.add_argument("--train-epochs", type=int, default=30, help="autoencoder epochs (default: 30)")
-    p.add_argument("--lr", type=float, default=5e-4, help="learning rate of both trainings; higher than the seed's 1e-4 because the small ViT starts from scratch (default: 5e-4)")
+    p.add_argument("--ae-epochs", type=int, default=20, help="autoencoder epochs (default: 20)")
+    p.add_argument("--lr", type=float, default=5e-4, help="learning rate of pretraining and the autoencoder; higher than the seed's 1e-4 because the small ViT starts from scratch (default: 5e-4)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals (default: 1000)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     _add_common(p)
     p.set_defaults(func=cmd_demo)
@@ -305,6 +425,84 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     _add_common(p)
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("detect", help="score real images, decide which were used for training, write the run file and report",
+                       description="Detect training-data usage. Give the challenge's folders (--dev with generated/, real_used/, real_not_used/; --test with generated/, real_unknown/) or explicit folders. Trains the ViT autoencoder on the generated images (or loads --autoencoder), computes every score, cross-validates decisions on the labelled images, writes scores.csv, evaluation.json, run.txt (for unknown images) and report.html.")
+    g = p.add_argument_group("inputs")
+    g.add_argument("--dev", metavar="DIR", help="development folder: generated/, real_used/, real_not_used/")
+    g.add_argument("--test", metavar="DIR", help="test folder: generated/, real_unknown/")
+    g.add_argument("--generated", nargs="+", metavar="DIR", help="generated (synthetic) image folder(s)")
+    g.add_argument("--members", nargs="+", metavar="DIR", help="real images known to be used for training")
+    g.add_argument("--non-members", nargs="+", metavar="DIR", help="real images known not to be used")
+    g.add_argument("--unknown", nargs="+", metavar="DIR", help="real images to decide (the run file covers these)")
+    g.add_argument("--reference", nargs="+", metavar="DIR", help="real images the generator never saw, for the calibrated scores")
+    g = p.add_argument_group("scores")
+    g.add_argument("--detectors", nargs="+", default=["recon", "latent_nn", "pixel_nn"], choices=["recon", "latent_nn", "pixel_nn"], help="scores to compute (default: all)")
+    g.add_argument("--k", type=int, default=5, help="neighbours averaged by latent_nn (default: 5)")
+    g.add_argument("--latent-metric", choices=["cosine", "l2"], default="cosine", help="latent distance (default: cosine)")
+    g.add_argument("--pixel-size", type=int, default=64, help="image size for pixel_nn (default: 64)")
+    g.add_argument("--autoencoder", metavar="CKPT", help="use this trained autoencoder instead of training one on the generated images")
+    g.add_argument("--encoder", metavar="PATH", help="start the autoencoder from a pretrained encoder (encoder.safetensors)")
+    g.add_argument("--ae-epochs", type=int, default=10, help="autoencoder epochs (default: 10)")
+    g.add_argument("--lr", type=float, default=1e-4, help="autoencoder learning rate (default: 1e-4)")
+    g.add_argument("--batch-size", type=int, default=32, help="batch size (default: 32)")
+    g = p.add_argument_group("decisions")
+    g.add_argument("--decision", default="combined", help="what decides the run file: 'combined' (logistic combiner over all scores) or one score's name (default: combined)")
+    g.add_argument("--target-fpr", type=float, help="fit thresholds to this false-positive rate instead of maximising Cohen's kappa")
+    g.add_argument("--folds", type=int, default=5, help="cross-validation folds for development metrics (default: 5)")
+    g.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for 95%% intervals (default: 1000; 0 turns them off)")
+    g.add_argument("--run-names", action="store_true", help="write file names (real_unknown_0001.png) instead of stems in the run file")
+    g.add_argument("--no-report", action="store_true", help="skip the HTML report")
+    p.add_argument("--out", default="runs/detect", help="output folder (default: runs/detect)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32", help="precision (default: fp32)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto", help="where to run (default: auto)")
+    _add_model(p, "seed")
+    _add_data(p)
+    _add_common(p)
+    p.set_defaults(func=cmd_detect)
+
+    p = sub.add_parser("evaluate", help="metrics with confidence intervals for a run file or a scores file",
+                       description="Accuracy, precision, recall, F1, Cohen's kappa (and for scores: ROC-AUC, average precision, TPR at 1%% and 0.1%% FPR, cross-validated decisions, the member-vs-member control), each with a bootstrap 95%% interval.")
+    p.add_argument("--run", metavar="RUN_FILE", help="a run file (<id>,<0|1> lines)")
+    p.add_argument("--scores", metavar="CSV", help="a scores.csv written by 'vitprint detect'")
+    p.add_argument("--truth", metavar="DIR_OR_CSV", help="a development folder (real_used/, real_not_used/) or a CSV of id,label")
+    p.add_argument("--folds", type=int, default=5, help="cross-validation folds for scores (default: 5)")
+    p.add_argument("--target-fpr", type=float, help="fit thresholds to this false-positive rate instead of maximising kappa")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default: 1000)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--out", metavar="JSON", help="also write the metrics as JSON")
+    _add_common(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("validate-run", help="check a run file against the task's rules",
+                       description="Check a run file as the task's validator does: every line '<id>,<0|1>', ids of images in --images (stems or file names), none repeated, none missing. Prints each problem with its line number; exit status 1 when invalid.")
+    p.add_argument("run", help="the run file")
+    p.add_argument("--images", required=True, metavar="DIR", help="the test images (real_unknown/)")
+    _add_common(p)
+    p.set_defaults(func=cmd_validate_run)
+
+    p = sub.add_parser("train-generator", help="train a DCGAN on real images (to build a membership setting)",
+                       description="Train a standard DCGAN on every image below the folders, to reproduce the situation vitprint audits: a generator trained on known members. Writes checkpoints/last.safetensors, metrics.jsonl and samples.png.")
+    p.add_argument("images", nargs="+", help="training image folder(s): the members")
+    p.add_argument("--image-size", type=int, default=64, help="generated image size, a power of two >= 32 (default: 64)")
+    p.add_argument("--z-dim", type=int, default=100, help="noise size (default: 100)")
+    p.add_argument("--width", type=int, default=32, help="base channel width (default: 32)")
+    _add_run(p, "runs/generator", epochs=200, batch=32)
+    p.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate, betas 0.5/0.999 (default: 2e-4)")
+    _add_data(p)
+    _add_common(p)
+    p.set_defaults(func=cmd_train_generator)
+
+    p = sub.add_parser("generate", help="sample images from a trained generator",
+                       description="Write N samples of a generator checkpoint as 8-bit palette PNGs, generated_00000.png ...")
+    p.add_argument("checkpoint", help="generator checkpoint (from 'vitprint train-generator')")
+    p.add_argument("--n", type=int, default=1000, help="how many images (default: 1000)")
+    p.add_argument("--out", default="generated", help="output folder (default: generated)")
+    p.add_argument("--size", type=int, help="resize the samples to this size (default: the generator's)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    _add_common(p)
+    p.set_defaults(func=cmd_generate)
     return parser
 
 

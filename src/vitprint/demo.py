@@ -1,4 +1,15 @@
-"""The demo: the whole pipeline on built-in phantom data, resumable step by step."""
+"""The demo: the whole membership story on built-in phantom data, resumable step by step.
+
+1. A "public" phantom set in four classes, to pretrain the encoder on (as the
+   seed pretrained on a public chest-CT set).
+2. A separate pool of phantom patients split into members (``real_used``) and
+   non-members (``real_not_used``): the challenge's development layout.
+3. A DCGAN trained on the members only, and images generated from it
+   (``generated``).
+4. Encoder pretraining, then detection: the autoencoder trained on the
+   generated images, every score, cross-validated decisions, metrics with
+   intervals, the member-vs-member control and the HTML report.
+"""
 
 from __future__ import annotations
 
@@ -6,62 +17,121 @@ import dataclasses
 import logging
 from pathlib import Path
 
+import numpy as np
 
-from vitprint.config import DataConfig, OptimConfig, RunConfig
-from vitprint.data.phantoms import CLASSES, make_phantoms
+from vitprint.config import DataConfig, RunConfig
+from vitprint.data.phantoms import CLASSES, make_phantoms, phantom, save_palette_png
+from vitprint.data.sources import read_folders
+from vitprint.detection.inputs import resolve_inputs
+from vitprint.detection.pipeline import DetectConfig, detect
 from vitprint.models.presets import model_config
 from vitprint.progress import bar
-from vitprint.training.autoencoder import train_autoencoder
+from vitprint.training.engine import checkpoint_paths
+from vitprint.training.generator import generate, train_gan
 from vitprint.training.pretrain import PRETRAIN_OPTIM, pretrain
 
 log = logging.getLogger(__name__)
+
+
+def write_membership_split(root: str | Path, n_dev: int, n_test: int, size: int = 256, seed: int = 0) -> Path:
+    """Distinct phantom patients (mixed classes) in the challenge's layout.
+
+    ``root/dev/real_used`` and ``root/dev/real_not_used`` get ``n_dev`` each;
+    ``root/test/real_unknown`` gets ``n_test`` members and ``n_test``
+    non-members under neutral names, with the truth in ``root/test_truth.csv``.
+    Every member, development and test, is also copied to ``root/members`` for the generator to train on.
+    """
+    root = Path(root)
+    dev, test = root / "dev", root / "test"
+    for folder in (dev / "real_used", dev / "real_not_used", test / "real_unknown", root / "members"):
+        folder.mkdir(parents=True, exist_ok=True)
+    n = n_dev + n_test
+    unknown_order = np.random.default_rng([seed, 8]).permutation(2 * n_test)
+    truth = []
+    for i in bar(range(2 * n), desc="real images", unit="img"):
+        # Stream 7 keeps these patients apart from the pretraining phantoms.
+        px = phantom(np.random.default_rng([seed, 7, i]), CLASSES[i % len(CLASSES)], size)
+        member, k = i % 2 == 0, i // 2
+        if k < n_dev:
+            target = dev / ("real_used" if member else "real_not_used") / f"{'real_used' if member else 'real_not_used'}_{k:04d}.png"
+        else:
+            j = int(unknown_order[2 * (k - n_dev) + (0 if member else 1)])
+            target = test / "real_unknown" / f"real_unknown_{j:04d}.png"
+            truth.append((target.stem, int(member)))
+        save_palette_png(px, target)
+        if member:  # the generator's training set: every member, development and test
+            save_palette_png(px, root / "members" / f"member_{k:04d}.png")
+    truth_path = root / "test_truth.csv"
+    truth_path.write_text("".join(f"{i},{lab}\n" for i, lab in sorted(truth)))
+    return truth_path
+
+
+def _done(marker: Path) -> bool:
+    return marker.is_file()
 
 
 def run_demo(
     out: str | Path = "vitprint-demo",
     preset: str = "tiny",
     per_class: int = 60,
+    members: int = 100,
+    test_members: int = 50,
+    n_generated: int = 500,
+    gan_epochs: int = 300,
     pretrain_epochs: int = 30,
-    train_epochs: int = 30,
+    ae_epochs: int = 20,
     lr: float = 5e-4,
     seed: int = 0,
     batch_size: int = 32,
-    progress: bool = True,
+    n_boot: int = 1000,
 ) -> dict[str, Path]:
-    """Phantoms -> encoder pretraining -> autoencoder training -> reconstruction grid.
-
-    Each finished step leaves a marker (its summary file) and is skipped when the
-    demo runs again in the same folder. Returns the paths worth opening.
-    """
+    """Run (or finish) the demo in ``out``; returns the paths worth opening."""
     out = Path(out)
-    data = DataConfig(cache_dir=str(out / "cache"), val_fraction=0.15)
     cfg = model_config(preset)
+    data = DataConfig(cache_dir=str(out / "cache"), val_fraction=0.15)
+    public, data_root = out / "public", out / "data"
+    dev, test = data_root / "dev", data_root / "test"
 
-    phantoms = out / "phantoms"
-    if not (phantoms / ".done").is_file():
-        log.info("step 1/3: making %d phantom CT slices in %s", per_class * len(CLASSES), phantoms)
-        with bar(total=per_class * len(CLASSES), enabled=progress, desc="phantoms", unit="img") as pbar:
-            make_phantoms(phantoms, per_class=per_class, seed=seed, progress=pbar)
-        (phantoms / ".done").write_text("ok\n")
+    if not _done(public / ".done"):
+        log.info("1/5 making %d public phantom slices for encoder pretraining", per_class * len(CLASSES))
+        with bar(total=per_class * len(CLASSES), desc="phantoms", unit="img") as pbar:
+            make_phantoms(public, per_class=per_class, seed=seed + 1000, progress=pbar)
+        (public / ".done").write_text("ok\n")
+    if not _done(data_root / ".reals"):
+        log.info("2/5 making %d member and %d non-member patients", members + test_members, members + test_members)
+        write_membership_split(data_root, members, test_members, seed=seed)
+        (data_root / ".reals").write_text("ok\n")
+
+    gan_dir = out / "generator"
+    if not _done(data_root / ".generated"):
+        last, _ = checkpoint_paths(gan_dir)
+        meta_done = (gan_dir / "samples.png").is_file()
+        if not meta_done:
+            log.info("3/5 training a DCGAN on the %d members only (%d epochs)", members + test_members, gan_epochs)
+            used = read_folders([data_root / "members"], cfg.image_size, data, what="member images")
+            train_gan(used, RunConfig(out=str(gan_dir), epochs=gan_epochs, batch_size=batch_size, seed=seed,
+                                      resume=last.is_file()))
+        generate(last, n_generated, dev / "generated", seed=seed)
+        (data_root / ".generated").write_text("ok\n")
 
     pre_dir = out / "pretrain"
-    if not (pre_dir / "summary.json").is_file():
-        log.info("step 2/3: pretraining the %s encoder as a 4-class classifier", preset)
-        resume = (pre_dir / "checkpoints" / "last.safetensors").is_file()
-        pretrain(phantoms, cfg, RunConfig(out=str(pre_dir), epochs=pretrain_epochs, batch_size=batch_size,
-                                          seed=seed, resume=resume),
-                 dataclasses.replace(PRETRAIN_OPTIM, lr=lr), data=data)
+    if not _done(pre_dir / "summary.json"):
+        log.info("4/5 pretraining the %s encoder on the public phantoms", preset)
+        last, _ = checkpoint_paths(pre_dir)
+        pretrain(public, cfg, RunConfig(out=str(pre_dir), epochs=pretrain_epochs, batch_size=batch_size, seed=seed,
+                                        resume=last.is_file()), dataclasses.replace(PRETRAIN_OPTIM, lr=lr), data=data)
 
-    ae_dir = out / "autoencoder"
-    if not (ae_dir / "summary.json").is_file():
-        log.info("step 3/3: training the autoencoder from the pretrained encoder")
-        resume = (ae_dir / "checkpoints" / "last.safetensors").is_file()
-        train_autoencoder([phantoms / "train"], cfg, RunConfig(out=str(ae_dir), epochs=train_epochs,
-                          batch_size=batch_size, seed=seed, resume=resume), OptimConfig(lr=lr), data=data,
-                          encoder_path=str(pre_dir / "encoder.safetensors"))
+    log.info("5/5 detecting which real images the generator was trained on")
+    det = DetectConfig(out=str(out / "detect"), encoder=str(pre_dir / "encoder.safetensors"), ae_epochs=ae_epochs,
+                       ae_batch_size=batch_size, ae_lr=lr, seed=seed, n_boot=n_boot)
+    inputs = resolve_inputs(dev=str(dev), unknown=[str(test / "real_unknown")])
+    summary = detect(inputs, cfg, det, data)
     return {
-        "phantoms": phantoms,
-        "confusion matrix": pre_dir / "confusion_test.png",
-        "reconstruction grid": ae_dir / "recon_grid.png",
-        "autoencoder checkpoint": ae_dir / "checkpoints" / "best.safetensors",
+        "summary": summary,
+        "report": Path(summary["report"]),
+        "run file": Path(summary["run_file"]),
+        "test truth": data_root / "test_truth.csv",
+        "scores": out / "detect" / "scores.csv",
+        "evaluation": out / "detect" / "evaluation.json",
+        "challenge-style data": data_root,
     }

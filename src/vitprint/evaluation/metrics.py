@@ -3,7 +3,17 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import accuracy_score, cohen_kappa_score, confusion_matrix, f1_score
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    cohen_kappa_score,
+    confusion_matrix,
+    f1_score,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+    roc_curve,
+)
 
 
 def classification_metrics(y_true, y_pred, n_classes: int) -> dict[str, float]:
@@ -22,3 +32,99 @@ def classification_metrics(y_true, y_pred, n_classes: int) -> dict[str, float]:
 def confusion(y_true, y_pred, n_classes: int) -> np.ndarray:
     """``(n_classes, n_classes)`` counts, rows true, columns predicted."""
     return confusion_matrix(y_true, y_pred, labels=list(range(n_classes)))
+
+
+def tpr_at_fpr(y_true, scores, fpr_target: float) -> float:
+    """The highest true-positive rate at a false-positive rate of at most ``fpr_target``."""
+    fpr, tpr, _ = roc_curve(y_true, scores)
+    ok = fpr <= fpr_target + 1e-12
+    return float(tpr[ok].max()) if ok.any() else 0.0
+
+
+def binary_metrics(y_true, y_pred, scores=None) -> dict[str, float]:
+    """Membership metrics of 0/1 decisions (and, with ``scores``, threshold-free ones).
+
+    Label 1 means "used for training". With one class only in ``y_true`` the
+    threshold-free metrics are nan.
+    """
+    y_true, y_pred = np.asarray(y_true, int), np.asarray(y_pred, int)
+    kappa = cohen_kappa_score(y_true, y_pred, labels=[0, 1])
+    tn, fp, fn, tp = confusion_matrix(y_true, y_pred, labels=[0, 1]).ravel()
+    out = {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "precision": float(precision_score(y_true, y_pred, zero_division=0)),
+        "recall": float(recall_score(y_true, y_pred, zero_division=0)),
+        "f1": float(f1_score(y_true, y_pred, zero_division=0)),
+        "kappa": float(0.0 if np.isnan(kappa) else kappa),
+        "tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp),
+    }
+    if scores is not None:
+        both = len(np.unique(y_true)) == 2
+        s = np.asarray(scores, float)
+        out["roc_auc"] = float(roc_auc_score(y_true, s)) if both else float("nan")
+        out["average_precision"] = float(average_precision_score(y_true, s)) if both else float("nan")
+        out["tpr_at_1pct_fpr"] = tpr_at_fpr(y_true, s, 0.01) if both else float("nan")
+        out["tpr_at_0.1pct_fpr"] = tpr_at_fpr(y_true, s, 0.001) if both else float("nan")
+    return out
+
+
+COUNTS = ("tn", "fp", "fn", "tp")
+
+
+def bootstrap_intervals(y_true, y_pred, scores=None, n_boot: int = 1000, seed: int = 0,
+                        level: float = 0.95) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap intervals of every metric of ``binary_metrics`` (resampling images)."""
+    y_true, y_pred = np.asarray(y_true, int), np.asarray(y_pred, int)
+    s = None if scores is None else np.asarray(scores, float)
+    rng = np.random.default_rng(seed)
+    draws: dict[str, list[float]] = {}
+    n = len(y_true)
+    for _ in range(n_boot):
+        idx = rng.integers(0, n, n)
+        m = binary_metrics(y_true[idx], y_pred[idx], None if s is None else s[idx])
+        for key, v in m.items():
+            if key not in COUNTS:
+                draws.setdefault(key, []).append(v)
+    alpha = (1 - level) / 2
+    out = {}
+    for key, vals in draws.items():
+        v = np.asarray(vals, float)
+        v = v[~np.isnan(v)]
+        out[key] = (float(np.quantile(v, alpha)), float(np.quantile(v, 1 - alpha))) if len(v) else (float("nan"),) * 2
+    return out
+
+
+def member_control(member_scores, n_splits: int = 50, seed: int = 0) -> dict[str, float]:
+    """The member-vs-member control: ROC-AUC between random halves of the members.
+
+    Both halves were used for training, so a sound detector gives about 0.5; a
+    detector that "separates" them is measuring something other than
+    membership. Returns the mean AUC and the 2.5/97.5 percentiles over splits.
+    """
+    s = np.asarray(member_scores, float)
+    if len(s) < 4:
+        return {"auc_mean": float("nan"), "auc_low": float("nan"), "auc_high": float("nan"), "splits": 0}
+    rng = np.random.default_rng(seed)
+    aucs = []
+    for _ in range(n_splits):
+        half = np.zeros(len(s), int)
+        half[rng.permutation(len(s))[: len(s) // 2]] = 1
+        aucs.append(roc_auc_score(half, s))
+    a = np.asarray(aucs)
+    return {"auc_mean": float(a.mean()), "auc_low": float(np.quantile(a, 0.025)),
+            "auc_high": float(np.quantile(a, 0.975)), "splits": n_splits}
+
+
+def metric_table(results: dict[str, dict], keys=("accuracy", "kappa", "f1", "roc_auc", "tpr_at_1pct_fpr")) -> str:
+    """A plain-text table: one row per detector, each metric with its 95% interval."""
+    header = ["detector", *keys]
+    rows = [header]
+    for name, r in results.items():
+        cells = [name]
+        for k in keys:
+            v = r["metrics"].get(k, float("nan"))
+            lo, hi = r.get("intervals", {}).get(k, (float("nan"), float("nan")))
+            cells.append(f"{v:.3f} [{lo:.2f}, {hi:.2f}]" if not np.isnan(lo) else f"{v:.3f}")
+        rows.append(cells)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)

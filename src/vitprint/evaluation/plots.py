@@ -70,3 +70,60 @@ def image_pairs(inputs: np.ndarray, outputs: np.ndarray, path: Path, titles=("in
             if i == 1 and captions:
                 ax.set_xlabel(captions[j], fontsize=7)
     return _save(fig, path)
+
+
+def roc_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, log: bool = False) -> Path:
+    """ROC curves ``name -> (fpr, tpr)``; ``log`` puts both axes on log scale (low-FPR view)."""
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    for name, (fpr, tpr) in curves.items():
+        ax.plot(fpr, tpr, label=name, lw=1.5)
+    if log:
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        lo = 1e-3
+        ax.set_xlim(lo, 1)
+        ax.set_ylim(lo, 1.05)
+        ax.plot([lo, 1], [lo, 1], "k:", lw=1, label="chance")
+    else:
+        ax.plot([0, 1], [0, 1], "k:", lw=1, label="chance")
+    ax.set_xlabel("false-positive rate")
+    ax.set_ylabel("true-positive rate")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    ax.set_title("ROC, log axes" if log else "ROC")
+    return _save(fig, path)
+
+
+def score_histograms(scores: dict[str, np.ndarray], labels: np.ndarray, path: Path) -> Path:
+    """One panel per score: the distribution for used vs not-used images."""
+    n = len(scores)
+    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 2.8), squeeze=False)
+    for ax, (name, s) in zip(axes[0], scores.items()):
+        bins = np.histogram_bin_edges(s, bins=20)
+        ax.hist(s[labels == 1], bins=bins, alpha=0.6, label="used", color="tab:red")
+        ax.hist(s[labels == 0], bins=bins, alpha=0.6, label="not used", color="tab:blue")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("score (higher = more likely used)", fontsize=7)
+    axes[0][0].legend(fontsize=7)
+    return _save(fig, path)
+
+
+def metric_vs_size(table: dict[str, dict[int, tuple[float, float, float]]], path: Path, ylabel: str = "ROC-AUC",
+                   title: str = "") -> Path:
+    """``detector -> {size: (mean, low, high)}`` as lines with error bars, size on a log axis."""
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    for name, by_size in table.items():
+        sizes = sorted(by_size)
+        m = np.array([by_size[s][0] for s in sizes])
+        lo = np.array([by_size[s][1] for s in sizes])
+        hi = np.array([by_size[s][2] for s in sizes])
+        ax.errorbar(sizes, m, yerr=[m - lo, hi - m], marker="o", capsize=3, label=name)
+    ax.axhline(0.5, color="k", ls=":", lw=1)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("member-set size")
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, path)

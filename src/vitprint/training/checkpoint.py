@@ -14,7 +14,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 import torch
 from safetensors import SafetensorError
@@ -51,25 +51,36 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     return json.loads(raw) if raw else {}
 
 
-def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+Optimizers = Union[torch.optim.Optimizer, dict[str, torch.optim.Optimizer], None]
+
+
+def _as_dict(optimizers) -> dict[str, torch.optim.Optimizer]:
+    if optimizers is None:
+        return {}
+    return optimizers if isinstance(optimizers, dict) else {"main": optimizers}
+
+
+def _flatten_optimizer(name: str, state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     tensors, scalars = {}, {}
     for idx, entries in state["state"].items():
-        for name, value in entries.items():
+        for key, value in entries.items():
             if isinstance(value, torch.Tensor):
-                tensors[f"optim.{idx}.{name}"] = value
+                tensors[f"optim/{name}/{idx}/{key}"] = value
             else:
-                scalars[f"{idx}.{name}"] = value
+                scalars[f"{idx}/{key}"] = value
     return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
 
 
-def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+def _unflatten_optimizer(name: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
     state: dict[int, dict[str, Any]] = {}
-    for key, value in tensors.items():
-        _, idx, name = key.split(".", 2)
-        state.setdefault(int(idx), {})[name] = value
-    for key, value in meta["scalars"].items():
-        idx, name = key.split(".", 1)
-        state.setdefault(int(idx), {})[name] = value
+    prefix = f"optim/{name}/"
+    for full, value in tensors.items():
+        if full.startswith(prefix):
+            idx, key = full[len(prefix):].split("/", 1)
+            state.setdefault(int(idx), {})[key] = value
+    for full, value in meta["scalars"].items():
+        idx, key = full.split("/", 1)
+        state.setdefault(int(idx), {})[key] = value
     # JSON turns tuples (Adam's betas) into lists; give them back their type.
     groups = [{k: tuple(v) if k == "betas" else v for k, v in g.items()} for g in meta["param_groups"]]
     return {"state": state, "param_groups": groups}
@@ -78,25 +89,31 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any])
 def save_checkpoint(
     path: str | Path,
     model: nn.Module,
-    optimizer: torch.optim.Optimizer | None = None,
+    optimizer: Optimizers = None,
     meta: dict[str, Any] | None = None,
 ) -> None:
-    """Write model (and optimizer) state plus ``meta`` to one safetensors file, atomically."""
+    """Write model and optimizer state plus ``meta`` to one safetensors file, atomically.
+
+    ``optimizer`` is one optimizer or a dict of named ones (a GAN has two).
+    """
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     meta = dict(meta or {})
-    if optimizer is not None:
-        optim_tensors, meta["optimizer"] = _flatten_optimizer(optimizer.state_dict())
-        tensors.update(optim_tensors)
+    optims = _as_dict(optimizer)
+    if optims:
+        meta["optimizers"] = {}
+        for name, opt in optims.items():
+            optim_tensors, meta["optimizers"][name] = _flatten_optimizer(name, opt.state_dict())
+            tensors.update(optim_tensors)
     _atomic_save(tensors, Path(path), meta)
 
 
 def load_checkpoint(
     path: str | Path,
     model: nn.Module,
-    optimizer: torch.optim.Optimizer | None = None,
+    optimizer: Optimizers = None,
     strict: bool = True,
 ) -> dict[str, Any]:
-    """Restore ``model`` (and ``optimizer``) from ``path``; returns the metadata."""
+    """Restore ``model`` (and the optimizer(s)) from ``path``; returns the metadata."""
     path = Path(path)
     if not path.is_file():
         raise VitprintError(f"checkpoint not found: {path}")
@@ -104,11 +121,10 @@ def load_checkpoint(
     tensors = load_file(str(path))
     model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     _load_strict(model, model_state, path, strict)
-    if optimizer is not None:
-        if "optimizer" not in meta:
+    for name, opt in _as_dict(optimizer).items():
+        if name not in meta.get("optimizers", {}):
             raise VitprintError(f"checkpoint {path} holds no optimizer state to resume from")
-        optim_tensors = {k: v for k, v in tensors.items() if k.startswith("optim.")}
-        optimizer.load_state_dict(_unflatten_optimizer(optim_tensors, meta["optimizer"]))
+        opt.load_state_dict(_unflatten_optimizer(name, tensors, meta["optimizers"][name]))
     return meta
 
 

@@ -1,0 +1,82 @@
+"""Finding the real and generated images of a detection job.
+
+The ImageCLEFmedical GANs Subtask 1 layout is found automatically: a
+development folder holds ``generated/``, ``real_used/`` and ``real_not_used/``;
+a test folder holds ``generated/`` and ``real_unknown/``. Explicit folders cover
+any other case.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vitprint.errors import VitprintError
+
+DEV = ("generated", "real_used", "real_not_used")
+TEST = ("generated", "real_unknown")
+
+
+@dataclass
+class Inputs:
+    """Folders of one job. Labelled reals are ``members`` (used) and ``non_members``."""
+
+    generated: list[Path]
+    members: list[Path] = field(default_factory=list)
+    non_members: list[Path] = field(default_factory=list)
+    unknown: list[Path] = field(default_factory=list)
+    reference: list[Path] = field(default_factory=list)
+
+    @property
+    def labelled(self) -> bool:
+        return bool(self.members) and bool(self.non_members)
+
+
+def challenge_folder(root: str | Path) -> dict[str, Path]:
+    """The sub-folders of a development or test folder, with an error saying what is expected."""
+    root = Path(root)
+    if not root.is_dir():
+        raise VitprintError(f"not a folder: {root}")
+    present = {p.name for p in root.iterdir() if p.is_dir()}
+    for layout in (DEV, TEST):
+        if set(layout) <= present:
+            return {name: root / name for name in layout}
+    raise VitprintError(
+        f"{root} is not a challenge folder: expected generated/, real_used/, real_not_used/ "
+        f"(development) or generated/, real_unknown/ (test); found {', '.join(sorted(present)) or 'no folders'}"
+    )
+
+
+def resolve_inputs(dev: str | None = None, test: str | None = None, generated=(), members=(), non_members=(),
+                   unknown=(), reference=()) -> Inputs:
+    """Combine challenge folders and explicit folders into one job, checking it makes sense."""
+    inp = Inputs([Path(p) for p in generated], [Path(p) for p in members], [Path(p) for p in non_members],
+                 [Path(p) for p in unknown], [Path(p) for p in reference])
+    if dev:
+        d = challenge_folder(dev)
+        if "real_used" not in d:
+            raise VitprintError(f"--dev {dev} must hold real_used/ and real_not_used/ (it looks like a test folder)")
+        inp.generated.append(d["generated"])
+        inp.members.append(d["real_used"])
+        inp.non_members.append(d["real_not_used"])
+    if test:
+        t = challenge_folder(test)
+        if "real_unknown" not in t:
+            raise VitprintError(f"--test {test} must hold real_unknown/ (it looks like a development folder)")
+        if not dev:
+            inp.generated.append(t["generated"])
+        elif t["generated"].resolve() != inp.generated[0].resolve():
+            # Development and test sets may come from different generators: the
+            # test's own generated images are what its unknowns are compared with.
+            inp.generated.append(t["generated"])
+        inp.unknown.append(t["real_unknown"])
+    if not inp.generated:
+        raise VitprintError("no generated images: give --dev/--test challenge folders or --generated")
+    if bool(inp.members) != bool(inp.non_members):
+        raise VitprintError("labelled reals need both --members (used) and --non-members (not used)")
+    if not inp.labelled and not inp.unknown:
+        raise VitprintError("no real images to score: give --members and --non-members, or --unknown")
+    for p in [*inp.generated, *inp.members, *inp.non_members, *inp.unknown, *inp.reference]:
+        if not p.is_dir():
+            raise VitprintError(f"not a folder: {p}")
+    return inp

@@ -1,0 +1,183 @@
+"""The detection job: read the sets, train or load the autoencoder, score, decide, write.
+
+Outputs in ``out``: ``scores.csv`` (every real image, every score, the label
+where known), ``evaluation.json`` (cross-validated development metrics with
+bootstrap intervals, the member-vs-member control, thresholds, combiner
+weights), ``run.txt`` (the challenge run file, when there are unknown images)
+and ``report.html``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vitprint.config import DataConfig, ModelConfig, OptimConfig, RunConfig
+from vitprint.data.imageset import ImageSet
+from vitprint.data.sources import read_folders
+from vitprint.detection.decisions import Combiner, balanced_threshold, fit_threshold
+from vitprint.detection.inputs import Inputs
+from vitprint.detection.runfile import run_id, write_run
+from vitprint.detection.scores import ScoreConfig, compute_scores
+from vitprint.errors import VitprintError
+from vitprint.evaluation.truth import evaluate_scores
+from vitprint.inference import load_autoencoder, pick_device
+from vitprint.training.autoencoder import train_autoencoder
+from vitprint.training.engine import checkpoint_paths
+
+log = logging.getLogger(__name__)
+
+GROUPS = ("member", "non_member", "unknown")
+
+
+@dataclass
+class DetectConfig:
+    out: str = "runs/detect"
+    scores: ScoreConfig = field(default_factory=ScoreConfig)
+    folds: int = 5
+    target_fpr: float | None = None
+    decision: str = "combined"
+    run_names: bool = False
+    n_boot: int = 1000
+    seed: int = 0
+    device: str = "auto"
+    autoencoder: str | None = None
+    encoder: str | None = None
+    ae_epochs: int = 10
+    ae_batch_size: int = 32
+    ae_lr: float = 1e-4
+    precision: str = "fp32"
+    report: bool = True
+
+    def __post_init__(self) -> None:
+        if self.folds < 2:
+            raise VitprintError(f"folds must be >= 2, got {self.folds}")
+        if self.target_fpr is not None and not 0 <= self.target_fpr < 1:
+            raise VitprintError(f"target FPR must be in [0, 1), got {self.target_fpr}")
+        if self.n_boot < 0:
+            raise VitprintError(f"n_boot must be >= 0, got {self.n_boot}")
+
+
+@dataclass
+class RealSet:
+    """All real images of the job in one set, with their group and label (-1 = unknown)."""
+
+    images: ImageSet
+    groups: np.ndarray
+    labels: np.ndarray
+
+
+def read_reals(inputs: Inputs, size: int, data: DataConfig) -> RealSet:
+    parts, groups, labels = [], [], []
+    for group, folders, label in (("member", inputs.members, 1), ("non_member", inputs.non_members, 0),
+                                  ("unknown", inputs.unknown, -1)):
+        if folders:
+            s = read_folders(folders, size, data, what=f"{group.replace('_', '-')} images")
+            parts.append(s)
+            groups += [group] * len(s)
+            labels += [label] * len(s)
+    ids = [i for p in parts for i in p.ids]
+    paths = [q for p in parts for q in p.paths]
+    pixels = np.concatenate([np.asarray(p.pixels) for p in parts])
+    return RealSet(ImageSet(ids, paths, pixels), np.asarray(groups), np.asarray(labels))
+
+
+def _autoencoder(inputs_generated: ImageSet, model_cfg: ModelConfig, cfg: DetectConfig, data: DataConfig, device):
+    if cfg.autoencoder:
+        return load_autoencoder(cfg.autoencoder, device), cfg.autoencoder
+    ae_dir = Path(cfg.out) / "autoencoder"
+    last, best = checkpoint_paths(ae_dir)
+    if not best.is_file() or not (ae_dir / "summary.json").is_file():
+        log.info("training the %s autoencoder on %d generated images", model_cfg.vit, len(inputs_generated))
+        run = RunConfig(out=str(ae_dir), epochs=cfg.ae_epochs, batch_size=cfg.ae_batch_size, seed=cfg.seed,
+                        resume=last.is_file(), device=cfg.device, precision=cfg.precision)
+        train_autoencoder(inputs_generated, model_cfg, run, OptimConfig(lr=cfg.ae_lr), data, encoder_path=cfg.encoder)
+    else:
+        log.info("reusing the autoencoder in %s", ae_dir)
+    return load_autoencoder(best, device), str(best)
+
+
+def _write_scores(path: Path, reals: RealSet, values: dict[str, np.ndarray], names: bool) -> None:
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "group", "label", "path", *values])
+        for i in range(len(reals.images)):
+            label = "" if reals.labels[i] < 0 else int(reals.labels[i])
+            w.writerow([run_id(reals.images.ids[i], names), reals.groups[i], label, str(reals.images.paths[i]),
+                        *(f"{values[n][i]:.6g}" for n in values)])
+
+
+def detect(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, data: DataConfig = DataConfig()) -> dict[str, Any]:
+    """Run the whole job; returns the evaluation summary (also written as JSON)."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = pick_device(cfg.device)
+    size = model_cfg.image_size
+    if cfg.autoencoder:
+        from vitprint.training.checkpoint import read_meta
+
+        size = read_meta(cfg.autoencoder).get("model", {}).get("image_size", size)
+    generated = read_folders(inputs.generated, size, data, what="generated images")
+    reals = read_reals(inputs, size, data)
+    reference = read_folders(inputs.reference, size, data, what="reference images") if inputs.reference else None
+    log.info("%d generated images; %d real (%s)", len(generated), len(reals.images),
+             ", ".join(f"{(reals.groups == g).sum()} {g.replace('_', '-')}" for g in GROUPS if (reals.groups == g).any()))
+
+    needs_model = {"recon", "latent_nn"} & set(cfg.scores.detectors)
+    model, model_path = _autoencoder(generated, model_cfg, cfg, data, device) if needs_model else (None, None)
+    scores = compute_scores(reals.images, generated, cfg.scores, model, reference, device)
+    values = scores.values
+    _write_scores(out / "scores.csv", reals, values, cfg.run_names)
+
+    summary: dict[str, Any] = {"generated": len(generated), "autoencoder": model_path,
+                               "detectors": list(values), "decision": cfg.decision}
+    labelled = reals.labels >= 0
+    unknown = reals.groups == "unknown"
+    evaluation = None
+    if labelled.any():
+        y = reals.labels[labelled]
+        feats = {n: v[labelled] for n, v in values.items()}
+        evaluation = evaluate_scores(feats, y, cfg.folds, cfg.n_boot, cfg.seed, cfg.target_fpr)
+        summary["development"] = evaluation["results"]
+    if unknown.any():
+        summary["run_file"] = str(_decide_unknown(values, reals, labelled, unknown, cfg, out))
+    (out / "evaluation.json").write_text(json.dumps(summary, indent=2, default=float))
+    if cfg.report:
+        from vitprint.evaluation.report import write_report
+
+        summary["report"] = str(write_report(out, reals, generated, scores, evaluation, model, cfg))
+    return summary
+
+
+def _decide_unknown(values, reals: RealSet, labelled, unknown, cfg: DetectConfig, out: Path) -> Path:
+    names = list(values)
+    if cfg.decision != "combined" and cfg.decision not in values:
+        raise VitprintError(f"--decision must be 'combined' or one of {', '.join(names)}, got {cfg.decision!r}")
+    X = np.stack([values[n] for n in names], 1)
+    y = reals.labels[labelled]
+    if labelled.any() and len(np.unique(y)) == 2:
+        if cfg.decision == "combined":
+            comb = Combiner(cfg.seed).fit(X[labelled], y)
+            dev_s, test_s = comb.score(X[labelled]), comb.score(X[unknown])
+        else:
+            dev_s, test_s = values[cfg.decision][labelled], values[cfg.decision][unknown]
+        t = fit_threshold(dev_s, y, cfg.target_fpr)
+        how = f"threshold {t:.4g} fitted on {labelled.sum()} development images"
+    else:
+        name = cfg.decision if cfg.decision in values else names[0]
+        if cfg.decision == "combined":
+            log.warning("no labelled development images: the combiner cannot be fitted; deciding by %s", name)
+        test_s = values[name][unknown]
+        t = balanced_threshold(test_s)
+        how = f"balanced split of {name} at its median {t:.4g} (no labels)"
+    decisions = (test_s > t).astype(int)
+    ids = [reals.images.paths[i] for i in np.flatnonzero(unknown)]
+    path = write_run(out / "run.txt", ids, decisions, names=cfg.run_names)
+    log.info("run file: %s (%d of %d called used; %s)", path, decisions.sum(), len(decisions), how)
+    return path

@@ -1,0 +1,69 @@
+"""The challenge's run file: one ``<id>,<0|1>`` line per real test image, no header."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vitprint.data.folders import list_images
+from vitprint.errors import VitprintError
+
+
+def run_id(path: str | Path, names: bool = False) -> str:
+    """An image's id in a run file: its stem (the 2023 validator's form) or, with ``names``, its file name."""
+    p = Path(path)
+    return p.name if names else p.stem
+
+
+def write_run(path: str | Path, ids: list[str], labels, names: bool = False) -> Path:
+    """Write the run file; ``ids`` are image paths or names, ``labels`` 0/1."""
+    lines = []
+    seen = set()
+    for i, lab in zip(ids, labels):
+        rid = run_id(i, names)
+        if rid in seen:
+            raise VitprintError(f"two test images share the id {rid!r}; use file names (--run-names)")
+        seen.add(rid)
+        lines.append(f"{rid},{int(lab)}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def validate_run(path: str | Path, image_dir: str | Path) -> list[str]:
+    """The task validator's rules; returns one message per problem (empty: valid).
+
+    Each id must name an image of ``image_dir`` (by stem or by file name), appear
+    once, and carry label 0 or 1; every image must appear.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise VitprintError(f"run file not found: {path}")
+    images = list_images(image_dir)
+    by_stem = {p.stem: p.name for p in images}
+    by_name = {p.name: p.name for p in images}
+    problems, seen = [], {}
+    for n, raw in enumerate(path.read_text().splitlines(), 1):
+        line = raw.strip()
+        if not line:
+            problems.append(f"line {n}: empty line")
+            continue
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) != 2:
+            problems.append(f"line {n}: expected '<image id>,<label>', got {raw!r}")
+            continue
+        rid, label = parts
+        image = by_name.get(rid) or by_stem.get(rid)
+        if image is None:
+            problems.append(f"line {n}: unknown image id {rid!r}")
+        elif image in seen:
+            problems.append(f"line {n}: {rid!r} repeats line {seen[image]}")
+        else:
+            seen[image] = n
+        if label not in ("0", "1"):
+            problems.append(f"line {n}: label must be 0 or 1, got {label!r}")
+    missing = sorted(set(by_name) - set(seen))
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        problems.append(f"missing {len(missing)} image(s): {shown}")
+    return problems

@@ -1,0 +1,107 @@
+"""Evaluating a run file or a scores file against the truth."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vitprint.data.folders import list_images
+from vitprint.errors import VitprintError
+from vitprint.evaluation.metrics import binary_metrics, bootstrap_intervals, member_control
+
+
+def read_truth(source: str | Path) -> dict[str, int]:
+    """``id -> 0/1`` from a development folder (``real_used/``, ``real_not_used/``) or a CSV ``id,label``.
+
+    Ids are file stems; a CSV may give stems or file names (a header line is allowed).
+    """
+    src = Path(source)
+    if src.is_dir():
+        used, not_used = src / "real_used", src / "real_not_used"
+        if not (used.is_dir() and not_used.is_dir()):
+            raise VitprintError(f"{src} must hold real_used/ and real_not_used/ to serve as the truth")
+        truth = {p.stem: 1 for p in list_images(used)}
+        truth.update({p.stem: 0 for p in list_images(not_used)})
+        return truth
+    if not src.is_file():
+        raise VitprintError(f"truth not found: {src}")
+    truth = {}
+    for n, row in enumerate(csv.reader(src.read_text().splitlines()), 1):
+        if not row:
+            continue
+        if len(row) < 2 or row[1].strip() not in ("0", "1"):
+            if n == 1:
+                continue  # a header
+            raise VitprintError(f"{src} line {n}: expected '<id>,<0|1>', got {','.join(row)!r}")
+        truth[Path(row[0].strip()).stem] = int(row[1])
+    if not truth:
+        raise VitprintError(f"{src} holds no labels")
+    return truth
+
+
+def _match(ids: list[str], truth: dict[str, int], what: str) -> np.ndarray:
+    stems = [Path(i).stem for i in ids]
+    missing = [i for i in stems if i not in truth]
+    if missing:
+        raise VitprintError(f"{len(missing)} id(s) of the {what} are not in the truth (e.g. {missing[0]!r})")
+    return np.asarray([truth[i] for i in stems])
+
+
+def evaluate_run(run: str | Path, truth: dict[str, int], n_boot: int = 1000,
+                 seed: int = 0) -> tuple[dict[str, Any], int]:
+    """Metrics (with bootstrap intervals) of a run file's 0/1 decisions, and how many truth ids it misses."""
+    path = Path(run)
+    if not path.is_file():
+        raise VitprintError(f"run file not found: {path}")
+    ids, pred = [], []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split(",")
+        if len(parts) != 2 or parts[1].strip() not in ("0", "1"):
+            raise VitprintError(f"{path} line {n}: expected '<id>,<0|1>' (check it with 'vitprint validate-run')")
+        ids.append(parts[0].strip())
+        pred.append(int(parts[1]))
+    y = _match(ids, truth, "run file")
+    missing = len(set(truth) - {Path(i).stem for i in ids})
+    m = binary_metrics(y, pred)
+    return {"run": {"metrics": m, "intervals": bootstrap_intervals(y, pred, None, n_boot, seed) if n_boot else {}}}, missing
+
+
+def read_scores(path: str | Path) -> tuple[list[str], dict[str, np.ndarray], np.ndarray | None]:
+    """Ids, score columns and (when every row has one) labels of a ``scores.csv``."""
+    path = Path(path)
+    if not path.is_file():
+        raise VitprintError(f"scores file not found: {path}")
+    with path.open() as f:
+        rows = list(csv.DictReader(f))
+    if not rows or "id" not in rows[0]:
+        raise VitprintError(f"{path} is not a vitprint scores file (no 'id' column)")
+    score_cols = [c for c in rows[0] if c not in ("id", "group", "label", "path")]
+    ids = [r["id"] for r in rows]
+    values = {c: np.asarray([float(r[c]) for r in rows]) for c in score_cols}
+    labels = None
+    if "label" in rows[0] and all(r["label"] in ("0", "1") for r in rows):
+        labels = np.asarray([int(r["label"]) for r in rows])
+    return ids, values, labels
+
+
+def evaluate_scores(values: dict[str, np.ndarray], labels: np.ndarray, folds: int = 5, n_boot: int = 1000,
+                    seed: int = 0, target_fpr: float | None = None) -> dict[str, Any]:
+    """Cross-validated metrics of every score and the combiner, with intervals and the control.
+
+    Returns ``{"results": {name: {metrics, intervals, control}}, "cv_scores": {name: scores}}``.
+    """
+    from vitprint.detection.decisions import cross_validate
+
+    cv = cross_validate(values, labels, folds, seed, target_fpr)
+    out = {}
+    for name, s in cv.scores.items():
+        m = binary_metrics(labels, cv.decisions[name], s)
+        out[name] = {"metrics": m,
+                     "intervals": bootstrap_intervals(labels, cv.decisions[name], s, n_boot, seed) if n_boot else {},
+                     "control": member_control(s[labels == 1], seed=seed)}
+    return {"results": out, "cv_scores": cv.scores}
