@@ -91,3 +91,69 @@ def test_help_documents_every_command(capsys):
     out = capsys.readouterr().out
     for cmd in ("demo", "make-phantoms", "pretrain", "train", "reconstruct", "info"):
         assert cmd in out
+
+
+def test_demo_end_to_end_at_a_tiny_size(tmp_path, capsys):
+    rc, out, err = _run(capsys, "demo", "--out", tmp_path / "d", "--preset", "micro", "--per-class", 3,
+                        "--members", 8, "--test-members", 4, "--n-generated", 24, "--gan-epochs", 2,
+                        "--pretrain-epochs", 1, "--ae-epochs", 1, "--bootstrap", 20)
+    assert rc == 0, err
+    assert "development metrics" in out and "the run file against the hidden test truth" in out
+    d = tmp_path / "d"
+    report = (d / "detect" / "report.html").read_text()
+    assert "Member-vs-member control" in report and "data:image/png;base64," in report
+    rows = (d / "detect" / "scores.csv").read_text().splitlines()
+    assert rows[0].startswith("id,group,label,path,recon,latent_nn,pixel_nn") and len(rows) == 1 + 8 * 2 + 4 * 2
+    run = d / "detect" / "run.txt"
+    rc, out, _ = _run(capsys, "validate-run", run, "--images", d / "data" / "test" / "real_unknown")
+    assert rc == 0 and "valid (8 lines)" in out
+    rc, out, _ = _run(capsys, "evaluate", "--run", run, "--truth", d / "data" / "test_truth.csv", "--bootstrap", 20,
+                      "--out", tmp_path / "m.json")
+    assert rc == 0 and "kappa" in out and json.loads((tmp_path / "m.json").read_text())["run"]["metrics"]
+    rc, out, _ = _run(capsys, "evaluate", "--scores", d / "detect" / "scores.csv", "--bootstrap", 20, "--folds", 3)
+    assert rc == 0 and "combined" in out and "roc_auc" in out
+    # A second run reuses every finished step.
+    rc, _, err = _run(capsys, "demo", "--out", d, "--preset", "micro", "--per-class", 3, "--members", 8,
+                      "--test-members", 4, "--n-generated", 24, "--bootstrap", 20)
+    assert rc == 0, err
+
+
+def test_detect_with_explicit_folders_and_no_labels(tmp_path, capsys):
+    from vitprint.demo import write_membership_split
+
+    write_membership_split(tmp_path, 6, 3, size=32)
+    rc, out, err = _run(capsys, "train-generator", tmp_path / "members", "--image-size", 32, "--epochs", 1,
+                        "--out", tmp_path / "gan")
+    assert rc == 0, err
+    rc, out, err = _run(capsys, "generate", tmp_path / "gan" / "checkpoints" / "last.safetensors", "--n", 12,
+                        "--out", tmp_path / "gen")
+    assert rc == 0 and "wrote 12 images" in out
+    rc, out, err = _run(capsys, "detect", "--generated", tmp_path / "gen", "--unknown", tmp_path / "test" / "real_unknown",
+                        "--detectors", "pixel_nn", "--decision", "pixel_nn", "--out", tmp_path / "det", "--run-names")
+    assert rc == 0, err
+    lines = (tmp_path / "det" / "run.txt").read_text().splitlines()
+    assert len(lines) == 6 and sum(int(x.split(",")[1]) for x in lines) == 3  # balanced split
+    assert lines[0].endswith((".png,0", ".png,1"))
+
+
+def test_validate_run_reports_broken_lines(tmp_path, capsys, flat_folder):
+    (tmp_path / "run.txt").write_text("img_00,1\nimg_00,1\n")
+    rc, out, _ = _run(capsys, "validate-run", tmp_path / "run.txt", "--images", flat_folder)
+    assert rc == 1 and "line 2: 'img_00' repeats line 1" in out and "missing 9 image(s)" in out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["detect", "--dev", "{tmp}"], "is not a challenge folder"),
+        (["detect", "--generated", "{tmp}/nope", "--unknown", "{tmp}"], "not a folder"),
+        (["evaluate", "--run", "{tmp}/r.txt"], "needs --truth"),
+        (["evaluate"], "exactly one of --run"),
+        (["generate", "{tmp}/none.safetensors"], "checkpoint not found"),
+        (["train-generator", "{tmp}", "--image-size", "48"], "power of two"),
+    ],
+)
+def test_detection_bad_inputs(argv, message, tmp_path, capsys):
+    (tmp_path / "r.txt").write_text("a,1\n")
+    rc, _, err = _run(capsys, *[a.format(tmp=tmp_path) for a in argv])
+    assert rc == 2 and message in err and len(err.strip().splitlines()) == 1, err

@@ -91,3 +91,13 @@ def test_config_validation_names_the_bad_value():
 
 def test_presets_are_registered():
     assert {"seed", "tiny"} <= set(PRESETS)
+
+
+@pytest.mark.parametrize("size", [32, 64, 128])
+def test_dcgan_shapes(size):
+    from vitprint.models.dcgan import Discriminator, Generator
+
+    g, d = Generator(size, z_dim=8, base=8), Discriminator(size, base=8)
+    x = g(torch.randn(3, 8))
+    assert x.shape == (3, 1, size, size) and x.abs().max() <= 1
+    assert d(x).shape == (3,)

@@ -271,14 +271,11 @@ def cmd_evaluate(a) -> int:
     else:
         ids, values, labels = read_scores(a.scores)
         if truth is not None:
-            labels = np.asarray([truth[i] if i in truth else -1 for i in (Path(x).stem for x in ids)])
-            keep = labels >= 0
-            if not keep.any():
-                raise VitprintError("no id of the scores file is in the truth")
-            values = {k: v[keep] for k, v in values.items()}
-            labels = labels[keep]
-        if labels is None:
-            raise VitprintError(f"{a.scores} has no labels for every row; give --truth")
+            labels = np.asarray([truth.get(Path(i).stem, -1) for i in ids])
+        keep = labels >= 0
+        if not keep.any():
+            raise VitprintError(f"no row of {a.scores} has a label; give --truth (a development folder or an id,label CSV)")
+        values, labels = {k: v[keep] for k, v in values.items()}, labels[keep]
         results = evaluate_scores(values, labels, a.folds, a.bootstrap, a.seed, a.target_fpr)["results"]
         keys = ("accuracy", "kappa", "f1", "roc_auc", "tpr_at_1pct_fpr")
     print(metric_table(results, keys))
@@ -306,14 +303,14 @@ def cmd_validate_run(a) -> int:
 def cmd_train_generator(a) -> int:
     from vitprint.config import RunConfig
     from vitprint.data.sources import read_folders
-    from vitprint.training.generator import train_gan
+    from vitprint.training.generator import train_generator
 
     if a.image_size < 32 or a.image_size & (a.image_size - 1):
         raise VitprintError(f"--image-size must be a power of two >= 32, got {a.image_size}")
     images = read_folders(a.images, a.image_size, _data_cfg(a), what="training images")
     run = RunConfig(out=a.out, epochs=a.epochs, batch_size=a.batch_size, precision=a.precision, seed=a.seed,
                     num_workers=a.num_workers, resume=a.resume, device=a.device)
-    summary = train_gan(images, run, z_dim=a.z_dim, base=a.width, lr=a.lr)
+    summary = train_generator(images, run, family=a.family, z_dim=a.z_dim, base=a.width, lr=a.lr)
     print(f"generator checkpoint: {summary['checkpoint']}; samples: {Path(a.out) / 'samples.png'}")
     return 0
 
@@ -482,14 +479,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_validate_run)
 
-    p = sub.add_parser("train-generator", help="train a DCGAN on real images (to build a membership setting)",
-                       description="Train a standard DCGAN on every image below the folders, to reproduce the situation vitprint audits: a generator trained on known members. Writes checkpoints/last.safetensors, metrics.jsonl and samples.png.")
+    p = sub.add_parser("train-generator", help="train a DCGAN or VAE on real images (to build a membership setting)",
+                       description="Train a standard DCGAN (or a convolutional VAE) on every image below the folders, to reproduce the situation vitprint audits: a generator trained on known members. Writes checkpoints/last.safetensors, metrics.jsonl and samples.png.")
     p.add_argument("images", nargs="+", help="training image folder(s): the members")
+    p.add_argument("--family", choices=["dcgan", "vae"], default="dcgan", help="generator family (default: dcgan)")
     p.add_argument("--image-size", type=int, default=64, help="generated image size, a power of two >= 32 (default: 64)")
     p.add_argument("--z-dim", type=int, default=100, help="noise size (default: 100)")
     p.add_argument("--width", type=int, default=32, help="base channel width (default: 32)")
     _add_run(p, "runs/generator", epochs=200, batch=32)
-    p.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate, betas 0.5/0.999 (default: 2e-4)")
+    p.add_argument("--lr", type=float, help="Adam learning rate (default: 2e-4 with betas 0.5/0.999 for dcgan, 1e-3 for vae)")
     _add_data(p)
     _add_common(p)
     p.set_defaults(func=cmd_train_generator)

@@ -27,7 +27,7 @@ from vitprint.detection.pipeline import DetectConfig, detect
 from vitprint.models.presets import model_config
 from vitprint.progress import bar
 from vitprint.training.engine import checkpoint_paths
-from vitprint.training.generator import generate, train_gan
+from vitprint.training.generator import generate, train_generator
 from vitprint.training.pretrain import PRETRAIN_OPTIM, pretrain
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ def run_demo(
         if not meta_done:
             log.info("3/5 training a DCGAN on the %d members only (%d epochs)", members + test_members, gan_epochs)
             used = read_folders([data_root / "members"], cfg.image_size, data, what="member images")
-            train_gan(used, RunConfig(out=str(gan_dir), epochs=gan_epochs, batch_size=batch_size, seed=seed,
+            train_generator(used, RunConfig(out=str(gan_dir), epochs=gan_epochs, batch_size=batch_size, seed=seed,
                                       resume=last.is_file()))
         generate(last, n_generated, dev / "generated", seed=seed)
         (data_root / ".generated").write_text("ok\n")

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import cohen_kappa_score
 from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from vitprint.errors import VitprintError
+from vitprint.evaluation.metrics import kappa
 
 MAX_CANDIDATES = 512
 
@@ -45,8 +45,7 @@ def fit_threshold(scores, labels, target_fpr: float | None = None) -> float:
     cuts = np.concatenate([[uniq[0] - 1.0], (uniq[:-1] + uniq[1:]) / 2, [uniq[-1]]])
     if len(cuts) > MAX_CANDIDATES:
         cuts = np.unique(np.quantile(cuts, np.linspace(0, 1, MAX_CANDIDATES)))
-    kappas = [cohen_kappa_score(y, (s > t).astype(int), labels=[0, 1]) for t in cuts]
-    kappas = np.nan_to_num(np.asarray(kappas), nan=-1.0)
+    kappas = np.asarray([kappa(y, (s > t).astype(int)) for t in cuts])
     return float(cuts[int(np.argmax(kappas))])
 
 

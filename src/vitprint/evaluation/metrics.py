@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
+from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import (
     accuracy_score,
     average_precision_score,
@@ -16,16 +19,22 @@ from sklearn.metrics import (
 )
 
 
+def kappa(y_true, y_pred, labels=(0, 1)) -> float:
+    """Cohen's kappa; 0 where it is undefined (both raters use one class only)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        k = cohen_kappa_score(y_true, y_pred, labels=list(labels))
+    return float(0.0 if np.isnan(k) else k)
+
+
 def classification_metrics(y_true, y_pred, n_classes: int) -> dict[str, float]:
     """Accuracy, macro-F1 and Cohen's kappa of integer labels."""
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     labels = list(range(n_classes))
-    kappa = cohen_kappa_score(y_true, y_pred, labels=labels)
     return {
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
-        # Kappa is undefined (nan) when both raters agree on one class only.
-        "kappa": float(0.0 if np.isnan(kappa) else kappa),
+        "kappa": kappa(y_true, y_pred, labels),
     }
 
 
@@ -48,14 +57,13 @@ def binary_metrics(y_true, y_pred, scores=None) -> dict[str, float]:
     threshold-free metrics are nan.
     """
     y_true, y_pred = np.asarray(y_true, int), np.asarray(y_pred, int)
-    kappa = cohen_kappa_score(y_true, y_pred, labels=[0, 1])
     tn, fp, fn, tp = confusion_matrix(y_true, y_pred, labels=[0, 1]).ravel()
     out = {
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "precision": float(precision_score(y_true, y_pred, zero_division=0)),
         "recall": float(recall_score(y_true, y_pred, zero_division=0)),
         "f1": float(f1_score(y_true, y_pred, zero_division=0)),
-        "kappa": float(0.0 if np.isnan(kappa) else kappa),
+        "kappa": kappa(y_true, y_pred),
         "tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp),
     }
     if scores is not None:

@@ -101,7 +101,7 @@ def write_report(out: Path, reals, generated, scores, evaluation, model, cfg) ->
     top = order_idx[np.argsort(-suspicion)[:8]]
     if nn_name is not None:
         nearest = scores.nearest[nn_name][top]
-        caps = [f"{reals.groups[i].replace('_', '-')}: {Path(reals.images.ids[i]).stem}" for i in top]
+        caps = [f"{reals.groups[i].replace('_', '-')}\n{Path(reals.images.ids[i]).stem}" for i in top]
         parts.append(f"<h2>Most suspicious real images and their nearest generated image ({nn_name})</h2>"
                      "<p>Top row: the real images ranked most likely used. Bottom row: the generated image "
                      "nearest to each. A near-copy is direct evidence of memorisation.</p>")
@@ -113,7 +113,7 @@ def write_report(out: Path, reals, generated, scores, evaluation, model, cfg) ->
             show += list(np.flatnonzero(reals.groups == g)[:4])
         sub = subset(reals.images, show)
         rec = reconstruct(model, sub, keep=True, progress=False)
-        caps = [f"{reals.groups[i].replace('_', '-')} mse {m:.4f}" for i, m in zip(show, rec.mse)]
+        caps = [f"{reals.groups[i].replace('_', '-')}\nmse {m:.4f}" for i, m in zip(show, rec.mse)]
         parts.append("<h2>Reconstructions by the autoencoder trained on the generated images</h2>"
                      + _img(plots.image_pairs(sub.pixels, rec.images, fig / "reconstructions.png", captions=caps)))
     path = out / "report.html"

@@ -71,8 +71,8 @@ def evaluate_run(run: str | Path, truth: dict[str, int], n_boot: int = 1000,
     return {"run": {"metrics": m, "intervals": bootstrap_intervals(y, pred, None, n_boot, seed) if n_boot else {}}}, missing
 
 
-def read_scores(path: str | Path) -> tuple[list[str], dict[str, np.ndarray], np.ndarray | None]:
-    """Ids, score columns and (when every row has one) labels of a ``scores.csv``."""
+def read_scores(path: str | Path) -> tuple[list[str], dict[str, np.ndarray], np.ndarray]:
+    """Ids, score columns and labels (-1 where a row has none) of a ``scores.csv``."""
     path = Path(path)
     if not path.is_file():
         raise VitprintError(f"scores file not found: {path}")
@@ -83,9 +83,7 @@ def read_scores(path: str | Path) -> tuple[list[str], dict[str, np.ndarray], np.
     score_cols = [c for c in rows[0] if c not in ("id", "group", "label", "path")]
     ids = [r["id"] for r in rows]
     values = {c: np.asarray([float(r[c]) for r in rows]) for c in score_cols}
-    labels = None
-    if "label" in rows[0] and all(r["label"] in ("0", "1") for r in rows):
-        labels = np.asarray([int(r["label"]) for r in rows])
+    labels = np.asarray([int(r["label"]) if r.get("label") in ("0", "1") else -1 for r in rows])
     return ids, values, labels
 
 

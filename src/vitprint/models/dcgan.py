@@ -1,7 +1,7 @@
-"""A standard DCGAN (Radford et al., 2016) for grayscale images of 32-256 px.
+"""Generators for building the membership setting: a standard DCGAN (Radford et
+al., 2016) and a convolutional VAE of the same shape, grayscale, 32-256 px.
 
-Used to build the membership setting from scratch: train it on "member"
-images only, sample from it, and ask which reals it saw.
+Train one on "member" images only, sample from it, and ask which reals it saw.
 """
 
 from __future__ import annotations
@@ -38,20 +38,40 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """``(B, 1, S, S) -> (B,)`` logits: strided convs with LeakyReLU(0.2), mirror of the generator."""
+    """``(B, 1, S, S) -> (B,)`` logits (or ``(B, out_dim)``): strided convs with LeakyReLU(0.2).
 
-    def __init__(self, image_size: int = 64, base: int = 32):
+    The mirror of the generator; with ``out_dim > 1`` it is the VAE's encoder.
+    """
+
+    def __init__(self, image_size: int = 64, base: int = 32, out_dim: int = 1):
         super().__init__()
         w = list(reversed(_widths(image_size, base)))
         layers: list[nn.Module] = [nn.Conv2d(1, w[0], 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True)]
         for c_in, c_out in zip(w[:-1], w[1:]):
             layers += [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2, True)]
-        layers += [nn.Conv2d(w[-1], 1, 4, 1, 0, bias=False)]
+        layers += [nn.Conv2d(w[-1], out_dim, 4, 1, 0, bias=out_dim > 1)]
+        self.out_dim = out_dim
         self.net = nn.Sequential(*layers)
         self.apply(_dcgan_init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).flatten()
+        y = self.net(x).flatten(1)
+        return y[:, 0] if self.out_dim == 1 else y
+
+
+class VAE(nn.Module):
+    """A convolutional VAE with the DCGAN's shapes: encoder ``(B,1,S,S) -> (mu, logvar)``, decoder = Generator."""
+
+    def __init__(self, image_size: int = 64, z_dim: int = 64, base: int = 32):
+        super().__init__()
+        self.z_dim = z_dim
+        self.encoder = Discriminator(image_size, base, out_dim=2 * z_dim)
+        self.decoder = Generator(image_size, z_dim, base)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        mu, logvar = self.encoder(x).chunk(2, dim=1)
+        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+        return self.decoder(z), mu, logvar
 
 
 def _dcgan_init(m: nn.Module) -> None:

@@ -1,8 +1,12 @@
-"""Training a DCGAN on real images and sampling from it (the membership setting).
+"""Training a generator on real images and sampling from it (the membership setting).
 
-The loop is the standard non-saturating GAN loss with Adam (lr 2e-4, betas
-0.5/0.999). It shares the run conventions of the other trainings: Accelerate,
-per-epoch seeding, JSON-lines metrics, atomic checkpoints with ``--resume``.
+Two families: ``dcgan`` (non-saturating GAN loss, Adam 2e-4, betas 0.5/0.999,
+one-sided label smoothing and differentiable translation before the
+discriminator, so it trains on a few hundred images without collapsing)
+and ``vae`` (a convolutional VAE of the same shape: MSE reconstruction + KL,
+Adam 1e-3 by default). Both share the run conventions of the other trainings:
+Accelerate, per-epoch seeding, JSON-lines metrics, atomic checkpoints with
+``--resume``.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -25,12 +29,15 @@ from vitprint.data.dataset import ImageTensors
 from vitprint.data.imageset import ImageSet
 from vitprint.data.phantoms import save_palette_png
 from vitprint.errors import VitprintError
-from vitprint.models.dcgan import Discriminator, Generator
+from vitprint.models.dcgan import VAE, Discriminator, Generator
 from vitprint.progress import bar
 from vitprint.training.checkpoint import load_checkpoint, read_meta, save_checkpoint
 from vitprint.training.engine import checkpoint_paths, make_accelerator, prepare_out
 
 log = logging.getLogger(__name__)
+
+FAMILIES = ("dcgan", "vae")
+DEFAULT_LR = {"dcgan": 2e-4, "vae": 1e-3}
 
 
 class GAN(nn.Module):
@@ -42,88 +49,156 @@ class GAN(nn.Module):
         self.discriminator = Discriminator(image_size, base)
 
 
-def train_gan(images: ImageSet, run: RunConfig, z_dim: int = 100, base: int = 32, lr: float = 2e-4,
-              sample_every: int = 0) -> dict[str, Any]:
-    """Train a DCGAN on ``images`` (read at the size it should generate); returns a summary.
+def build(family: str, image_size: int, z_dim: int, base: int) -> nn.Module:
+    if family == "dcgan":
+        return GAN(image_size, z_dim, base)
+    if family == "vae":
+        return VAE(image_size, z_dim, base)
+    raise VitprintError(f"generator family must be one of {', '.join(FAMILIES)}, got {family!r}")
 
-    Writes ``checkpoints/last.safetensors`` (the generator to sample from),
+
+def sampler(model: nn.Module) -> Generator:
+    """The network that maps noise to images."""
+    return model.generator if isinstance(model, GAN) else model.decoder
+
+
+def diff_translate(x: torch.Tensor, fraction: float = 0.125) -> torch.Tensor:
+    """Shift each image by a random offset of up to ``fraction`` of its size, differentiably.
+
+    Applied to real and generated images alike before the discriminator
+    (differentiable augmentation, Zhao et al. 2020), it stops the discriminator
+    from memorising a small training set, which otherwise collapses the generator.
+    """
+    shift = (torch.rand(x.shape[0], 2, device=x.device) * 2 - 1) * 2 * fraction
+    theta = torch.zeros(x.shape[0], 2, 3, device=x.device, dtype=x.dtype)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1
+    theta[:, :, 2] = shift
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, padding_mode="border", align_corners=False)
+
+
+def _gan_step(model: GAN, opts, acc, x) -> dict[str, torch.Tensor]:
+    opt_g, opt_d = opts["generator"], opts["discriminator"]
+    z = torch.randn(x.shape[0], model.generator.z_dim, device=x.device)
+    with acc.autocast():
+        fake = model.generator(z)
+        d_real, d_fake = model.discriminator(diff_translate(x)), model.discriminator(diff_translate(fake.detach()))
+        # One-sided label smoothing keeps the discriminator from winning outright
+        # on small training sets, which otherwise collapses the generator to one mode.
+        loss_d = F.binary_cross_entropy_with_logits(d_real, torch.full_like(d_real, 0.9)) + \
+            F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
+    opt_d.zero_grad(set_to_none=True)
+    acc.backward(loss_d)
+    opt_d.step()
+    with acc.autocast():
+        d_gen = model.discriminator(diff_translate(fake))
+        loss_g = F.binary_cross_entropy_with_logits(d_gen, torch.ones_like(d_gen))
+    opt_g.zero_grad(set_to_none=True)
+    acc.backward(loss_g)
+    opt_g.step()
+    return {"loss_d": loss_d, "loss_g": loss_g}
+
+
+def _vae_step(model: VAE, opts, acc, x, beta: float = 1.0) -> dict[str, torch.Tensor]:
+    with acc.autocast():
+        rec, mu, logvar = model(x)
+    # Per-image sums, averaged over the batch: the usual ELBO scaling.
+    recon = F.mse_loss(rec.float(), x, reduction="sum") / x.shape[0]
+    kl = -0.5 * torch.sum(1 + logvar.float() - mu.float().pow(2) - logvar.float().exp()) / x.shape[0]
+    loss = recon + beta * kl
+    opts["vae"].zero_grad(set_to_none=True)
+    acc.backward(loss)
+    opts["vae"].step()
+    return {"loss": loss, "recon": recon, "kl": kl}
+
+
+def train_generator(images: ImageSet, run: RunConfig, family: str = "dcgan", z_dim: int = 100, base: int = 32,
+                    lr: float | None = None) -> dict[str, Any]:
+    """Train a generator on ``images`` (read at the size it should generate); returns a summary.
+
+    Writes ``checkpoints/last.safetensors`` (what ``generate`` samples from),
     ``metrics.jsonl`` and ``samples.png``.
     """
     out = prepare_out(run)
     last_path, _ = checkpoint_paths(out)
-    size = images.size
+    lr = lr or DEFAULT_LR.get(family, 2e-4)
     torch.manual_seed(run.seed)
-    gan = GAN(size, z_dim, base)
-    opt_g = torch.optim.Adam(gan.generator.parameters(), lr=lr, betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(gan.discriminator.parameters(), lr=lr, betas=(0.5, 0.999))
+    model = build(family, images.size, z_dim, base)
+    if family == "dcgan":
+        opts = {"generator": torch.optim.Adam(model.generator.parameters(), lr=lr, betas=(0.5, 0.999)),
+                "discriminator": torch.optim.Adam(model.discriminator.parameters(), lr=lr, betas=(0.5, 0.999))}
+        step: Callable = _gan_step
+    else:
+        opts = {"vae": torch.optim.Adam(model.parameters(), lr=lr)}
+        step = _vae_step
     start = 0
     if run.resume:
-        meta = load_checkpoint(last_path, gan, {"generator": opt_g, "discriminator": opt_d})
-        start = meta["epoch"] + 1
+        start = load_checkpoint(last_path, model, opts)["epoch"] + 1
     acc = make_accelerator(run)
     loader = DataLoader(ImageTensors(images), batch_size=run.batch_size, shuffle=True,
                         drop_last=len(images) > run.batch_size, num_workers=run.num_workers)
-    gan, opt_g, opt_d, loader = acc.prepare(gan, opt_g, opt_d, loader)
-    raw = acc.unwrap_model(gan)
-    meta = {"kind": "gan", "image_size": size, "z_dim": z_dim, "base": base, "lr": lr, "run": to_dict(run),
-            "train_images": len(images)}
-    log.info("training a %d px DCGAN on %d images for %d epochs on %s", size, len(images), run.epochs, acc.device)
-    epochs = bar(range(start, run.epochs), desc="GAN epochs", unit="epoch", initial=start, total=run.epochs)
+    prepared = acc.prepare(model, *opts.values(), loader)
+    model, loader = prepared[0], prepared[-1]
+    opts = dict(zip(opts, prepared[1:-1]))
+    raw = acc.unwrap_model(model)
+    meta = {"kind": "generator", "family": family, "image_size": images.size, "z_dim": z_dim, "base": base,
+            "lr": lr, "run": to_dict(run), "train_images": len(images)}
+    log.info("training a %d px %s on %d images for %d epochs on %s", images.size, family, len(images), run.epochs,
+             acc.device)
+    epochs = bar(range(start, run.epochs), desc=f"{family} epochs", unit="epoch", initial=start, total=run.epochs)
     for epoch in epochs:
         set_seed(run.seed + epoch)
-        gan.train()
-        t0, seen, sum_d, sum_g = time.perf_counter(), 0, 0.0, 0.0
+        model.train()
+        t0, seen, sums = time.perf_counter(), 0, {}
         for x in loader:
-            b = x.shape[0]
-            z = torch.randn(b, z_dim, device=x.device)
-            with acc.autocast():
-                fake = raw.generator(z)
-                d_real, d_fake = raw.discriminator(x), raw.discriminator(fake.detach())
-                loss_d = F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real)) + \
-                    F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
-            opt_d.zero_grad(set_to_none=True)
-            acc.backward(loss_d)
-            opt_d.step()
-            with acc.autocast():
-                d_gen = raw.discriminator(fake)
-                loss_g = F.binary_cross_entropy_with_logits(d_gen, torch.ones_like(d_gen))
-            opt_g.zero_grad(set_to_none=True)
-            acc.backward(loss_g)
-            opt_g.step()
-            if not (torch.isfinite(loss_d) and torch.isfinite(loss_g)):
-                raise VitprintError(f"GAN losses became non-finite in epoch {epoch + 1}; the last good checkpoint is {last_path}")
-            seen += b
-            sum_d += loss_d.item() * b
-            sum_g += loss_g.item() * b
-        record = {"epoch": epoch + 1, "loss_d": sum_d / seen, "loss_g": sum_g / seen,
+            losses = step(raw, opts, acc, x)
+            if not all(torch.isfinite(v) for v in losses.values()):
+                raise VitprintError(f"{family} losses became non-finite in epoch {epoch + 1}; "
+                                    f"the last good checkpoint is {last_path}")
+            seen += x.shape[0]
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + v.item() * x.shape[0]
+        record = {"epoch": epoch + 1, **{k: v / seen for k, v in sums.items()},
                   "images_per_s": seen / (time.perf_counter() - t0)}
-        epochs.set_postfix(loss_d=f"{record['loss_d']:.3f}", loss_g=f"{record['loss_g']:.3f}")
+        epochs.set_postfix({k: f"{v:.3f}" for k, v in record.items() if k not in ("epoch", "images_per_s")})
         if acc.is_main_process:
             with (out / "metrics.jsonl").open("a") as f:
                 f.write(json.dumps(record) + "\n")
-            save_checkpoint(last_path, raw, {"generator": opt_g, "discriminator": opt_d}, {**meta, "epoch": epoch})
-    gen = raw.generator.eval()
+            save_checkpoint(last_path, raw, opts, {**meta, "epoch": epoch})
+    gen = sampler(raw).eval()
     with torch.no_grad():
-        grid = gen(torch.randn(16, z_dim, generator=torch.Generator().manual_seed(0)).to(acc.device)).cpu()
+        grid = gen(torch.randn(16, gen.z_dim, generator=torch.Generator().manual_seed(0)).to(acc.device)).cpu()
     from vitprint.evaluation.plots import image_pairs
 
     image_pairs(grid[:8, 0].numpy(), grid[8:, 0].numpy(), out / "samples.png", titles=("samples", "samples"))
-    return {"checkpoint": str(last_path), "epochs": run.epochs}
+    return {"checkpoint": str(last_path), "epochs": run.epochs, "family": family}
 
 
 def load_generator(path: str | Path, device="cpu") -> Generator:
-    """The generator of a GAN checkpoint, in eval mode."""
+    """The noise-to-image network of a generator checkpoint, in eval mode."""
     if not Path(path).is_file():
         raise VitprintError(f"checkpoint not found: {path}")
     meta = read_meta(path)
-    if meta.get("kind") != "gan":
-        raise VitprintError(f"{path} is not a GAN checkpoint (it holds {meta.get('kind', 'unknown')!r})")
-    gan = GAN(meta["image_size"], meta["z_dim"], meta["base"])
-    load_checkpoint(path, gan)
-    return gan.generator.to(device).eval()
+    if meta.get("kind") != "generator":
+        raise VitprintError(f"{path} is not a generator checkpoint (it holds {meta.get('kind', 'unknown')!r})")
+    model = build(meta["family"], meta["image_size"], meta["z_dim"], meta["base"])
+    load_checkpoint(path, model)
+    return sampler(model).to(device).eval()
 
 
 @torch.no_grad()
+def sample(gen: Generator, n: int, seed: int = 0, batch_size: int = 256, size: int | None = None):
+    """Yield uint8 ``(b, S, S)`` batches of ``n`` samples in total."""
+    g = torch.Generator().manual_seed(seed)
+    device = next(gen.parameters()).device
+    for start in range(0, n, batch_size):
+        z = torch.randn(min(batch_size, n - start), gen.z_dim, generator=g).to(device)
+        x = gen(z)
+        if size and size != x.shape[-1]:
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+        yield ((x[:, 0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
+
+
 def generate(path: str | Path, n: int, out: str | Path, seed: int = 0, batch_size: int = 256,
              size: int | None = None, prefix: str = "generated") -> list[Path]:
     """Write ``n`` samples as palette PNGs ``out/<prefix>_NNNNN.png`` (optionally resized)."""
@@ -132,16 +207,10 @@ def generate(path: str | Path, n: int, out: str | Path, seed: int = 0, batch_siz
     gen = load_generator(path)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    g = torch.Generator().manual_seed(seed)
     files = []
-    for start in bar(range(0, n, batch_size), desc="generating", unit="batch"):
-        z = torch.randn(min(batch_size, n - start), gen.z_dim, generator=g)
-        x = gen(z)
-        if size and size != x.shape[-1]:
-            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-        u8 = ((x[:, 0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
-        for j, img in enumerate(u8):
-            f = out / f"{prefix}_{start + j:05d}.png"
+    for u8 in bar(sample(gen, n, seed, batch_size, size), total=-(-n // batch_size), desc="generating", unit="batch"):
+        for img in u8:
+            f = out / f"{prefix}_{len(files):05d}.png"
             save_palette_png(np.ascontiguousarray(img), f)
             files.append(f)
     return files

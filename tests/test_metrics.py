@@ -1,0 +1,50 @@
+import numpy as np
+import pytest
+
+from vitprint.evaluation.metrics import binary_metrics, bootstrap_intervals, member_control, tpr_at_fpr
+from vitprint.evaluation.truth import evaluate_run, read_truth
+
+
+def test_binary_metrics_by_hand():
+    y = [1, 1, 1, 0, 0, 0, 0, 1]
+    p = [1, 1, 0, 0, 0, 1, 0, 1]
+    m = binary_metrics(y, p)
+    # tp=3 fn=1 fp=1 tn=3
+    assert (m["tp"], m["fn"], m["fp"], m["tn"]) == (3, 1, 1, 3)
+    assert m["accuracy"] == pytest.approx(6 / 8)
+    assert m["precision"] == pytest.approx(3 / 4) and m["recall"] == pytest.approx(3 / 4)
+    assert m["f1"] == pytest.approx(0.75)
+    # kappa = (po - pe) / (1 - pe), po = 0.75, pe = 0.5*0.5 + 0.5*0.5 = 0.5
+    assert m["kappa"] == pytest.approx(0.5)
+
+
+def test_threshold_free_metrics_by_hand():
+    y = np.array([0, 0, 1, 1])
+    s = np.array([0.1, 0.4, 0.35, 0.8])
+    m = binary_metrics(y, (s > 0.3).astype(int), s)
+    assert m["roc_auc"] == pytest.approx(0.75)  # 3 of 4 (pos, neg) pairs ordered
+    assert tpr_at_fpr(y, s, 0.0) == pytest.approx(0.5)  # only 0.8 is above every negative
+    assert tpr_at_fpr(y, s, 0.5) == pytest.approx(1.0)
+
+
+def test_bootstrap_intervals_contain_the_estimate_and_shrink_with_data():
+    rng = np.random.default_rng(0)
+    small_y = rng.integers(0, 2, 40)
+    big_y = rng.integers(0, 2, 400)
+    flip = lambda y: np.where(rng.random(len(y)) < 0.8, y, 1 - y)  # noqa: E731
+    small, big = bootstrap_intervals(small_y, flip(small_y), n_boot=300), bootstrap_intervals(big_y, flip(big_y), n_boot=300)
+    acc = binary_metrics(big_y, flip(big_y))["accuracy"]
+    assert small["accuracy"][1] - small["accuracy"][0] > big["accuracy"][1] - big["accuracy"][0]
+    assert 0.7 < big["accuracy"][0] < big["accuracy"][1] < 0.9 and 0.7 < acc < 0.9
+
+
+def test_member_control_is_near_half_for_a_score_that_ignores_the_split():
+    c = member_control(np.random.default_rng(1).normal(size=200), n_splits=100)
+    assert 0.45 < c["auc_mean"] < 0.55 and c["auc_low"] < 0.5 < c["auc_high"]
+
+
+def test_evaluate_run_against_a_truth_csv(tmp_path):
+    (tmp_path / "truth.csv").write_text("id,label\na,1\nb,0\nc,1\nd,0\n")
+    (tmp_path / "run.txt").write_text("a.png,1\nb.png,1\nc.png,1\nd.png,0\n")
+    res, missing = evaluate_run(tmp_path / "run.txt", read_truth(tmp_path / "truth.csv"), n_boot=50)
+    assert missing == 0 and res["run"]["metrics"]["accuracy"] == pytest.approx(0.75)
