@@ -1,0 +1,301 @@
+"""The membership benchmark: how well each detector finds training images, where the truth is known.
+
+For each generator family and member-set size, fresh phantom patients are split
+into members and non-members (equal counts, disjoint patients); a generator is
+trained on the members only and sampled; every detector and the combiner score
+the real images; thresholds (and the combiner) are fitted on one half of the
+reals and evaluated on the other, as the challenge's development/test split
+works. Each cell is repeated over seeds and reported as a mean with a 95%
+t-interval. A second part measures scoring speed and memory against the
+number of generated images.
+
+Results are appended cell by cell to a JSON file, so an interrupted run loses
+nothing and continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import platform
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vitprint.config import DataConfig, OptimConfig, RunConfig
+from vitprint.data.imageset import ImageSet
+from vitprint.data.phantoms import CLASSES, phantom
+from vitprint.data.readers import resize_to_uint8
+from vitprint.detection.decisions import Combiner, fit_threshold
+from vitprint.detection.knn import knn_distances
+from vitprint.detection.scores import ScoreConfig, compute_scores, pixel_vectors
+from vitprint.errors import VitprintError
+from vitprint.evaluation.metrics import binary_metrics, member_control
+from vitprint.inference import encode, load_autoencoder
+from vitprint.models.presets import model_config
+from vitprint.progress import bar
+from vitprint.training.autoencoder import train_autoencoder
+from vitprint.training.generator import load_generator, sample, train_generator
+from vitprint.training.pretrain import PRETRAIN_OPTIM, pretrain
+
+log = logging.getLogger(__name__)
+
+METRICS = ("roc_auc", "tpr_at_1pct_fpr", "kappa", "accuracy", "control_auc")
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Everything that sets a benchmark's size and cost."""
+
+    preset: str
+    image_size: int
+    phantom_size: int
+    sizes: tuple[int, ...]
+    seeds: int
+    families: tuple[str, ...]
+    gen_steps: int
+    n_generated: int
+    ae_epochs: int
+    pretrain_per_class: int
+    pretrain_epochs: int
+    batch_size: int
+    lr: float
+    speed_sizes: tuple[int, ...]
+    speed_queries: int
+
+
+SCALES = {
+    # Seconds: for the test suite.
+    "toy": Scale("micro", 32, 32, (8, 16), 2, ("dcgan", "vae"), 6, 24, 1, 3, 1, 8, 5e-4, (100, 200), 16),
+    # About an hour on 2 CPU cores.
+    "cpu": Scale("tiny", 32, 64, (64, 256, 1024), 3, ("dcgan", "vae"), 1500, 1024, 6, 40, 20, 32, 5e-4,
+                 (1_000, 10_000, 100_000), 256),
+    # The seed's configuration at 256 px, for a GPU.
+    "gpu": Scale("seed", 256, 256, (64, 256, 1024), 3, ("dcgan", "vae"), 4000, 2048, 10, 100, 30, 64, 1e-4,
+                 (1_000, 10_000, 100_000), 1024),
+}
+
+
+def _model_cfg(scale: Scale):
+    return model_config(scale.preset, image_size=scale.image_size,
+                        vit_img_size=min(scale.image_size, model_config(scale.preset).vit_img_size))
+
+
+def patients(start: int, n: int, scale: Scale, stream: int) -> np.ndarray:
+    """``(n, S, S)`` uint8 phantoms of distinct patients ``start .. start+n-1`` (mixed classes)."""
+    out = np.empty((n, scale.image_size, scale.image_size), np.uint8)
+    for k in range(n):
+        i = start + k
+        px = phantom(np.random.default_rng([stream, 11, i]), CLASSES[i % len(CLASSES)], scale.phantom_size)
+        out[k] = resize_to_uint8(px.astype(np.float32) / 255.0, scale.image_size)
+    return out
+
+
+def _set(pixels: np.ndarray, prefix: str) -> ImageSet:
+    return ImageSet([f"{prefix}_{i:05d}" for i in range(len(pixels))], [Path(f"{prefix}_{i:05d}.png") for i in range(len(pixels))], pixels)
+
+
+BOUNDS = {"kappa": (-1.0, 1.0)}  # every other metric lies in [0, 1]
+
+
+def mean_interval(values, bounds=(0.0, 1.0)) -> tuple[float, float, float]:
+    """Mean and 95% t-interval over seeds, clipped to the metric's range (nan with one value)."""
+    from scipy import stats
+
+    v = np.asarray([x for x in values if not np.isnan(x)], float)
+    if len(v) == 0:
+        return float("nan"), float("nan"), float("nan")
+    m = float(v.mean())
+    if len(v) < 2:
+        return m, float("nan"), float("nan")
+    half = float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
+    return m, max(m - half, bounds[0]), min(m + half, bounds[1])
+
+
+def heldout_metrics(values: dict[str, np.ndarray], labels: np.ndarray, seed: int) -> dict[str, dict[str, float]]:
+    """Fit thresholds (and the combiner) on one stratified half, evaluate on the other."""
+    rng = np.random.default_rng([seed, 3])
+    dev = np.zeros(len(labels), bool)
+    for c in (0, 1):
+        idx = np.flatnonzero(labels == c)
+        dev[rng.permutation(idx)[: len(idx) // 2]] = True
+    test = ~dev
+    names = list(values)
+    X = np.stack([values[n] for n in names], 1)
+    comb = Combiner(seed).fit(X[dev], labels[dev])
+    scored = {**values, "combined": comb.score(X)}
+    out = {}
+    for name, s in scored.items():
+        t = fit_threshold(s[dev], labels[dev])
+        m = binary_metrics(labels[test], (s[test] > t).astype(int), s[test])
+        out[name] = {"roc_auc": m["roc_auc"], "tpr_at_1pct_fpr": m["tpr_at_1pct_fpr"], "kappa": m["kappa"],
+                     "accuracy": m["accuracy"],
+                     "control_auc": member_control(s[test][labels[test] == 1], seed=seed)["auc_mean"]}
+    return out
+
+
+def run_cell(family: str, n: int, seed: int, scale: Scale, encoder: str | None, work: Path) -> dict[str, Any]:
+    """One (family, member-set size, seed) cell; returns per-detector held-out metrics."""
+    cfg = _model_cfg(scale)
+    stream = 1000 * seed + n
+    reals = patients(0, 2 * n, scale, stream)
+    labels = np.r_[np.ones(n, int), np.zeros(n, int)]
+    members = _set(reals[:n], "member")
+    epochs = max(1, math.ceil(scale.gen_steps * scale.batch_size / n))
+    t0 = time.perf_counter()
+    train_generator(members, RunConfig(out=str(work / "gen"), epochs=epochs, batch_size=scale.batch_size, seed=seed),
+                    family=family)
+    gen = load_generator(work / "gen" / "checkpoints" / "last.safetensors")
+    generated = _set(np.concatenate(list(sample(gen, scale.n_generated, seed=seed))), "generated")
+    t_gen = time.perf_counter() - t0
+    train_autoencoder(generated, cfg, RunConfig(out=str(work / "ae"), epochs=scale.ae_epochs,
+                                                batch_size=scale.batch_size, seed=seed),
+                      OptimConfig(lr=scale.lr), DataConfig(no_cache=True, val_fraction=0.1), encoder_path=encoder)
+    ae = load_autoencoder(work / "ae" / "checkpoints" / "best.safetensors")
+    scores = compute_scores(_set(reals, "real"), generated, ScoreConfig(pixel_size=scale.image_size), ae)
+    metrics = heldout_metrics(scores.values, labels, seed)
+    return {"family": family, "members": n, "seed": seed, "generator_epochs": epochs,
+            "seconds": time.perf_counter() - t0, "generator_seconds": t_gen, "detectors": metrics}
+
+
+def _pretrained_encoder(scale: Scale, out: Path) -> str:
+    enc = out / "pretrain" / "encoder.safetensors"
+    if (out / "pretrain" / "summary.json").is_file():
+        return str(enc)
+    from vitprint.data.phantoms import make_phantoms
+
+    shutil.rmtree(out / "pretrain", ignore_errors=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        make_phantoms(tmp, per_class=scale.pretrain_per_class, size=scale.phantom_size, seed=99)
+        pretrain(tmp, _model_cfg(scale), RunConfig(out=str(out / "pretrain"), epochs=scale.pretrain_epochs,
+                                                   batch_size=scale.batch_size),
+                 dataclasses.replace(PRETRAIN_OPTIM, lr=scale.lr), DataConfig(no_cache=True, val_fraction=0.15))
+    return str(enc)
+
+
+class PeakRSS:
+    """Peak resident memory above the level at entry, sampled every 5 ms (bytes)."""
+
+    def __enter__(self):
+        import psutil
+
+        self._proc = psutil.Process()
+        self.base = self.peak = self._proc.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def _watch(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._proc.memory_info().rss)
+            time.sleep(0.005)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._proc.memory_info().rss)
+
+    @property
+    def extra_mb(self) -> float:
+        return (self.peak - self.base) / 2**20
+
+
+def scoring_speed(scale: Scale, encoder: str | None, device: str = "cpu") -> list[dict[str, Any]]:
+    """Real images scored per second and peak extra memory against the generated-set size."""
+    cfg = _model_cfg(scale)
+    from vitprint.models.encoder import ViTEncoder
+    from vitprint.training.checkpoint import init_encoder
+
+    enc = ViTEncoder(cfg).eval()
+    init_encoder(enc, encoder_path=encoder)
+    rng = np.random.default_rng(0)
+    queries = _set(rng.integers(0, 256, (scale.speed_queries, scale.image_size, scale.image_size), dtype=np.uint8), "q")
+    t = time.perf_counter()
+    probe = _set(rng.integers(0, 256, (256, scale.image_size, scale.image_size), dtype=np.uint8), "p")
+    encode(enc, probe, progress=False)
+    encode_rate = len(probe) / (time.perf_counter() - t)
+    z_q = torch.from_numpy(encode(enc, queries, progress=False))
+    rows = []
+    for n_gen in scale.speed_sizes:
+        gen_pixels = rng.integers(0, 256, (n_gen, scale.image_size, scale.image_size), dtype=np.uint8)
+        gen_latents = rng.normal(size=(n_gen, cfg.latent_dim)).astype(np.float32)
+        conv = pixel_vectors(scale.image_size)
+        for name, run in (
+            ("pixel_nn", lambda: knn_distances(queries.pixels, gen_pixels, 1, "l2", conv, device, progress=False)),
+            ("latent_nn", lambda: knn_distances(z_q, gen_latents, 5, "cosine", None, device, progress=False)),
+        ):
+            with PeakRSS() as mem:
+                t = time.perf_counter()
+                run()
+                dt = time.perf_counter() - t
+            rows.append({"detector": name, "generated": n_gen, "queries": scale.speed_queries,
+                         "real_per_s": scale.speed_queries / dt, "seconds": dt, "peak_extra_mb": mem.extra_mb,
+                         "encode_generated_s": n_gen / encode_rate if name == "latent_nn" else 0.0})
+            log.info("%s vs %d generated: %.1f real/s, +%.0f MB", name, n_gen, rows[-1]["real_per_s"], mem.extra_mb)
+        del gen_pixels, gen_latents
+    return rows
+
+
+def run_benchmark(scale_name: str, out: str | Path, families=None, sizes=None, seeds=None,
+                  speed: bool = True) -> dict[str, Any]:
+    """Run (or continue) the benchmark; results accumulate in ``out/results.json``."""
+    if scale_name not in SCALES:
+        raise VitprintError(f"scale must be one of {', '.join(SCALES)}, got {scale_name!r}")
+    scale = SCALES[scale_name]
+    scale = dataclasses.replace(scale, families=tuple(families or scale.families), sizes=tuple(sizes or scale.sizes),
+                                seeds=seeds or scale.seeds)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "results.json"
+    results = json.loads(path.read_text()) if path.is_file() else {}
+    if results.get("scale") not in (None, scale_name):
+        raise VitprintError(f"{path} holds a '{results['scale']}' benchmark; choose another --out")
+    results.update({"scale": scale_name, "config": dataclasses.asdict(scale), "machine": machine(),
+                    "started": results.get("started", time.strftime("%Y-%m-%d %H:%M"))})
+    results.setdefault("cells", [])
+    done = {(c["family"], c["members"], c["seed"]) for c in results["cells"]}
+    encoder = _pretrained_encoder(scale, out)
+    todo = [(f, n, s) for f in scale.families for n in scale.sizes for s in range(scale.seeds) if (f, n, s) not in done]
+    for family, n, seed in bar(todo, desc="benchmark cells", unit="cell"):
+        with tempfile.TemporaryDirectory(dir=out) as work:
+            cell = run_cell(family, n, seed, scale, encoder, Path(work))
+        results["cells"].append(cell)
+        path.write_text(json.dumps(results, indent=2, default=float))
+        log.info("%s, %d members, seed %d: %s (%.0f s)", family, n, seed,
+                 ", ".join(f"{d} AUC {m['roc_auc']:.3f}" for d, m in cell["detectors"].items()), cell["seconds"])
+    if speed and "speed" not in results:
+        results["speed"] = scoring_speed(scale, encoder)
+    results["finished"] = time.strftime("%Y-%m-%d %H:%M")
+    results["summary"] = summarise(results["cells"])
+    path.write_text(json.dumps(results, indent=2, default=float))
+    return results
+
+
+def machine() -> dict[str, str]:
+    dev = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+    return {"cpu": platform.processor() or platform.machine(), "threads": str(torch.get_num_threads()),
+            "gpu": dev, "torch": torch.__version__}
+
+
+def summarise(cells: list[dict]) -> dict[str, dict[str, dict[str, dict[str, list[float]]]]]:
+    """``family -> members -> detector -> metric -> [mean, low, high]`` over seeds."""
+    out: dict = {}
+    for c in cells:
+        for det, m in c["detectors"].items():
+            for k in METRICS:
+                out.setdefault(c["family"], {}).setdefault(str(c["members"]), {}).setdefault(det, {}).setdefault(k, []).append(m[k])
+    for fam in out.values():
+        for by_det in fam.values():
+            for det, ms in by_det.items():
+                by_det[det] = {k: [*mean_interval(v, BOUNDS.get(k, (0.0, 1.0))), len(v)] for k, v in ms.items()}
+    return out

@@ -1,0 +1,107 @@
+"""Markdown tables and plots of a membership benchmark's results."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from vitprint.evaluation import plots
+
+COLUMNS = (("roc_auc", "ROC-AUC"), ("tpr_at_1pct_fpr", "TPR@1%FPR"), ("kappa", "κ"), ("accuracy", "accuracy"),
+           ("control_auc", "member-vs-member AUC"))
+
+
+def _cell(v) -> str:
+    m, lo, hi = v[0], v[1], v[2]
+    if np.isnan(m):
+        return "–"
+    return f"{m:.3f}" if np.isnan(lo) else f"{m:.3f} [{lo:.2f}, {hi:.2f}]"
+
+
+def chance_note(auc) -> str:
+    m, lo, hi = auc[0], auc[1], auc[2]
+    if np.isnan(lo):
+        return ""
+    if lo <= 0.5 <= hi:
+        return "no better than chance"
+    return "better than chance" if lo > 0.5 else "below chance"
+
+
+def combiner_check(summary) -> list[str]:
+    """One line per cell saying whether the combiner's mean AUC matches the best single detector's."""
+    lines = []
+    for fam, by_size in summary.items():
+        for size, by_det in sorted(by_size.items(), key=lambda kv: int(kv[0])):
+            singles = {d: v["roc_auc"][0] for d, v in by_det.items() if d != "combined"}
+            best = max(singles, key=singles.get)
+            comb = by_det["combined"]["roc_auc"][0]
+            ok = comb >= singles[best] - 1e-9
+            lines.append(f"- {fam}, {size} members: combined {comb:.3f} vs best single ({best}) {singles[best]:.3f} — "
+                         + ("met" if ok else f"**not met** (short by {singles[best] - comb:.3f})"))
+    return lines
+
+
+def markdown(results: dict, command: str, figures: dict[str, str]) -> str:
+    cfg, mach = results["config"], results["machine"]
+    seeds = cfg["seeds"]
+    lines = [
+        f"Command: `{command}`",
+        "",
+        f"Machine: {mach['cpu']}, {mach['threads']} threads, GPU: {mach['gpu']}, torch {mach['torch']}; "
+        f"run {results.get('started')} – {results.get('finished')}.",
+        f"Setting: preset `{cfg['preset']}` at {cfg['image_size']} px; generators trained for "
+        f"{cfg['gen_steps']} steps of batch {cfg['batch_size']} on the members only; {cfg['n_generated']} generated "
+        f"images; autoencoder {cfg['ae_epochs']} epochs on them from an encoder pretrained on separate phantoms. "
+        f"Thresholds and the combiner fitted on one stratified half of the reals, metrics on the other half. "
+        f"Mean over {seeds} seeds with a 95% t-interval.",
+        "",
+    ]
+    for fam, by_size in results["summary"].items():
+        lines += [f"#### {fam}", "", "| members | detector | " + " | ".join(h for _, h in COLUMNS) + " | verdict |",
+                  "|---|---|" + "---|" * len(COLUMNS) + "---|"]
+        for size, by_det in sorted(by_size.items(), key=lambda kv: int(kv[0])):
+            for det, v in by_det.items():
+                lines.append(f"| {size} | {det} | " + " | ".join(_cell(v[k]) for k, _ in COLUMNS)
+                             + f" | {chance_note(v['roc_auc'])} |")
+        if fam in figures:
+            lines += ["", f"![ROC-AUC against member-set size, {fam}]({figures[fam]})"]
+        lines.append("")
+    lines += ["Target — the combiner at least as good as the best single detector on AUC, per cell:", ""]
+    lines += combiner_check(results["summary"])
+    if "speed" in results:
+        lines += ["", "Scoring speed (exact search, CPU, real images scored against N generated; "
+                  "peak memory above the level before the search; latent_nn also has to encode the generated set once):",
+                  "", "| detector | generated | real images/s | seconds | peak extra MB | encoding the generated set (s) |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for r in results["speed"]:
+            enc = f"{r['encode_generated_s']:.1f}" if r["detector"] == "latent_nn" else "–"
+            lines.append(f"| {r['detector']} | {r['generated']:,} | {r['real_per_s']:.1f} | {r['seconds']:.2f} | "
+                         f"{r['peak_extra_mb']:.0f} | {enc} |")
+    return "\n".join(lines) + "\n"
+
+
+def auc_figures(results: dict, folder: Path, stem: str) -> dict[str, Path]:
+    out = {}
+    for fam, by_size in results["summary"].items():
+        table: dict[str, dict[int, tuple]] = {}
+        for size, by_det in by_size.items():
+            for det, v in by_det.items():
+                m, lo, hi = v["roc_auc"][:3]
+                table.setdefault(det, {})[int(size)] = (m, lo if not np.isnan(lo) else m, hi if not np.isnan(hi) else m)
+        out[fam] = plots.metric_vs_size(table, folder / f"{stem}_{fam}.png", title=f"{fam}: held-out ROC-AUC")
+    return out
+
+
+def update_section(doc: Path, key: str, body: str, title: str) -> None:
+    """Replace (or append) the block between ``<!-- key -->`` and ``<!-- /key -->`` in ``doc``."""
+    start, end = f"<!-- {key} -->", f"<!-- /{key} -->"
+    block = f"{start}\n{body}{end}"
+    text = doc.read_text() if doc.is_file() else "# Benchmarks\n"
+    if start in text and end in text:
+        text = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S)
+    else:
+        text = text.rstrip() + f"\n\n## {title}\n\n{block}\n"
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text(text)

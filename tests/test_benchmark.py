@@ -1,0 +1,59 @@
+import json
+
+import numpy as np
+import pytest
+
+from vitprint.benchmark import heldout_metrics, mean_interval, summarise
+from vitprint.cli import main
+from vitprint.evaluation.bench_report import update_section
+
+
+def test_membership_benchmark_end_to_end_at_toy_size(tmp_path, capsys):
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text("# Benchmarks\n\nkept text\n")
+    argv = ["bench", "--scale", "toy", "--families", "dcgan", "vae", "--sizes", "8", "--seeds", "2",
+            "--out", str(tmp_path / "b"), "--docs", str(doc)]
+    assert main(argv) == 0, capsys.readouterr().err
+    res = json.loads((tmp_path / "b" / "results.json").read_text())
+    assert len(res["cells"]) == 4
+    cell = res["cells"][0]["detectors"]
+    assert set(cell) == {"recon", "latent_nn", "pixel_nn", "combined"}
+    assert set(cell["recon"]) == {"roc_auc", "tpr_at_1pct_fpr", "kappa", "accuracy", "control_auc"}
+    assert {r["generated"] for r in res["speed"]} == {100, 200}
+    text = doc.read_text()
+    assert "kept text" in text and "#### dcgan" in text and "#### vae" in text and "Target" in text
+    assert (tmp_path / "figures" / "membership_toy_dcgan.png").is_file()
+    # Running again continues instead of recomputing, and replaces the section in place.
+    assert main(argv) == 0
+    assert len(json.loads((tmp_path / "b" / "results.json").read_text())["cells"]) == 4
+    assert doc.read_text().count("<!-- membership-toy -->") == 1
+
+
+def test_heldout_metrics_separate_a_clear_signal():
+    rng = np.random.default_rng(0)
+    y = np.r_[np.ones(40, int), np.zeros(40, int)]
+    values = {"good": y * 2.0 + rng.normal(0, 0.5, 80), "noise": rng.normal(size=80)}
+    m = heldout_metrics(values, y, seed=0)
+    assert m["good"]["roc_auc"] > 0.9 and m["good"]["accuracy"] > 0.8
+    assert 0.2 < m["noise"]["roc_auc"] < 0.8
+    assert m["combined"]["roc_auc"] > 0.9
+
+
+def test_mean_interval_and_summary():
+    m, lo, hi = mean_interval([0.5, 0.6, 0.7])
+    assert m == pytest.approx(0.6) and lo < 0.6 < hi
+    # t(0.975, 2) = 4.303; sd = 0.1; half-width = 4.303 * 0.1 / sqrt(3)
+    assert hi - m == pytest.approx(4.303 * 0.1 / 3 ** 0.5, rel=1e-3)
+    assert mean_interval([0.9, 1.0, 0.99])[2] <= 1.0
+    cells = [{"family": "dcgan", "members": 8, "seed": s,
+              "detectors": {"x": {"roc_auc": a, "tpr_at_1pct_fpr": 0, "kappa": 0, "accuracy": 0.5, "control_auc": 0.5}}}
+             for s, a in enumerate([0.5, 0.6, 0.7])]
+    assert summarise(cells)["dcgan"]["8"]["x"]["roc_auc"][0] == pytest.approx(0.6)
+
+
+def test_update_section_appends_then_replaces(tmp_path):
+    doc = tmp_path / "d.md"
+    update_section(doc, "k", "one\n", "Title")
+    update_section(doc, "k", "two\n", "Title")
+    text = doc.read_text()
+    assert "two" in text and "one" not in text and text.count("## Title") == 1
