@@ -89,8 +89,14 @@ def test_help_documents_every_command(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     out = capsys.readouterr().out
-    for cmd in ("demo", "make-phantoms", "pretrain", "train", "reconstruct", "info"):
+    commands = ("demo", "make-phantoms", "pretrain", "train", "reconstruct", "info", "detect", "evaluate",
+                "validate-run", "train-generator", "generate", "bench")
+    for cmd in commands:
         assert cmd in out
+        with pytest.raises(SystemExit) as exit_info:
+            main([cmd, "--help"])
+        assert exit_info.value.code == 0
+        assert "--quiet" in capsys.readouterr().out
 
 
 def test_demo_end_to_end_at_a_tiny_size(tmp_path, capsys):
