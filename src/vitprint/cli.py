@@ -388,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gan-epochs", type=int, default=300, help="DCGAN epochs (default: 300)")
     p.add_argument("--pretrain-epochs", type=int, default=30, help="encoder pretraining epochs (default: 30)")
     p.add_argument("--ae-epochs", type=int, default=20, help="autoencoder epochs (default: 20)")
-    p.add_argument("--lr", type=float, default=5e-4, help="learning rate of pretraining and the autoencoder; higher than the seed's 1e-4 because the small ViT starts from scratch (default: 5e-4)")
+    p.add_argument("--lr", type=float, default=3e-4, help="learning rate of pretraining and the autoencoder; higher than the seed's 1e-4 because the small ViT starts from scratch (default: 3e-4)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals (default: 1000)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     _add_common(p)

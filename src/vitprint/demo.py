@@ -80,7 +80,7 @@ def run_demo(
     gan_epochs: int = 300,
     pretrain_epochs: int = 30,
     ae_epochs: int = 20,
-    lr: float = 5e-4,
+    lr: float = 3e-4,
     seed: int = 0,
     batch_size: int = 32,
     n_boot: int = 1000,
