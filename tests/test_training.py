@@ -26,6 +26,7 @@ def test_pretrain_writes_encoder_metrics_and_plots(phantom_tree, tmp_path, data_
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]
     assert {"train_loss", "val_loss", "val_accuracy", "val_macro_f1", "val_kappa", "images_per_s"} <= set(records[0])
+    assert json.loads((out / "config.json").read_text())["model"]["latent_dim"] == 16
     for name in ("encoder.safetensors", "confusion_valid.png", "confusion_test.png", "loss_curve.png",
                  "checkpoints/best.safetensors", "checkpoints/last.safetensors"):
         assert (out / name).is_file(), name

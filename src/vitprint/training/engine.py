@@ -112,6 +112,9 @@ def fit(
             return []
 
     acc = make_accelerator(run)
+    if acc.is_main_process:
+        # The same config travels inside every checkpoint; this copy is for reading.
+        (out / "config.json").write_text(json.dumps(task.meta, indent=2))
     # Shuffling draws from torch's global generator, reseeded every epoch below.
     train_loader = DataLoader(
         train_data, batch_size=run.batch_size, shuffle=True, drop_last=len(train_data) > run.batch_size,
