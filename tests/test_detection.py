@@ -135,3 +135,24 @@ def test_challenge_layouts_are_found_and_mismatches_explained(tmp_path):
         resolve_inputs(generated=[str(dev / "generated")], members=[str(dev / "real_used")])
     with pytest.raises(VitprintError, match="no generated images"):
         resolve_inputs(members=[str(dev / "real_used")], non_members=[str(dev / "real_not_used")])
+
+
+def test_detect_reuses_its_autoencoder_only_for_the_same_generated_images(tmp_path):
+    from vitprint.config import DataConfig
+    from vitprint.detection.pipeline import DetectConfig, detect
+
+    def folder(name, seed, n=8):
+        d = tmp_path / name
+        d.mkdir()
+        rng = np.random.default_rng(seed)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 256, (32, 32), dtype=np.uint8)).save(d / f"{name}_{i}.png")
+        return d
+
+    gen, mem, non, other = folder("gen", 0), folder("mem", 1), folder("non", 2), folder("other", 3)
+    cfg = DetectConfig(out=str(tmp_path / "out"), ae_epochs=1, ae_batch_size=4, n_boot=10, folds=2, report=False)
+    data = DataConfig(no_cache=True, val_fraction=0.25)
+    detect(resolve_inputs(generated=[gen], members=[mem], non_members=[non]), model_config("micro"), cfg, data)
+    detect(resolve_inputs(generated=[gen], members=[mem], non_members=[non]), model_config("micro"), cfg, data)
+    with pytest.raises(VitprintError, match="trained on other generated images"):
+        detect(resolve_inputs(generated=[other], members=[mem], non_members=[non]), model_config("micro"), cfg, data)

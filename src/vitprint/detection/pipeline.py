@@ -10,6 +10,7 @@ and ``report.html``.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -93,13 +94,20 @@ def _autoencoder(inputs_generated: ImageSet, model_cfg: ModelConfig, cfg: Detect
         return load_autoencoder(cfg.autoencoder, device), cfg.autoencoder
     ae_dir = Path(cfg.out) / "autoencoder"
     last, best = checkpoint_paths(ae_dir)
+    stamp = ae_dir / "generated.sha1"
+    digest = hashlib.sha1(np.ascontiguousarray(inputs_generated.pixels)).hexdigest()
+    if stamp.is_file() and stamp.read_text().strip() != digest:
+        raise VitprintError(f"{ae_dir} holds an autoencoder trained on other generated images; "
+                            "choose another --out (or pass --autoencoder to reuse it on purpose)")
     if not best.is_file() or not (ae_dir / "summary.json").is_file():
         log.info("training the %s autoencoder on %d generated images", model_cfg.vit, len(inputs_generated))
+        ae_dir.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(digest + "\n")
         run = RunConfig(out=str(ae_dir), epochs=cfg.ae_epochs, batch_size=cfg.ae_batch_size, seed=cfg.seed,
                         resume=last.is_file(), device=cfg.device, precision=cfg.precision)
         train_autoencoder(inputs_generated, model_cfg, run, OptimConfig(lr=cfg.ae_lr), data, encoder_path=cfg.encoder)
     else:
-        log.info("reusing the autoencoder in %s", ae_dir)
+        log.info("reusing the autoencoder in %s (trained on these generated images)", ae_dir)
     return load_autoencoder(best, device), str(best)
 
 
