@@ -517,7 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="membership benchmark: every detector across generators and training-set sizes",
                        description="Build the membership setting from scratch where the truth is known: for each generator family and member-set size, train the generator on fresh phantom members only, generate, run every detector and the combiner, and evaluate on a held-out half with thresholds fitted on the other half; repeat over seeds (mean and 95%% t-interval). Also measures scoring speed and memory against 1k/10k/100k generated images. Results accumulate in OUT/results.json, so an interrupted run continues where it stopped.")
-    p.add_argument("--scale", choices=["toy", "cpu", "gpu"], default="cpu", help="toy (seconds), cpu (about an hour on 2 cores, tiny preset at 32 px) or gpu (seed preset at 256 px) (default: cpu)")
+    p.add_argument("--scale", choices=["toy", "cpu", "gpu"], default="cpu", help="toy (seconds), cpu (about an hour on 2 cores, tiny preset at 64 px) or gpu (seed preset at 256 px) (default: cpu)")
     p.add_argument("--out", default="runs/bench", help="working and results folder (default: runs/bench)")
     p.add_argument("--docs", metavar="MARKDOWN", help="write the tables into this markdown file (for example docs/benchmarks.md), replacing this scale's section")
     p.add_argument("--families", nargs="+", choices=["dcgan", "vae"], help="generator families (default: the scale's: dcgan vae)")
