@@ -274,9 +274,11 @@ def run_benchmark(scale_name: str, out: str | Path, families=None, sizes=None, s
         path.write_text(json.dumps(results, indent=2, default=float))
         log.info("%s, %d members, seed %d: %s (%.0f s)", family, n, seed,
                  ", ".join(f"{d} AUC {m['roc_auc']:.3f}" for d, m in cell["detectors"].items()), cell["seconds"])
-    if speed and "speed" not in results:
+    ran_speed = speed and "speed" not in results
+    if ran_speed:
         results["speed"] = scoring_speed(scale, encoder)
-    results["finished"] = time.strftime("%Y-%m-%d %H:%M")
+    if todo or ran_speed or "finished" not in results:
+        results["finished"] = time.strftime("%Y-%m-%d %H:%M")
     results["summary"] = summarise(results["cells"])
     path.write_text(json.dumps(results, indent=2, default=float))
     return results

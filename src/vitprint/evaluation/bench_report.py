@@ -39,7 +39,7 @@ def combiner_check(summary) -> list[str]:
             comb = by_det["combined"]["roc_auc"][0]
             ok = comb >= singles[best] - 1e-9
             lines.append(f"- {fam}, {size} members: combined {comb:.3f} vs best single ({best}) {singles[best]:.3f} — "
-                         + ("met" if ok else f"**not met** (short by {singles[best] - comb:.3f})"))
+                         + ("met" if ok else f"**not met** (short by {singles[best] - comb:.4f})"))
     return lines
 
 
