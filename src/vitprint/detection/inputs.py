@@ -66,8 +66,8 @@ def resolve_inputs(dev: str | None = None, test: str | None = None, generated=()
         if not dev:
             inp.generated.append(t["generated"])
         elif t["generated"].resolve() != inp.generated[0].resolve():
-            # Development and test sets may come from different generators: the
-            # test's own generated images are what its unknowns are compared with.
+            # Both folders hold the same generator's images in the challenge;
+            # every real image is compared with all of them as one set.
             inp.generated.append(t["generated"])
         inp.unknown.append(t["real_unknown"])
     if not inp.generated:
