@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 from vitprint.config import RunConfig
 from vitprint.errors import VitprintError
 from vitprint.progress import bar as progress_bar
-from vitprint.training.checkpoint import load_checkpoint, read_meta, save_checkpoint
+from vitprint.training.checkpoint import load_checkpoint, save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -190,11 +190,3 @@ def read_history(out: str | Path) -> list[dict[str, float]]:
             rec = json.loads(line)
             by_epoch[rec["epoch"]] = rec
     return [by_epoch[k] for k in sorted(by_epoch)]
-
-
-def checkpoint_config(path: str | Path) -> dict[str, Any]:
-    """The metadata saved with a checkpoint, with a clear error if it is not one of ours."""
-    meta = read_meta(path)
-    if "model" not in meta:
-        raise VitprintError(f"{path} is not a vitprint checkpoint (no model config inside)")
-    return meta
