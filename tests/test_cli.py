@@ -108,6 +108,7 @@ def test_demo_end_to_end_at_a_tiny_size(tmp_path, capsys):
     d = tmp_path / "d"
     report = (d / "detect" / "report.html").read_text()
     assert "Member-vs-member control" in report and "data:image/png;base64," in report
+    assert "of 8 unknown images called used" in report
     rows = (d / "detect" / "scores.csv").read_text().splitlines()
     assert rows[0].startswith("id,group,label,path,recon,latent_nn,pixel_nn") and len(rows) == 1 + 8 * 2 + 4 * 2
     run = d / "detect" / "run.txt"

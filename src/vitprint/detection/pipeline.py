@@ -154,16 +154,19 @@ def detect(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, data: Data
         evaluation = evaluate_scores(feats, y, cfg.folds, cfg.n_boot, cfg.seed, cfg.target_fpr)
         summary["development"] = evaluation["results"]
     if unknown.any():
-        summary["run_file"] = str(_decide_unknown(values, reals, labelled, unknown, cfg, out))
+        path, summary["run_decision"] = _decide_unknown(values, reals, labelled, unknown, cfg, out)
+        summary["run_file"] = str(path)
     (out / "evaluation.json").write_text(json.dumps(summary, indent=2, default=float))
     if cfg.report:
         from vitprint.evaluation.report import write_report
 
-        summary["report"] = str(write_report(out, reals, generated, scores, evaluation, model, cfg))
+        summary["report"] = str(write_report(out, reals, generated, scores, evaluation, model, cfg,
+                                             summary.get("run_decision")))
     return summary
 
 
-def _decide_unknown(values, reals: RealSet, labelled, unknown, cfg: DetectConfig, out: Path) -> Path:
+def _decide_unknown(values, reals: RealSet, labelled, unknown, cfg: DetectConfig, out: Path) -> tuple[Path, str]:
+    """Decide the unknown images and write the run file; returns its path and a sentence on how."""
     names = list(values)
     if cfg.decision != "combined" and cfg.decision not in values:
         raise VitprintError(f"--decision must be 'combined' or one of {', '.join(names)}, got {cfg.decision!r}")
@@ -187,5 +190,6 @@ def _decide_unknown(values, reals: RealSet, labelled, unknown, cfg: DetectConfig
     decisions = (test_s > t).astype(int)
     ids = [reals.images.paths[i] for i in np.flatnonzero(unknown)]
     path = write_run(out / "run.txt", ids, decisions, names=cfg.run_names)
-    log.info("run file: %s (%d of %d called used; %s)", path, decisions.sum(), len(decisions), how)
-    return path
+    sentence = f"{decisions.sum()} of {len(decisions)} unknown images called used ({how})"
+    log.info("run file: %s: %s", path, sentence)
+    return path, sentence

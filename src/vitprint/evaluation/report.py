@@ -51,7 +51,7 @@ def verdict(name: str, r: dict) -> str:
     return f"{name}: ROC-AUC {auc:.2f} [{lo:.2f}, {hi:.2f}] — not distinguishable from chance."
 
 
-def write_report(out: Path, reals, generated, scores, evaluation, model, cfg) -> Path:
+def write_report(out: Path, reals, generated, scores, evaluation, model, cfg, run_decision: str | None = None) -> Path:
     """Write ``out/report.html`` and its figures (also kept as PNG in ``out/figures``)."""
     from vitprint.inference import reconstruct
     from vitprint.data.sources import subset
@@ -60,6 +60,8 @@ def write_report(out: Path, reals, generated, scores, evaluation, model, cfg) ->
     parts = [f"<h1>vitprint membership report</h1><p>{datetime.datetime.now():%Y-%m-%d %H:%M} · "
              f"{len(generated)} generated images · {len(reals.images)} real images · "
              f"detectors: {', '.join(scores.values)}</p>"]
+    if run_decision:
+        parts.append(f"<p>Run file <code>run.txt</code>: {html.escape(run_decision)}.</p>")
     labelled = reals.labels >= 0
     if evaluation is not None:
         res = evaluation["results"]
