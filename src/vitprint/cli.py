@@ -48,11 +48,15 @@ def _add_run(p: argparse.ArgumentParser, out: str, epochs: int, batch: int) -> N
     g.add_argument("--out", default=out, help=f"output folder for checkpoints, metrics and plots (default: {out})")
     g.add_argument("--epochs", type=int, default=epochs, help=f"epochs (default: {epochs})")
     g.add_argument("--batch-size", type=int, default=batch, help=f"batch size (default: {batch})")
-    g.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32", help="fp32, or bf16/fp16 mixed precision (fp16 needs a GPU; default: fp32)")
-    g.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto", help="where to run (default: auto, the first of cuda, mps, cpu)")
+    _add_device(g)
     g.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     g.add_argument("--num-workers", type=int, default=0, help="data-loading worker processes (default: 0)")
     g.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+
+
+def _add_device(g) -> None:
+    g.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32", help="fp32, or bf16/fp16 mixed precision (fp16 needs a GPU; default: fp32)")
+    g.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto", help="where to run (default: auto, the first of cuda, mps, cpu)")
 
 
 def _add_optim(p: argparse.ArgumentParser, lr: float, wd: float, step: int, gamma: float) -> None:
@@ -181,7 +185,8 @@ def cmd_reconstruct(a) -> int:
 
     from vitprint.data.sources import read_folders, subset
     from vitprint.evaluation.plots import image_pairs
-    from vitprint.inference import load_autoencoder, pick_device, reconstruct
+    from vitprint.device import pick_device
+    from vitprint.inference import load_autoencoder, reconstruct
 
     model = load_autoencoder(a.checkpoint, pick_device(a.device))
     images = read_folders(a.images, model.cfg.image_size, _data_cfg(a))
@@ -212,8 +217,8 @@ def cmd_reconstruct(a) -> int:
 def cmd_info(a) -> int:
     from vitprint.models.info import model_info
 
-    info = model_info(_model_cfg(a))
     cfg = _model_cfg(a)
+    info = model_info(cfg)
     if a.json:
         print(json.dumps({"preset": a.preset, "config": cfg.__dict__, **info}, indent=2))
         return 0
@@ -433,8 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/reconstruct", help="output folder (default: runs/reconstruct)")
     p.add_argument("--save-images", action="store_true", help="also write each reconstruction as PNG")
     p.add_argument("--batch-size", type=int, default=32, help="batch size (default: 32)")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32", help="inference precision (default: fp32)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto", help="where to run (default: auto)")
+    _add_device(p)
     _add_data(p)
     _add_common(p)
     p.set_defaults(func=cmd_reconstruct)
@@ -475,8 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-report", action="store_true", help="skip the HTML report")
     p.add_argument("--out", default="runs/detect", help="output folder (default: runs/detect)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32", help="precision (default: fp32)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto", help="where to run (default: auto)")
+    _add_device(p)
     _add_model(p, "seed")
     _add_data(p)
     _add_common(p)

@@ -17,18 +17,6 @@ from vitprint.models.autoencoder import Autoencoder
 from vitprint.training.checkpoint import load_checkpoint, read_meta
 
 
-def pick_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise VitprintError("--device cuda was asked for, but no CUDA GPU is available")
-    return torch.device(device)
-
-
 def load_autoencoder(path: str | Path, device: torch.device | str = "cpu") -> Autoencoder:
     """An Autoencoder rebuilt from the config inside its checkpoint, in eval mode."""
     meta = read_meta(path) if Path(path).is_file() else None

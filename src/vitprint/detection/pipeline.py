@@ -28,7 +28,8 @@ from vitprint.detection.runfile import run_id, write_run
 from vitprint.detection.scores import ScoreConfig, compute_scores
 from vitprint.errors import VitprintError
 from vitprint.evaluation.truth import evaluate_scores
-from vitprint.inference import load_autoencoder, pick_device
+from vitprint.device import pick_device
+from vitprint.inference import load_autoencoder
 from vitprint.training.autoencoder import train_autoencoder
 from vitprint.training.engine import checkpoint_paths
 

@@ -25,6 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from vitprint.config import RunConfig
+from vitprint.device import pick_device
 from vitprint.errors import VitprintError
 from vitprint.progress import bar as progress_bar
 from vitprint.training.checkpoint import load_checkpoint, save_checkpoint
@@ -39,12 +40,7 @@ EvalFn = Callable[[nn.Module, DataLoader, Accelerator], dict[str, float]]
 
 def make_accelerator(run: RunConfig) -> Accelerator:
     """An Accelerator for ``run.device`` (auto picks cuda, then mps, then cpu) and ``run.precision``."""
-    if run.device == "cuda" and not torch.cuda.is_available():
-        raise VitprintError("--device cuda was asked for, but no CUDA GPU is available")
-    if run.device == "mps" and not torch.backends.mps.is_available():
-        raise VitprintError("--device mps was asked for, but MPS is not available")
-    on_cpu = run.device == "cpu" or (run.device == "auto" and not torch.cuda.is_available())
-    if run.precision == "fp16" and on_cpu:
+    if run.precision == "fp16" and pick_device(run.device).type != "cuda":
         raise VitprintError("fp16 needs a GPU; on the CPU use --precision bf16 or fp32")
     # Accelerate keeps one process-wide state; a library may train several times
     # in one process (the demo does), each with its own precision.

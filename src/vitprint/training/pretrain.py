@@ -19,7 +19,7 @@ from vitprint.evaluation.metrics import classification_metrics, confusion
 from vitprint.evaluation.plots import confusion_plot, loss_curve
 from vitprint.models.autoencoder import Classifier
 from vitprint.training.checkpoint import init_encoder, load_checkpoint, save_weights
-from vitprint.inference import pick_device
+from vitprint.device import pick_device
 from vitprint.training.engine import Task, checkpoint_paths, fit, prepare_out, read_history
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,22 @@
+"""Choosing the device: the one place that knows what 'auto' means and what is available."""
+
+from __future__ import annotations
+
+import torch
+
+from vitprint.errors import VitprintError
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """``auto`` is the first of cuda, mps, cpu; asking for one that is missing is a clear error."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise VitprintError("--device cuda was asked for, but no CUDA GPU is available")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise VitprintError("--device mps was asked for, but MPS is not available")
+    return torch.device(device)
