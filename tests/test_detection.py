@@ -9,7 +9,7 @@ from vitprint.detection.decisions import balanced_threshold, cross_validate, fit
 from vitprint.detection.inputs import challenge_folder, resolve_inputs
 from vitprint.detection.knn import knn_distances
 from vitprint.detection.runfile import validate_run, write_run
-from vitprint.detection.scores import ScoreConfig, compute_scores
+from vitprint.detection.scores import ScoreConfig, compute_scores, score_names
 from vitprint.errors import VitprintError
 from vitprint.models.autoencoder import Autoencoder
 from vitprint.models.presets import model_config
@@ -57,6 +57,7 @@ def test_calibrated_scores_subtract_the_reference_distance():
     plain = compute_scores(_set(real), _set(generated), cfg)
     ref = _set(real[:3])  # the first three reals are in the reference set: distance 0 there
     cal = compute_scores(_set(real), _set(generated), cfg, reference=ref)
+    assert list(cal.values) == score_names(cfg.detectors, with_reference=True) == ["pixel_nn", "pixel_nn_cal"]
     assert np.allclose(cal.values["pixel_nn_cal"][:3], plain.values["pixel_nn"][:3], atol=1e-4)
 
 

@@ -25,7 +25,7 @@ from vitprint.data.sources import read_folders
 from vitprint.detection.decisions import Combiner, balanced_threshold, fit_threshold
 from vitprint.detection.inputs import Inputs
 from vitprint.detection.runfile import run_id, write_run
-from vitprint.detection.scores import ScoreConfig, compute_scores
+from vitprint.detection.scores import ScoreConfig, compute_scores, score_names
 from vitprint.errors import VitprintError
 from vitprint.evaluation.truth import evaluate_scores
 from vitprint.device import pick_device
@@ -124,6 +124,9 @@ def _write_scores(path: Path, reals: RealSet, values: dict[str, np.ndarray], nam
 
 def detect(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, data: DataConfig = DataConfig()) -> dict[str, Any]:
     """Run the whole job; returns the evaluation summary (also written as JSON)."""
+    allowed = ["combined", *score_names(cfg.scores.detectors, bool(inputs.reference))]
+    if cfg.decision not in allowed:
+        raise VitprintError(f"--decision must be one of {', '.join(allowed)}, got {cfg.decision!r}")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     device = pick_device(cfg.device)
@@ -169,8 +172,6 @@ def detect(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, data: Data
 def _decide_unknown(values, reals: RealSet, labelled, unknown, cfg: DetectConfig, out: Path) -> tuple[Path, str]:
     """Decide the unknown images and write the run file; returns its path and a sentence on how."""
     names = list(values)
-    if cfg.decision != "combined" and cfg.decision not in values:
-        raise VitprintError(f"--decision must be 'combined' or one of {', '.join(names)}, got {cfg.decision!r}")
     X = np.stack([values[n] for n in names], 1)
     y = reals.labels[labelled]
     if labelled.any() and len(np.unique(y)) == 2:

@@ -56,6 +56,17 @@ class Scores:
     nearest: dict[str, np.ndarray] = field(default_factory=dict)  # detector -> (N,) generated index
 
 
+def score_names(detectors, with_reference: bool) -> list[str]:
+    """The score columns ``compute_scores`` produces, in order."""
+    names = []
+    for d in DETECTORS:
+        if d in detectors:
+            names.append(d)
+            if with_reference and d != "recon":
+                names.append(f"{d}_cal")
+    return names
+
+
 def pixel_vectors(size: int):
     """uint8 ``(m, S, S)`` -> ``(m, size*size)`` in [-1, 1], area-downsampled."""
 
