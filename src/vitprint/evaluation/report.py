@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_curve
 
+from vitprint.data.sources import subset
 from vitprint.evaluation import plots
+from vitprint.inference import reconstruct
 
 KEYS = [("accuracy", "accuracy"), ("kappa", "Cohen's κ"), ("precision", "precision"), ("recall", "recall"),
         ("f1", "F1"), ("roc_auc", "ROC-AUC"), ("average_precision", "AP"), ("tpr_at_1pct_fpr", "TPR@1%FPR"),
@@ -53,9 +55,6 @@ def verdict(name: str, r: dict) -> str:
 
 def write_report(out: Path, reals, generated, scores, evaluation, model, cfg, run_decision: str | None = None) -> Path:
     """Write ``out/report.html`` and its figures (also kept as PNG in ``out/figures``)."""
-    from vitprint.inference import reconstruct
-    from vitprint.data.sources import subset
-
     fig = out / "figures"
     parts = [f"<h1>vitprint membership report</h1><p>{datetime.datetime.now():%Y-%m-%d %H:%M} · "
              f"{len(generated)} generated images · {len(reals.images)} real images · "
