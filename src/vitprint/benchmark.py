@@ -35,9 +35,9 @@ from vitprint.config import DataConfig, OptimConfig, RunConfig
 from vitprint.data.imageset import ImageSet
 from vitprint.data.phantoms import CLASSES, phantom
 from vitprint.data.readers import resize_to_uint8
-from vitprint.detection.decisions import Combiner, fit_threshold
-from vitprint.detection.knn import knn_distances
-from vitprint.detection.scores import ScoreConfig, compute_scores, pixel_vectors
+from vitprint.membership.decisions import Combiner, Threshold
+from vitprint.membership.knn import knn_distances, pixel_vectors
+from vitprint.membership.scoring import ScoreConfig, compute_scores
 from vitprint.errors import VitprintError
 from vitprint.evaluation.metrics import binary_metrics, member_control
 from vitprint.inference import encode, load_autoencoder
@@ -132,12 +132,12 @@ def heldout_metrics(values: dict[str, np.ndarray], labels: np.ndarray, seed: int
     test = ~dev
     names = list(values)
     X = np.stack([values[n] for n in names], 1)
-    comb = Combiner(seed).fit(X[dev], labels[dev])
-    scored = {**values, "combined": comb.score(X)}
+    comb = Combiner(seed=seed).fit(X[dev], labels[dev])
+    scored = {**values, "combined": comb.decision_function(X)}
     out = {}
     for name, s in scored.items():
-        t = fit_threshold(s[dev], labels[dev])
-        m = binary_metrics(labels[test], (s[test] > t).astype(int), s[test])
+        t = Threshold().fit(s[dev], labels[dev])
+        m = binary_metrics(labels[test], t.predict(s[test]), s[test])
         out[name] = {"roc_auc": m["roc_auc"], "tpr_at_1pct_fpr": m["tpr_at_1pct_fpr"], "kappa": m["kappa"],
                      "accuracy": m["accuracy"],
                      "control_auc": member_control(s[test][labels[test] == 1], seed=seed)["auc_mean"]}
@@ -162,7 +162,9 @@ def run_cell(family: str, n: int, seed: int, scale: Scale, encoder: str | None, 
                                                 batch_size=scale.batch_size, seed=seed),
                       OptimConfig(lr=scale.lr), DataConfig(no_cache=True, val_fraction=0.1), encoder_path=encoder)
     ae = load_autoencoder(work / "ae" / "checkpoints" / "best.safetensors")
-    scores = compute_scores(_set(reals, "real"), generated, ScoreConfig(pixel_size=scale.image_size), ae)
+    cfg_scores = ScoreConfig(pixel_size=scale.image_size)
+    scores = compute_scores(_set(reals, "real"), generated, cfg_scores.detectors,
+                            cfg_scores.options(autoencoder=ae, seed=seed))
     metrics = heldout_metrics(scores.values, labels, seed)
     return {"family": family, "members": n, "seed": seed, "generator_epochs": epochs,
             "seconds": time.perf_counter() - t0, "generator_seconds": t_gen, "detectors": metrics}

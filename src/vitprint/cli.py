@@ -18,6 +18,8 @@ import numpy as np
 
 from vitprint import __version__
 from vitprint.errors import VitprintError
+from vitprint.membership.registry import available_detectors
+from vitprint.membership.scoring import DEFAULT_DETECTORS
 
 log = logging.getLogger("vitprint")
 
@@ -231,7 +233,7 @@ def cmd_info(a) -> int:
 def cmd_detect(a) -> int:
     from vitprint.detection.inputs import resolve_inputs
     from vitprint.detection.pipeline import DetectConfig, detect
-    from vitprint.detection.scores import ScoreConfig
+    from vitprint.membership.scoring import ScoreConfig
     from vitprint.evaluation.metrics import metric_table
 
     inputs = resolve_inputs(a.dev, a.test, a.generated or (), a.members or (), a.non_members or (),
@@ -461,7 +463,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--unknown", nargs="+", metavar="DIR", help="real images to decide (the run file covers these)")
     g.add_argument("--reference", nargs="+", metavar="DIR", help="real images the generator never saw, for the calibrated scores")
     g = p.add_argument_group("scores")
-    g.add_argument("--detectors", nargs="+", default=["recon", "latent_nn", "pixel_nn"], choices=["recon", "latent_nn", "pixel_nn"], help="scores to compute (default: all)")
+    g.add_argument("--detectors", nargs="+", default=list(DEFAULT_DETECTORS), choices=available_detectors(), metavar="NAME",
+                   help=f"detectors to run, among {', '.join(available_detectors())} (default: {' '.join(DEFAULT_DETECTORS)}); with --reference each calibratable one also gets a <name>_cal score")
     g.add_argument("--k", type=int, default=5, help="neighbours averaged by latent_nn (default: 5)")
     g.add_argument("--latent-metric", choices=["cosine", "l2"], default="cosine", help="latent distance (default: cosine)")
     g.add_argument("--pixel-size", type=int, default=64, help="image size for pixel_nn (default: 64)")
@@ -471,7 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lr", type=float, default=1e-4, help="autoencoder learning rate (default: 1e-4)")
     g.add_argument("--batch-size", type=int, default=32, help="batch size (default: 32)")
     g = p.add_argument_group("decisions")
-    g.add_argument("--decision", default="combined", help="what decides the run file: 'combined' (logistic combiner over all scores) or one score's name (default: combined)")
+    g.add_argument("--decision", default="auto", help="what decides the run file: 'auto' (the detector that separates the development images best, chosen inside cross-validation), 'combined' (a regularised logistic combiner over all scores) or one score's name (default: auto)")
     g.add_argument("--target-fpr", type=float, help="fit thresholds to this false-positive rate instead of maximising Cohen's kappa")
     g.add_argument("--folds", type=int, default=5, help="cross-validation folds for development metrics (default: 5)")
     g.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for 95%% intervals (default: 1000; 0 turns them off)")

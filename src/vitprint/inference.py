@@ -46,13 +46,14 @@ def _autocast(device: torch.device, precision: str):
 @torch.no_grad()
 def reconstruct(model: Autoencoder, images: ImageSet, batch_size: int = 32, keep: bool = False,
                 precision: str = "fp32", progress: bool = True) -> Reconstructions:
-    """Reconstruct every image of ``images`` (read at the model's size)."""
+    """Reconstruct every image of ``images`` (an ImageSet or uint8 ``(N, S, S)`` at the model's size)."""
     device = next(model.parameters()).device
-    if images.size != model.cfg.image_size:
-        raise VitprintError(f"images are {images.size} px but the model expects {model.cfg.image_size} px")
+    pixels = getattr(images, "pixels", images)
+    if pixels.shape[-1] != model.cfg.image_size:
+        raise VitprintError(f"images are {pixels.shape[-1]} px but the model expects {model.cfg.image_size} px")
     mse, mae, kept = [], [], []
-    for start in bar(range(0, len(images), batch_size), enabled=progress, desc="reconstructing", unit="batch"):
-        x = to_model_range(images.pixels[start:start + batch_size])[:, None].to(device)
+    for start in bar(range(0, len(pixels), batch_size), enabled=progress, desc="reconstructing", unit="batch"):
+        x = to_model_range(pixels[start:start + batch_size])[:, None].to(device)
         with _autocast(device, precision):
             y = model(x)
         diff = y.float() - x
@@ -68,9 +69,10 @@ def encode(encoder: torch.nn.Module, images: ImageSet, batch_size: int = 64, pre
            progress: bool = True) -> np.ndarray:
     """``(N, latent_dim)`` float32 latents of every image."""
     device = next(encoder.parameters()).device
+    pixels = getattr(images, "pixels", images)
     out = []
-    for start in bar(range(0, len(images), batch_size), enabled=progress, desc="encoding", unit="batch"):
-        x = to_model_range(images.pixels[start:start + batch_size])[:, None].to(device)
+    for start in bar(range(0, len(pixels), batch_size), enabled=progress, desc="encoding", unit="batch"):
+        x = to_model_range(pixels[start:start + batch_size])[:, None].to(device)
         with _autocast(device, precision):
             out.append(encoder(x).float().cpu().numpy())
     return np.concatenate(out)

@@ -22,10 +22,11 @@ import numpy as np
 from vitprint.config import DataConfig, ModelConfig, OptimConfig, RunConfig
 from vitprint.data.imageset import ImageSet
 from vitprint.data.sources import read_folders
-from vitprint.detection.decisions import Combiner, balanced_threshold, fit_threshold
 from vitprint.detection.inputs import Inputs
 from vitprint.detection.runfile import run_id, write_run
-from vitprint.detection.scores import ScoreConfig, compute_scores, score_names
+from vitprint.membership.decisions import DECISIONS, fit_decision
+from vitprint.membership.registry import detector_class
+from vitprint.membership.scoring import ScoreConfig, compute_scores, score_names
 from vitprint.errors import VitprintError
 from vitprint.evaluation.truth import evaluate_scores
 from vitprint.device import pick_device
@@ -44,7 +45,7 @@ class DetectConfig:
     scores: ScoreConfig = field(default_factory=ScoreConfig)
     folds: int = 5
     target_fpr: float | None = None
-    decision: str = "combined"
+    decision: str = "auto"
     run_names: bool = False
     n_boot: int = 1000
     seed: int = 0
@@ -124,7 +125,7 @@ def _write_scores(path: Path, reals: RealSet, values: dict[str, np.ndarray], nam
 
 def detect(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, data: DataConfig = DataConfig()) -> dict[str, Any]:
     """Run the whole job; returns the evaluation summary (also written as JSON)."""
-    allowed = ["combined", *score_names(cfg.scores.detectors, bool(inputs.reference))]
+    allowed = [*DECISIONS, *score_names(cfg.scores.detectors, bool(inputs.reference))]
     if cfg.decision not in allowed:
         raise VitprintError(f"--decision must be one of {', '.join(allowed)}, got {cfg.decision!r}")
     out = Path(cfg.out)
@@ -141,14 +142,22 @@ def detect(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, data: Data
     log.info("%d generated images; %d real (%s)", len(generated), len(reals.images),
              ", ".join(f"{(reals.groups == g).sum()} {g.replace('_', '-')}" for g in GROUPS if (reals.groups == g).any()))
 
-    needs_model = {"recon", "latent_nn"} & set(cfg.scores.detectors)
+    needs_model = any(detector_class(d).needs_autoencoder for d in cfg.scores.detectors)
     model, model_path = _autoencoder(generated, model_cfg, cfg, data, device) if needs_model else (None, None)
-    scores = compute_scores(reals.images, generated, cfg.scores, model, reference, device)
+
+    def at_size(px: int):
+        return (read_reals(inputs, px, data).images, read_folders(inputs.generated, px, data, what="generated images"),
+                read_folders(inputs.reference, px, data, what="reference images") if inputs.reference else None)
+
+    options = cfg.scores.options(autoencoder=model, device=str(device), seed=cfg.seed)
+    scores = compute_scores(reals.images, generated, cfg.scores.detectors, options, reference, at_size)
     values = scores.values
     _write_scores(out / "scores.csv", reals, values, cfg.run_names)
 
     summary: dict[str, Any] = {"generated": len(generated), "autoencoder": model_path,
-                               "detectors": list(values), "decision": cfg.decision}
+                               "detectors": list(values), "peers": scores.peers, "decision": cfg.decision}
+    if scores.cross_fitted:
+        summary["cross_fitted"] = scores.cross_fitted
     labelled = reals.labels >= 0
     unknown = reals.groups == "unknown"
     evaluation = None
@@ -157,9 +166,12 @@ def detect(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, data: Data
         feats = {n: v[labelled] for n, v in values.items()}
         evaluation = evaluate_scores(feats, y, cfg.folds, cfg.n_boot, cfg.seed, cfg.target_fpr)
         summary["development"] = evaluation["results"]
+        summary["auto_choices"] = evaluation["auto_choices"]
     if unknown.any():
-        path, summary["run_decision"] = _decide_unknown(values, reals, labelled, unknown, cfg, out)
+        path, summary["run_decision"], rule = _decide_unknown(values, reals, labelled, unknown, cfg, out)
         summary["run_file"] = str(path)
+        if rule is not None:
+            summary["decision_rule"] = rule
     (out / "evaluation.json").write_text(json.dumps(summary, indent=2, default=float))
     if cfg.report:
         from vitprint.evaluation.report import write_report
@@ -169,29 +181,32 @@ def detect(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, data: Data
     return summary
 
 
-def _decide_unknown(values, reals: RealSet, labelled, unknown, cfg: DetectConfig, out: Path) -> tuple[Path, str]:
-    """Decide the unknown images and write the run file; returns its path and a sentence on how."""
+def _decide_unknown(values, reals: RealSet, labelled, unknown, cfg: DetectConfig, out: Path):
+    """Decide the unknown images and write the run file; returns its path, a sentence on how, the fitted rule."""
     names = list(values)
-    X = np.stack([values[n] for n in names], 1)
     y = reals.labels[labelled]
+    rule = None
     if labelled.any() and len(np.unique(y)) == 2:
-        if cfg.decision == "combined":
-            comb = Combiner(cfg.seed).fit(X[labelled], y)
-            dev_s, test_s = comb.score(X[labelled]), comb.score(X[unknown])
-        else:
-            dev_s, test_s = values[cfg.decision][labelled], values[cfg.decision][unknown]
-        t = fit_threshold(dev_s, y, cfg.target_fpr)
-        how = f"threshold {t:.4g} fitted on {labelled.sum()} development images"
+        fitted = fit_decision({n: v[labelled] for n, v in values.items()}, y, cfg.decision, cfg.target_fpr, cfg.seed)
+        decisions = fitted.predict({n: v[unknown] for n, v in values.items()})
+        rule = fitted.to_dict()
+        what = "the combiner" if fitted.combiner is not None else fitted.primary
+        how = f"{what}, threshold {fitted.threshold:.4g} fitted on {labelled.sum()} development images"
     else:
         name = cfg.decision if cfg.decision in values else names[0]
-        if cfg.decision == "combined":
-            log.warning("no labelled development images: the combiner cannot be fitted; deciding by %s", name)
+        if cfg.decision in DECISIONS:
+            log.warning("no labelled development images: %s cannot be fitted; deciding by %s", cfg.decision, name)
         test_s = values[name][unknown]
         t = balanced_threshold(test_s)
+        decisions = (test_s > t).astype(int)
         how = f"balanced split of {name} at its median {t:.4g} (no labels)"
-    decisions = (test_s > t).astype(int)
     ids = [reals.images.paths[i] for i in np.flatnonzero(unknown)]
     path = write_run(out / "run.txt", ids, decisions, names=cfg.run_names)
     sentence = f"{decisions.sum()} of {len(decisions)} unknown images called used ({how})"
     log.info("run file: %s: %s", path, sentence)
-    return path, sentence
+    return path, sentence, rule
+
+
+def balanced_threshold(scores) -> float:
+    """The median: half the images are called "used" (for data with no labels)."""
+    return float(np.median(np.asarray(scores, float)))

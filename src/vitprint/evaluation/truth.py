@@ -11,6 +11,7 @@ import numpy as np
 from vitprint.data.folders import list_images
 from vitprint.errors import VitprintError
 from vitprint.evaluation.metrics import binary_metrics, bootstrap_intervals, member_control
+from vitprint.membership.decisions import cross_validate
 
 
 def read_truth(source: str | Path) -> dict[str, int]:
@@ -93,8 +94,6 @@ def evaluate_scores(values: dict[str, np.ndarray], labels: np.ndarray, folds: in
 
     Returns ``{"results": {name: {metrics, intervals, control}}, "cv_scores": {name: scores}}``.
     """
-    from vitprint.detection.decisions import cross_validate
-
     cv = cross_validate(values, labels, folds, seed, target_fpr)
     out = {}
     for name, s in cv.scores.items():
@@ -102,4 +101,4 @@ def evaluate_scores(values: dict[str, np.ndarray], labels: np.ndarray, folds: in
         out[name] = {"metrics": m,
                      "intervals": bootstrap_intervals(labels, cv.decisions[name], s, n_boot, seed) if n_boot else {},
                      "control": member_control(s[labels == 1], seed=seed)}
-    return {"results": out, "cv_scores": cv.scores}
+    return {"results": out, "cv_scores": cv.scores, "auto_choices": cv.auto_choices}

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vitprint.data.dataset import to_model_range
 from vitprint.errors import VitprintError
 from vitprint.progress import bar
 
@@ -70,3 +71,15 @@ def knn_distances(
         out_d[qs:qs + len(q)] = best_d.cpu().numpy()
         out_i[qs:qs + len(q)] = best_i.cpu().numpy()
     return out_d, out_i
+
+
+def pixel_vectors(size: int) -> Callable[[np.ndarray], torch.Tensor]:
+    """uint8 ``(m, S, S)`` -> ``(m, size*size)`` float vectors in [-1, 1], area-downsampled."""
+
+    def convert(u8) -> torch.Tensor:
+        x = to_model_range(u8)[:, None]
+        if x.shape[-1] != size:
+            x = F.interpolate(x, size=(size, size), mode="area")
+        return x.flatten(1)
+
+    return convert

@@ -1,0 +1,69 @@
+"""The shape every membership detector has (the scikit-learn estimator shape).
+
+``fit(generated, reference=None)`` returns self; ``score_samples(real)`` returns
+``(N,)`` scores, higher = more likely used for training. Images are uint8
+``(N, S, S)`` arrays (memory maps included) or an ``ImageSet``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import numpy as np
+
+from vitprint.errors import VitprintError
+
+
+def as_pixels(images) -> Any:
+    """uint8 ``(N, S, S)`` pixels of an ImageSet or an array (memory maps stay memory maps)."""
+    pixels = getattr(images, "pixels", images)
+    if getattr(pixels, "ndim", None) != 3:
+        raise VitprintError(f"images must be (N, S, S) uint8 pixels, got shape {getattr(pixels, 'shape', None)}")
+    return pixels
+
+
+class Detector:
+    """Base class. Subclasses set ``name`` and implement ``fit`` and ``_score``.
+
+    Class attributes a detector may set:
+
+    - ``needs_reference``: it cannot work without a reference set.
+    - ``needs_autoencoder``: it scores with the job's trained ViT autoencoder
+      (its constructor takes ``autoencoder``).
+    - ``calibratable``: a ``<name>_cal`` variant (the same score measured
+      against the reference set, subtracted) makes sense.
+    - ``peer``: implemented from another paper, as a baseline to compare with.
+    - ``image_size``: the size it wants images read at (None = the job's).
+    """
+
+    name: str = ""
+    needs_reference: bool = False
+    needs_autoencoder: bool = False
+    calibratable: bool = False
+    peer: bool = False
+    image_size: int | None = None
+
+    def fit(self, generated, reference=None) -> "Detector":
+        raise NotImplementedError
+
+    def _score(self, real) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(N,)`` scores (higher = more likely used) and ``(N,)`` nearest generated indices or None."""
+        raise NotImplementedError
+
+    def score_samples(self, real) -> np.ndarray:
+        """``(N,)`` float scores of the real images, higher = more likely used for training."""
+        return self._score(as_pixels(real))[0]
+
+    def score_with_evidence(self, real) -> tuple[np.ndarray, np.ndarray | None]:
+        """Scores and, where the detector has one, the index of each image's nearest generated image."""
+        scores, nearest = self._score(as_pixels(real))
+        return np.asarray(scores, np.float64), nearest
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+def pixel_hashes(pixels) -> list[str]:
+    """One SHA-1 per image of its pixels: equal hashes = the same image at this size."""
+    return [hashlib.sha1(np.ascontiguousarray(pixels[i]).tobytes()).hexdigest() for i in range(len(pixels))]

@@ -1,0 +1,205 @@
+"""From scores to used / not-used decisions, as scikit-learn-shaped estimators.
+
+- ``Threshold``: one score, decide "used" when ``score > threshold_``; fitted on
+  labelled development images to maximise Cohen's kappa or to meet a target
+  false-positive rate.
+- ``Combiner``: a strongly regularised logistic regression over standardised
+  scores (robust to detectors that carry no signal), thresholded the same way.
+- ``select_primary``: the detector whose score separates the labelled images
+  best (ROC-AUC; the scores themselves are not fitted on the labels, so this is
+  honest on the images it is measured on, and nested inside cross-validation).
+- ``cross_validate``: every labelled image decided by thresholds, combiner and
+  primary detector fitted on the other folds, never on itself.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+from sklearn.exceptions import UndefinedMetricWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import cohen_kappa_score, roc_auc_score
+from sklearn.model_selection import StratifiedKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from vitprint.errors import VitprintError
+
+MAX_CANDIDATES = 512
+DECISIONS = ("auto", "combined")
+
+
+def _kappa(y, pred) -> float:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        k = cohen_kappa_score(y, pred, labels=[0, 1])
+    return float(0.0 if np.isnan(k) else k)
+
+
+def _check_labels(y) -> np.ndarray:
+    y = np.asarray(y, int)
+    if len(np.unique(y)) < 2:
+        raise VitprintError("fitting a decision needs both used (1) and not-used (0) images")
+    return y
+
+
+class Threshold:
+    """Decide "used" when ``score > threshold_``.
+
+    ``fit`` maximises Cohen's kappa on the labelled scores (ties: the lower
+    threshold) or, with ``target_fpr``, takes the lowest threshold whose
+    false-positive rate on the not-used images is at most the target.
+    """
+
+    def __init__(self, target_fpr: float | None = None):
+        if target_fpr is not None and not 0 <= target_fpr < 1:
+            raise VitprintError(f"target FPR must be in [0, 1), got {target_fpr}")
+        self.target_fpr = target_fpr
+
+    def fit(self, scores, labels) -> "Threshold":
+        s, y = np.asarray(scores, float), _check_labels(labels)
+        if self.target_fpr is not None:
+            neg = np.sort(s[y == 0])
+            allowed = int(np.floor(self.target_fpr * len(neg)))  # not-used images that may lie above t
+            self.threshold_ = float(neg[len(neg) - 1 - allowed])
+            return self
+        uniq = np.unique(s)
+        cuts = np.concatenate([[uniq[0] - 1.0], (uniq[:-1] + uniq[1:]) / 2, [uniq[-1]]])
+        if len(cuts) > MAX_CANDIDATES:
+            cuts = np.unique(np.quantile(cuts, np.linspace(0, 1, MAX_CANDIDATES)))
+        kappas = np.asarray([_kappa(y, (s > t).astype(int)) for t in cuts])
+        self.threshold_ = float(cuts[int(np.argmax(kappas))])
+        return self
+
+    def predict(self, scores) -> np.ndarray:
+        """``(N,)`` 0/1 decisions, 1 = used."""
+        return (np.asarray(scores, float) > self.threshold_).astype(int)
+
+
+class Combiner:
+    """Logistic regression over standardised scores, with its own fitted threshold.
+
+    ``C`` is small by default: with a few dozen labelled images, a detector
+    that carries no signal must not pull the combination away from the ones
+    that do.
+    """
+
+    def __init__(self, C: float = 0.1, target_fpr: float | None = None, seed: int = 0):
+        self.C, self.target_fpr, self.seed = C, target_fpr, seed
+
+    def fit(self, features: np.ndarray, labels) -> "Combiner":
+        y = _check_labels(labels)
+        self.model_ = make_pipeline(StandardScaler(), LogisticRegression(C=self.C, random_state=self.seed))
+        self.model_.fit(np.asarray(features, float), y)
+        self.threshold_ = Threshold(self.target_fpr).fit(self.decision_function(features), y)
+        return self
+
+    def decision_function(self, features: np.ndarray) -> np.ndarray:
+        """``(N,)`` log-odds of "used"."""
+        return self.model_.decision_function(np.asarray(features, float))
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        return self.threshold_.predict(self.decision_function(features))
+
+    @property
+    def weights(self) -> np.ndarray:
+        """Weights of the standardised scores."""
+        return self.model_[-1].coef_[0]
+
+
+def _auc(y, s) -> float:
+    return float(roc_auc_score(y, s)) if len(np.unique(y)) == 2 else float("nan")
+
+
+def select_primary(features: dict[str, np.ndarray], labels) -> str:
+    """The name of the score with the highest ROC-AUC on these labelled images (first on ties)."""
+    y = _check_labels(labels)
+    aucs = {n: _auc(y, s) for n, s in features.items()}
+    return max(aucs, key=lambda n: (aucs[n], -list(features).index(n)))
+
+
+def fit_decision(features: dict[str, np.ndarray], labels, decision: str = "auto",
+                 target_fpr: float | None = None, seed: int = 0) -> "Decision":
+    """Fit the rule that decides unknown images: a primary score's threshold, or the combiner."""
+    y = _check_labels(labels)
+    names = list(features)
+    if decision == "combined":
+        X = np.stack([features[n] for n in names], 1)
+        comb = Combiner(target_fpr=target_fpr, seed=seed).fit(X, y)
+        return Decision("combined", names, comb.threshold_.threshold_, comb)
+    name = select_primary(features, y) if decision == "auto" else decision
+    if name not in features:
+        raise VitprintError(f"decision must be one of {', '.join(DECISIONS + tuple(names))}, got {decision!r}")
+    return Decision(name, names, Threshold(target_fpr).fit(features[name], y).threshold_)
+
+
+@dataclass
+class Decision:
+    """A fitted rule: which score decides (``primary``), its threshold, the combiner when used."""
+
+    primary: str
+    names: list[str]
+    threshold: float
+    combiner: Combiner | None = None
+
+    def decision_function(self, features: dict[str, np.ndarray]) -> np.ndarray:
+        if self.combiner is not None:
+            return self.combiner.decision_function(np.stack([features[n] for n in self.names], 1))
+        return np.asarray(features[self.primary], float)
+
+    def predict(self, features: dict[str, np.ndarray]) -> np.ndarray:
+        return (self.decision_function(features) > self.threshold).astype(int)
+
+    def to_dict(self) -> dict:
+        d = {"primary": self.primary, "threshold": self.threshold}
+        if self.combiner is not None:
+            d["combiner_weights"] = dict(zip(self.names, map(float, self.combiner.weights)))
+        return d
+
+
+@dataclass
+class CrossValidated:
+    """Out-of-fold scores and decisions for each detector, the combiner and the auto choice."""
+
+    scores: dict[str, np.ndarray]
+    decisions: dict[str, np.ndarray]
+    folds: int = 0
+    auto_choices: list[str] = field(default_factory=list)  # the primary picked in each fold
+
+
+def cross_validate(features: dict[str, np.ndarray], labels, folds: int = 5, seed: int = 0,
+                   target_fpr: float | None = None) -> CrossValidated:
+    """Decide every labelled image with rules fitted on the other folds.
+
+    Rows: every score, ``combined`` and ``auto`` (the primary score chosen on
+    the training folds, so the choice itself is cross-validated).
+    """
+    y = np.asarray(labels, int)
+    n_min = int(min((y == 0).sum(), (y == 1).sum()))
+    if n_min < 2:
+        raise VitprintError("cross-validation needs at least 2 used and 2 not-used images")
+    folds = min(folds, n_min)
+    names = list(features)
+    X = np.stack([features[n] for n in names], 1)
+    scores = {n: np.asarray(features[n], float) for n in names}
+    scores["combined"] = np.zeros(len(y))
+    scores["auto"] = np.zeros(len(y))
+    decisions = {n: np.zeros(len(y), int) for n in scores}
+    choices = []
+    for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(X, y):
+        comb = Combiner(target_fpr=target_fpr, seed=seed).fit(X[train], y[train])
+        scores["combined"][test] = comb.decision_function(X[test])
+        decisions["combined"][test] = comb.predict(X[test])
+        for n in names:
+            t = Threshold(target_fpr).fit(scores[n][train], y[train])
+            decisions[n][test] = t.predict(scores[n][test])
+        pick = select_primary({n: scores[n][train] for n in names}, y[train])
+        choices.append(pick)
+        # Out-of-fold scores of different primaries are on different scales;
+        # rank them within the fold so the row's AUC is still meaningful.
+        ranks = np.searchsorted(np.sort(scores[pick][train]), scores[pick][test], side="right") / len(train)
+        scores["auto"][test] = ranks
+        decisions["auto"][test] = decisions[pick][test]
+    return CrossValidated(scores, decisions, folds, choices)

@@ -1,0 +1,1 @@
+"""One module per detector; each registers itself with ``@register_detector``."""

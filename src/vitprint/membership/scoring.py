@@ -1,0 +1,133 @@
+"""Every requested detector on one job's images: scores per real image, plus the evidence."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vitprint.errors import VitprintError
+from vitprint.membership.base import as_pixels
+from vitprint.membership.registry import available_detectors, create_detector, detector_class
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DETECTORS = ("recon", "latent_nn", "pixel_nn")
+
+
+@dataclass
+class ScoreConfig:
+    """Which detectors run, and the options they share."""
+
+    detectors: tuple[str, ...] = DEFAULT_DETECTORS
+    k: int = 5
+    latent_metric: str = "cosine"
+    pixel_size: int = 64
+    batch_size: int = 64
+    precision: str = "fp32"
+
+    def __post_init__(self) -> None:
+        self.detectors = tuple(self.detectors)
+        known = available_detectors()
+        bad = [d for d in self.detectors if d not in known]
+        if bad or not self.detectors:
+            raise VitprintError(f"detectors must be among {', '.join(known)}, got {', '.join(bad) or 'none'}")
+        if self.k < 1:
+            raise VitprintError(f"k must be >= 1, got {self.k}")
+        if self.pixel_size < 4:
+            raise VitprintError(f"pixel_size must be >= 4, got {self.pixel_size}")
+
+    def options(self, **context) -> dict[str, Any]:
+        """The options handed to every detector, plus the job's context (autoencoder, device, seed)."""
+        return {"k": self.k, "latent_metric": self.latent_metric, "pixel_size": self.pixel_size,
+                "batch_size": self.batch_size, "precision": self.precision, **context}
+
+
+@dataclass
+class Scores:
+    """Scores of the real images, plus the nearest generated image for the evidence."""
+
+    values: dict[str, np.ndarray] = field(default_factory=dict)
+    nearest: dict[str, np.ndarray] = field(default_factory=dict)  # detector -> (N,) generated index
+    peers: list[str] = field(default_factory=list)
+    cross_fitted: dict[str, int] = field(default_factory=dict)  # detector -> real images cross-fitted
+
+
+def score_names(detectors, with_reference: bool) -> list[str]:
+    """The score columns ``compute_scores`` produces, in order: each detector, then its ``_cal`` variant."""
+    names = []
+    for d in detectors:
+        cls = detector_class(d)
+        if cls.needs_reference and not with_reference:
+            continue
+        names.append(d)
+        if with_reference and cls.calibratable:
+            names.append(f"{d}_cal")
+    return names
+
+
+def resize_pixels(pixels, size: int) -> np.ndarray:
+    """uint8 ``(N, S, S)`` -> uint8 ``(N, size, size)`` (area down, bilinear up)."""
+    pixels = as_pixels(pixels)
+    if pixels.shape[-1] == size:
+        return np.asarray(pixels)
+    x = torch.from_numpy(np.asarray(pixels, np.float32))[:, None]
+    mode = "area" if size < pixels.shape[-1] else "bilinear"
+    y = F.interpolate(x, size=(size, size), mode=mode, **({} if mode == "area" else {"align_corners": False}))
+    return y[:, 0].round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+def compute_scores(
+    real,
+    generated,
+    detectors=DEFAULT_DETECTORS,
+    options: dict[str, Any] | None = None,
+    reference=None,
+    at_size: Callable[[int], tuple[Any, Any, Any]] | None = None,
+) -> Scores:
+    """Fit every detector on the generated (and reference) images and score the reals.
+
+    ``options`` is the shared context (autoencoder, k, device, batch size, seed,
+    ...); each detector takes what its constructor accepts. A detector that asks
+    for its own image size gets the sets from ``at_size(size)`` (default:
+    resized from the given arrays). Detectors that need a reference set are
+    skipped (with a warning) when there is none.
+    """
+    options = dict(options or {})
+    out = Scores()
+    real_px, gen_px = as_pixels(real), as_pixels(generated)
+    ref_px = as_pixels(reference) if reference is not None else None
+    resized: dict[int, tuple[Any, Any, Any]] = {}
+
+    def sets_for(size: int | None):
+        if size is None or size == real_px.shape[-1]:
+            return real_px, gen_px, ref_px
+        if size not in resized:
+            resized[size] = at_size(size) if at_size else (
+                resize_pixels(real_px, size), resize_pixels(gen_px, size),
+                None if ref_px is None else resize_pixels(ref_px, size))
+        return resized[size]
+
+    for name in score_names(detectors, ref_px is not None):
+        det = create_detector(name, **options)
+        if det.needs_autoencoder and options.get("autoencoder") is None:
+            raise VitprintError(f"{name} needs a trained autoencoder")
+        r, g, ref = sets_for(det.image_size)
+        log.info("scoring with %s", name)
+        det.fit(g, ref if det.needs_reference else None)
+        values, nearest = det.score_with_evidence(r)
+        out.values[name] = values
+        if nearest is not None:
+            out.nearest[name] = np.asarray(nearest)
+        if det.peer:
+            out.peers.append(name)
+        if getattr(det, "cross_fitted", 0):
+            out.cross_fitted[name] = det.cross_fitted
+    for d in detectors:
+        if detector_class(d).needs_reference and ref_px is None:
+            log.warning("%s needs a reference set (real images the generator never saw); skipped", d)
+    return out

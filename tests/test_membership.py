@@ -1,0 +1,193 @@
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import cohen_kappa_score, roc_auc_score
+
+from vitprint.data.imageset import ImageSet
+from vitprint.detection.pipeline import balanced_threshold
+from vitprint.errors import VitprintError
+from vitprint.membership import Detector, available_detectors, create_detector, register_detector
+from vitprint.membership.decisions import Combiner, Threshold, cross_validate, fit_decision, select_primary
+from vitprint.membership.knn import knn_distances
+from vitprint.membership.scoring import ScoreConfig, compute_scores, score_names
+from vitprint.models.autoencoder import Autoencoder
+from vitprint.models.presets import model_config
+
+
+def _set(pixels, prefix="img"):
+    return ImageSet([f"{prefix}_{i}.png" for i in range(len(pixels))], [None] * len(pixels), np.asarray(pixels))
+
+
+def test_knn_matches_brute_force_across_chunks():
+    rng = np.random.default_rng(0)
+    q = rng.normal(size=(37, 8)).astype(np.float32)
+    r = rng.normal(size=(501, 8)).astype(np.float32)
+    full = np.linalg.norm(q[:, None] - r[None], axis=2)
+    d, i = knn_distances(q, r, k=3, metric="l2", query_chunk=10, ref_chunk=64, progress=False)
+    assert np.allclose(d, np.sort(full, 1)[:, :3], atol=1e-4)
+    assert (i[:, 0] == full.argmin(1)).all()
+    cos = 1 - (q / np.linalg.norm(q, axis=1, keepdims=True)) @ (r / np.linalg.norm(r, axis=1, keepdims=True)).T
+    d, _ = knn_distances(q, r, k=2, metric="cosine", ref_chunk=100, progress=False)
+    assert np.allclose(d, np.sort(cos, 1)[:, :2], atol=1e-5)
+
+
+def test_copied_members_rank_first_for_the_distance_scores():
+    rng = np.random.default_rng(1)
+    real = rng.integers(0, 256, (20, 32, 32), dtype=np.uint8)
+    copied = [2, 5, 11, 17]
+    generated = np.concatenate([real[copied], rng.integers(0, 256, (30, 32, 32), dtype=np.uint8)])
+    torch.manual_seed(0)
+    ae = Autoencoder(model_config("micro")).eval()
+    cfg = ScoreConfig(k=1, pixel_size=32, batch_size=8)
+    scores = compute_scores(_set(real), _set(generated, "gen"), cfg.detectors, cfg.options(autoencoder=ae))
+    for name in ("pixel_nn", "latent_nn"):
+        top = set(np.argsort(-scores.values[name])[: len(copied)])
+        assert top == set(copied), name
+    # Exact copies are at distance ~0 (the one-matmul L2 leaves float32 rounding).
+    assert np.allclose(scores.values["pixel_nn"][copied], 0, atol=0.05)
+    assert list(scores.nearest["pixel_nn"][copied]) == [0, 1, 2, 3]
+    assert scores.values["recon"].shape == (20,) and (scores.values["recon"] <= 0).all()
+    assert scores.peers == ["pixel_nn"]
+
+
+def test_latent_l2_uses_k():
+    rng = np.random.default_rng(4)
+    real = rng.integers(0, 256, (6, 32, 32), dtype=np.uint8)
+    gen = rng.integers(0, 256, (12, 32, 32), dtype=np.uint8)
+    torch.manual_seed(0)
+    ae = Autoencoder(model_config("micro")).eval()
+    one = create_detector("latent_nn", autoencoder=ae, k=1, latent_metric="l2").fit(gen).score_samples(real)
+    five = create_detector("latent_nn", autoencoder=ae, k=5, latent_metric="l2").fit(gen).score_samples(real)
+    assert (five < one).all()  # the mean over 5 neighbours is farther than the nearest one
+
+
+def test_calibrated_scores_subtract_the_reference_distance_and_equal_plain_when_reference_is_far():
+    rng = np.random.default_rng(2)
+    real = rng.integers(0, 256, (6, 16, 16), dtype=np.uint8)
+    generated = rng.integers(0, 256, (10, 16, 16), dtype=np.uint8)
+    far = np.zeros((8, 16, 16), np.uint8)  # every real image is far from this reference, at about the same distance
+    cfg = ScoreConfig(detectors=("pixel_nn",), pixel_size=16)
+    plain = compute_scores(real, generated, cfg.detectors, cfg.options())
+    cal = compute_scores(real, generated, cfg.detectors, cfg.options(), reference=far)
+    assert list(cal.values) == score_names(cfg.detectors, with_reference=True) == ["pixel_nn", "pixel_nn_cal"]
+    d_far = np.sqrt(((real.astype(float) / 127.5) ** 2).sum((1, 2)))
+    assert np.allclose(cal.values["pixel_nn_cal"], plain.values["pixel_nn"] + d_far, atol=1e-3)
+    assert np.corrcoef(cal.values["pixel_nn_cal"], plain.values["pixel_nn"])[0, 1] > 0.5
+
+
+def test_a_real_image_in_the_reference_is_cross_fitted_never_its_own_reference():
+    """reference = non-members: each non-member would find itself at distance 0 and look like a member."""
+    rng = np.random.default_rng(5)
+    members = rng.integers(0, 256, (20, 16, 16), dtype=np.uint8)
+    non = rng.integers(0, 256, (20, 16, 16), dtype=np.uint8)
+    generated = rng.integers(0, 256, (40, 16, 16), dtype=np.uint8)  # copies nothing: no signal
+    real = np.concatenate([members, non])
+    y = np.r_[np.ones(20), np.zeros(20)]
+    cfg = ScoreConfig(detectors=("pixel_nn",), pixel_size=16)
+    s = compute_scores(real, generated, cfg.detectors, cfg.options(), reference=non)
+    assert s.cross_fitted == {"pixel_nn_cal": 20}
+    assert 0.25 < roc_auc_score(y, s.values["pixel_nn_cal"]) < 0.75
+    # Without cross-fitting the same score would separate perfectly, for the wrong reason.
+    d_ref_self = np.zeros(20)
+    naive = np.r_[np.full(20, 1.0), d_ref_self]
+    assert roc_auc_score(y, naive) == 1.0
+
+
+class _Brightness(Detector):
+    name = "brightness_for_test"
+
+    def fit(self, generated, reference=None):
+        self.mean_ = float(np.asarray(generated).mean())
+        return self
+
+    def _score(self, real):
+        return -np.abs(np.asarray(real, float).mean((1, 2)) - self.mean_), None
+
+
+def test_a_new_detector_needs_only_its_class():
+    register_detector(_Brightness)
+    assert "brightness_for_test" in available_detectors()
+    gen = np.full((4, 8, 8), 200, np.uint8)
+    real = np.stack([np.full((8, 8), v, np.uint8) for v in (10, 190, 100)])
+    scores = compute_scores(real, gen, ("brightness_for_test",), {"unused_option": 1})
+    assert np.argmax(scores.values["brightness_for_test"]) == 1
+    with pytest.raises(VitprintError, match="unknown detector 'nope'"):
+        create_detector("nope")
+    with pytest.raises(VitprintError, match="no calibrated variant"):
+        create_detector("recon_cal")
+
+
+def test_threshold_maximises_kappa_by_hand():
+    s = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8])
+    y = np.array([0, 0, 1, 0, 1, 1, 0, 1])
+    t = Threshold().fit(s, y)
+    # Hand check over every cut: the best kappa here is 0.5 (cut between 0.2 and 0.3).
+    best = max(cohen_kappa_score(y, (s > c).astype(int)) for c in [0.0, 0.15, 0.25, 0.35, 0.45, 0.55, 0.65, 0.75, 0.8])
+    assert best == pytest.approx(0.5)
+    assert cohen_kappa_score(y, t.predict(s)) == pytest.approx(0.5)
+    assert t.threshold_ == pytest.approx(0.25)
+
+
+def test_threshold_for_a_target_fpr():
+    neg = np.arange(100, dtype=float)
+    s = np.concatenate([neg, [1000.0] * 10])
+    y = np.concatenate([np.zeros(100), np.ones(10)])
+    t = Threshold(target_fpr=0.05).fit(s, y)
+    assert (t.predict(s[y == 0])).mean() <= 0.05
+    assert t.threshold_ == 94.0  # 5 negatives (95..99) lie above it
+    assert balanced_threshold([1, 2, 3, 4]) == 2.5
+
+
+def test_cross_validation_fits_out_of_fold():
+    """A score that is perfect in-sample only: thresholds fitted on the image decided would look perfect.
+
+    Each image's score sits between its class's neighbours in a way an
+    in-sample threshold can exploit (alternating labels along the score), but
+    out-of-fold thresholds cannot: in-sample accuracy 1.0 is impossible here
+    for any single threshold, and out-of-fold accuracy must stay near chance.
+    """
+    y = np.tile([0, 1], 20)
+    feats = {"a": np.arange(40, dtype=float)}  # labels alternate along the score: no threshold separates them
+    cv = cross_validate(feats, y, folds=4)
+    assert set(cv.decisions) == {"a", "combined", "auto"}
+    assert (cv.decisions["a"] == y).mean() < 0.7
+    rng = np.random.default_rng(3)
+    y = np.repeat([0, 1], 20)
+    feats = {"good": y + rng.normal(0, 0.5, 40), "noise": rng.normal(size=40)}
+    cv = cross_validate(feats, y, folds=4)
+    assert (cv.decisions["good"] == y).mean() > 0.7
+    assert cv.auto_choices == ["good"] * 4
+    assert (cv.decisions["auto"] == cv.decisions["good"]).all()
+    with pytest.raises(VitprintError, match="at least 2"):
+        cross_validate({"a": np.arange(3.0)}, np.array([0, 0, 1]))
+
+
+def test_cross_validation_decides_with_thresholds_fitted_on_the_other_folds():
+    """A case where in-sample and out-of-fold thresholds decide differently: the CV must give out-of-fold."""
+    from sklearn.model_selection import StratifiedKFold
+
+    y = np.repeat([0, 1], 6)
+    s = y * 1.0 + np.random.default_rng(0).normal(0, 0.8, 12)
+    cv = cross_validate({"s": s}, y, folds=3, seed=0)
+    expected = np.zeros(12, int)
+    for train, test in StratifiedKFold(3, shuffle=True, random_state=0).split(s[:, None], y):
+        expected[test] = Threshold().fit(s[train], y[train]).predict(s[test])
+    in_sample = Threshold().fit(s, y).predict(s)
+    assert (expected != in_sample).sum() >= 2  # the case does tell the two apart
+    assert (cv.decisions["s"] == expected).all()
+
+
+def test_combiner_is_robust_to_useless_scores_and_auto_picks_the_good_one():
+    rng = np.random.default_rng(11)
+    y = np.repeat([0, 1], 30)
+    good = y * 1.5 + rng.normal(size=60)
+    feats = {"good": good, **{f"noise{i}": rng.normal(size=60) for i in range(3)}}
+    assert select_primary(feats, y) == "good"
+    rule = fit_decision(feats, y, "auto")
+    assert rule.primary == "good" and rule.combiner is None
+    comb = fit_decision(feats, y, "combined")
+    w = comb.to_dict()["combiner_weights"]
+    assert abs(w["good"]) > max(abs(w[f"noise{i}"]) for i in range(3))
+    assert isinstance(Combiner().fit(np.c_[good], y).predict(np.c_[good]), np.ndarray)
+    with pytest.raises(VitprintError, match="decision must be one of"):
+        fit_decision(feats, y, "nope")
