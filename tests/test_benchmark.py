@@ -17,8 +17,8 @@ def test_membership_benchmark_end_to_end_at_toy_size(tmp_path, capsys):
     res = json.loads((tmp_path / "b" / "results.json").read_text())
     assert len(res["cells"]) == 4
     cell = res["cells"][0]["detectors"]
-    assert set(cell) == {"recon", "latent_nn", "pixel_nn", "combined"}
-    assert set(cell["recon"]) == {"roc_auc", "tpr_at_1pct_fpr", "kappa", "accuracy", "control_auc"}
+    assert set(cell) == {"recon", "latent_nn", "pixel_nn", "mc", "align_nn", "copy_nn", "combined"}
+    assert set(cell["recon"]) == {"roc_auc", "tpr_at_1pct_fpr", "kappa", "accuracy"}
     assert {r["generated"] for r in res["speed"]} == {100, 200}
     text = doc.read_text()
     assert "kept text" in text and "#### dcgan" in text and "#### vae" in text and "Target" in text
@@ -46,7 +46,7 @@ def test_mean_interval_and_summary():
     assert hi - m == pytest.approx(4.303 * 0.1 / 3 ** 0.5, rel=1e-3)
     assert mean_interval([0.9, 1.0, 0.99])[2] <= 1.0
     cells = [{"family": "dcgan", "members": 8, "seed": s,
-              "detectors": {"x": {"roc_auc": a, "tpr_at_1pct_fpr": 0, "kappa": 0, "accuracy": 0.5, "control_auc": 0.5}}}
+              "detectors": {"x": {"roc_auc": a, "tpr_at_1pct_fpr": 0, "kappa": 0, "accuracy": 0.5}}}
              for s, a in enumerate([0.5, 0.6, 0.7])]
     assert summarise(cells)["dcgan"]["8"]["x"]["roc_auc"][0] == pytest.approx(0.6)
 

@@ -107,7 +107,8 @@ def test_demo_end_to_end_at_a_tiny_size(tmp_path, capsys):
     assert "development metrics" in out and "the run file against the hidden test truth" in out
     d = tmp_path / "d"
     report = (d / "detect" / "report.html").read_text()
-    assert "Member-vs-member control" in report and "data:image/png;base64," in report
+    assert "Blind baseline" in report and "data:image/png;base64," in report
+    assert any(v in report for v in ("Leak detected", "No evidence of a leak", "Inconclusive"))
     assert "of 8 unknown images called used" in report
     rows = (d / "detect" / "scores.csv").read_text().splitlines()
     assert rows[0].startswith("id,group,label,path,recon,latent_nn,pixel_nn") and len(rows) == 1 + 8 * 2 + 4 * 2
@@ -135,11 +136,15 @@ def test_detect_with_explicit_folders_and_no_labels(tmp_path, capsys):
     rc, out, err = _run(capsys, "generate", tmp_path / "gan" / "checkpoints" / "last.safetensors", "--n", 12,
                         "--out", tmp_path / "gen")
     assert rc == 0 and "wrote 12 images" in out
-    rc, out, err = _run(capsys, "detect", "--generated", tmp_path / "gen", "--unknown", tmp_path / "test" / "real_unknown",
-                        "--detectors", "pixel_nn", "--decision", "pixel_nn", "--out", tmp_path / "det", "--run-names")
+    argv = ["detect", "--generated", tmp_path / "gen", "--unknown", tmp_path / "test" / "real_unknown",
+            "--detectors", "pixel_nn", "--decision", "pixel_nn", "--out", tmp_path / "det", "--run-names"]
+    rc, out, err = _run(capsys, *argv)
+    assert rc == 2 and "--assume-prevalence" in err  # no labels: no silent median split
+    rc, out, err = _run(capsys, *argv, "--assume-prevalence", 0.5)
     assert rc == 0, err
     lines = (tmp_path / "det" / "run.txt").read_text().splitlines()
-    assert len(lines) == 6 and sum(int(x.split(",")[1]) for x in lines) == 3  # balanced split
+    assert len(lines) == 6 and sum(int(x.split(",")[1]) for x in lines) == 3  # the stated prevalence
+    assert "assumed prevalence" in out
     assert lines[0].endswith((".png,0", ".png,1"))
 
 

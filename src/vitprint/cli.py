@@ -20,6 +20,7 @@ from vitprint import __version__
 from vitprint.errors import VitprintError
 from vitprint.membership.registry import available_detectors
 from vitprint.membership.scoring import DEFAULT_DETECTORS
+from vitprint.evaluation.verdict import LEAK
 
 log = logging.getLogger("vitprint")
 
@@ -242,20 +243,44 @@ def cmd_detect(a) -> int:
     if a.encoder:
         model_cfg = _encoder_model_cfg(a.encoder, model_cfg)
     scores = ScoreConfig(detectors=tuple(a.detectors), k=a.k, latent_metric=a.latent_metric,
-                         pixel_size=a.pixel_size, batch_size=a.batch_size, precision=a.precision)
+                         pixel_size=a.pixel_size, batch_size=a.batch_size, precision=a.precision,
+                         extra=_key_values(a.detector_option))
     cfg = DetectConfig(out=a.out, scores=scores, folds=a.folds, target_fpr=a.target_fpr, decision=a.decision,
                        run_names=a.run_names, n_boot=a.bootstrap, seed=a.seed, device=a.device,
                        autoencoder=a.autoencoder, encoder=a.encoder, ae_epochs=a.ae_epochs,
-                       ae_batch_size=a.batch_size, ae_lr=a.lr, precision=a.precision, report=not a.no_report)
+                       ae_batch_size=a.batch_size, ae_lr=a.lr, precision=a.precision, report=not a.no_report,
+                       assume_prevalence=a.assume_prevalence, force=a.force)
     summary = detect(inputs, model_cfg, cfg, _data_cfg(a))
     _print_detection(summary, metric_table)
+    if a.fail_on_leak and summary.get("verdict", {}).get("verdict") == LEAK:
+        return 3
     return 0
 
 
+def _key_values(items: list[str]) -> dict:
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise VitprintError(f"--detector-option takes KEY=VALUE, got {item!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
 def _print_detection(summary, metric_table) -> None:
+    if "verdict" in summary:
+        print(summary["verdict"]["sentence"])
+        est = summary.get("leak_estimate")
+        if est and summary["verdict"]["verdict"] == LEAK:
+            print(f"about {est['count']:.0f} of {est['used']} used images [{est['count_low']:.0f}, {est['count_high']:.0f}] "
+                  f"are recognisable in the generated set ({est['detector']}, above the 99th percentile of the not-used images)")
     if "development" in summary:
         print("development metrics (cross-validated; 95% bootstrap intervals):")
         print(metric_table(summary["development"]))
+    if "run_decision" in summary:
+        print(f"run file decisions: {summary['run_decision']}")
     for key, label in (("run_file", "run file"), ("report", "report")):
         if key in summary:
             print(f"{label}: {summary[key]}")
@@ -467,7 +492,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"detectors to run, among {', '.join(available_detectors())} (default: {' '.join(DEFAULT_DETECTORS)}); with --reference each calibratable one also gets a <name>_cal score")
     g.add_argument("--k", type=int, default=5, help="neighbours averaged by latent_nn (default: 5)")
     g.add_argument("--latent-metric", choices=["cosine", "l2"], default="cosine", help="latent distance (default: cosine)")
-    g.add_argument("--pixel-size", type=int, default=64, help="image size for pixel_nn (default: 64)")
+    g.add_argument("--pixel-size", type=int, default=64, help="image size for pixel_nn and mc (default: 64)")
+    g.add_argument("--detector-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a detector's own option, repeatable: align_size=128, max_rotation=0, copy_steps=600, copy_size=128, mc_k=50, domias_dims=8, ... (see README)")
     g.add_argument("--autoencoder", metavar="CKPT", help="use this trained autoencoder instead of training one on the generated images")
     g.add_argument("--encoder", metavar="PATH", help="start the autoencoder from a pretrained encoder (encoder.safetensors)")
     g.add_argument("--ae-epochs", type=int, default=10, help="autoencoder epochs (default: 10)")
@@ -479,6 +506,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--folds", type=int, default=5, help="cross-validation folds for development metrics (default: 5)")
     g.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for 95%% intervals (default: 1000; 0 turns them off)")
     g.add_argument("--run-names", action="store_true", help="write file names (real_unknown_0001.png) instead of stems in the run file")
+    g.add_argument("--assume-prevalence", type=float, metavar="P", help="with no labelled images only: call the top P share of the unknown images used (an assumption, stated as such in the outputs)")
+    g.add_argument("--fail-on-leak", action="store_true", help="exit with status 3 when the verdict is 'Leak detected' (for pipelines that gate a release)")
+    g.add_argument("--force", action="store_true", help="replace a run file in --out made with other inputs or settings")
     g.add_argument("--no-report", action="store_true", help="skip the HTML report")
     p.add_argument("--out", default="runs/detect", help="output folder (default: runs/detect)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")

@@ -24,6 +24,7 @@ from vitprint.data.phantoms import CLASSES, make_phantoms, phantom, save_palette
 from vitprint.data.sources import read_folders
 from vitprint.detection.inputs import resolve_inputs
 from vitprint.detection.pipeline import DetectConfig, detect
+from vitprint.membership.scoring import ScoreConfig
 from vitprint.models.presets import model_config
 from vitprint.progress import bar
 from vitprint.training.engine import checkpoint_paths
@@ -122,8 +123,11 @@ def run_demo(
                                         resume=last.is_file()), dataclasses.replace(PRETRAIN_OPTIM, lr=lr), data=data)
 
     log.info("5/5 detecting which real images the generator was trained on")
+    # The detectors work at the size the generator made its images.
+    sized = {"align_size": cfg.image_size, "copy_size": max(32, cfg.image_size)}
     det = DetectConfig(out=str(out / "detect"), encoder=str(pre_dir / "encoder.safetensors"), ae_epochs=ae_epochs,
-                       ae_batch_size=batch_size, ae_lr=lr, seed=seed, n_boot=n_boot)
+                       ae_batch_size=batch_size, ae_lr=lr, seed=seed, n_boot=n_boot,
+                       scores=ScoreConfig(extra=sized), force=True)
     inputs = resolve_inputs(dev=str(dev), unknown=[str(test / "real_unknown")])
     summary = detect(inputs, cfg, det, data)
     return {

@@ -58,7 +58,7 @@ def _cache_key(files: list[Path], size: int, opts: ReadOptions) -> str:
     return h.hexdigest()[:24]
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     os.close(fd)
     try:
@@ -117,9 +117,9 @@ def load_images(
         ids, sources, pixels, skipped = _decode(files, size, opts, show_progress)
         if cache_dir is not None:
             cache_dir.mkdir(parents=True, exist_ok=True)
-            _atomic_write(npy_path, lambda tmp: np.save(open(tmp, "wb"), pixels))
+            atomic_write(npy_path, lambda tmp: np.save(open(tmp, "wb"), pixels))
             meta = {"ids": ids, "sources": sources, "skipped": skipped}
-            _atomic_write(meta_path, lambda tmp: Path(tmp).write_text(json.dumps(meta)))
+            atomic_write(meta_path, lambda tmp: Path(tmp).write_text(json.dumps(meta)))
     if skipped:
         listing = "; ".join(skipped)
         if strict:

@@ -21,14 +21,17 @@ import numpy as np
 
 from vitprint.config import DataConfig, ModelConfig, OptimConfig, RunConfig
 from vitprint.data.imageset import ImageSet
-from vitprint.data.sources import read_folders
+from vitprint.data.sources import cache_dir, read_folders, subset
+from vitprint.membership.base import unique_images
 from vitprint.detection.inputs import Inputs
+from vitprint.detection.roles import check_roles
 from vitprint.detection.runfile import run_id, write_run
 from vitprint.membership.decisions import DECISIONS, fit_decision
 from vitprint.membership.registry import detector_class
 from vitprint.membership.scoring import ScoreConfig, compute_scores, score_names
 from vitprint.errors import VitprintError
 from vitprint.evaluation.truth import evaluate_scores
+from vitprint.evaluation.verdict import blind_baseline, leak_estimate
 from vitprint.device import pick_device
 from vitprint.inference import load_autoencoder
 from vitprint.training.autoencoder import train_autoencoder
@@ -57,12 +60,16 @@ class DetectConfig:
     ae_lr: float = 1e-4
     precision: str = "fp32"
     report: bool = True
+    assume_prevalence: float | None = None
+    force: bool = False
 
     def __post_init__(self) -> None:
         if self.folds < 2:
             raise VitprintError(f"folds must be >= 2, got {self.folds}")
         if self.target_fpr is not None and not 0 <= self.target_fpr < 1:
             raise VitprintError(f"target FPR must be in [0, 1), got {self.target_fpr}")
+        if self.assume_prevalence is not None and not 0 < self.assume_prevalence < 1:
+            raise VitprintError(f"assumed prevalence must be in (0, 1), got {self.assume_prevalence}")
         if self.n_boot < 0:
             raise VitprintError(f"n_boot must be >= 0, got {self.n_boot}")
 
@@ -130,6 +137,8 @@ def detect(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, data: Data
         raise VitprintError(f"--decision must be one of {', '.join(allowed)}, got {cfg.decision!r}")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    stamp = _stamp(inputs, model_cfg, cfg)
+    _check_overwrite(out, stamp, cfg.force)
     device = pick_device(cfg.device)
     size = model_cfg.image_size
     if cfg.autoencoder:
@@ -137,8 +146,20 @@ def detect(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, data: Data
 
         size = read_meta(cfg.autoencoder).get("model", {}).get("image_size", size)
     generated = read_folders(inputs.generated, size, data, what="generated images")
+    keep, n_read = unique_images(generated.pixels), len(generated)
+    if len(keep) < len(generated):
+        log.warning("%d of the %d generated images are pixel-identical duplicates (for example a test generated/ "
+                    "folder that copies the development one); each image is counted once", len(generated) - len(keep),
+                    len(generated))
+        generated = subset(generated, keep)
     reals = read_reals(inputs, size, data)
     reference = read_folders(inputs.reference, size, data, what="reference images") if inputs.reference else None
+    roles = check_roles(reals.images.paths, reals.groups, reals.images.pixels, generated.paths,
+                        reference.paths if reference is not None else None,
+                        reference.pixels if reference is not None else None)
+    if roles["reference_overlap"]:
+        log.info("%d real image(s) are also in the reference set: each is scored against a reference that "
+                 "excludes it (cross-fitted)", roles["reference_overlap"])
     log.info("%d generated images; %d real (%s)", len(generated), len(reals.images),
              ", ".join(f"{(reals.groups == g).sum()} {g.replace('_', '-')}" for g in GROUPS if (reals.groups == g).any()))
 
@@ -146,15 +167,18 @@ def detect(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, data: Data
     model, model_path = _autoencoder(generated, model_cfg, cfg, data, device) if needs_model else (None, None)
 
     def at_size(px: int):
-        return (read_reals(inputs, px, data).images, read_folders(inputs.generated, px, data, what="generated images"),
+        return (read_reals(inputs, px, data).images,
+                subset(read_folders(inputs.generated, px, data, what="generated images"), keep),
                 read_folders(inputs.reference, px, data, what="reference images") if inputs.reference else None)
 
-    options = cfg.scores.options(autoencoder=model, device=str(device), seed=cfg.seed)
+    cache = cache_dir(data)
+    options = cfg.scores.options(autoencoder=model, device=str(device), seed=cfg.seed,
+                                 cache_dir=str(cache) if cache else None)
     scores = compute_scores(reals.images, generated, cfg.scores.detectors, options, reference, at_size)
     values = scores.values
     _write_scores(out / "scores.csv", reals, values, cfg.run_names)
 
-    summary: dict[str, Any] = {"generated": len(generated), "autoencoder": model_path,
+    summary: dict[str, Any] = {"config_stamp": stamp, "generated": len(generated), "generated_duplicates_dropped": int(n_read - len(keep)), "autoencoder": model_path,
                                "detectors": list(values), "peers": scores.peers, "decision": cfg.decision}
     if scores.cross_fitted:
         summary["cross_fitted"] = scores.cross_fitted
@@ -164,49 +188,125 @@ def detect(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, data: Data
     if labelled.any():
         y = reals.labels[labelled]
         feats = {n: v[labelled] for n, v in values.items()}
-        evaluation = evaluate_scores(feats, y, cfg.folds, cfg.n_boot, cfg.seed, cfg.target_fpr)
+        blind = blind_baseline(np.asarray(reals.images.pixels)[labelled], y, cfg.folds, cfg.seed, cfg.n_boot or 200)
+        evaluation = evaluate_scores(feats, y, cfg.folds, cfg.n_boot, cfg.seed, cfg.target_fpr, blind)
+        summary["verdict"] = evaluation["verdict"]
+        summary["blind_baseline"] = blind
         summary["development"] = evaluation["results"]
         summary["auto_choices"] = evaluation["auto_choices"]
+        primary = evaluation["verdict"]["primary"]
+        summary["leak_estimate"] = {"detector": primary,
+                                    **leak_estimate(feats[primary], y, n_boot=cfg.n_boot or 200, seed=cfg.seed)}
+        log.info("verdict: %s", evaluation["verdict"]["sentence"])
+    decided = _decisions(values, reals, labelled, unknown, evaluation, cfg)
+    summary["run_decision_rule"] = decided.rule
     if unknown.any():
-        path, summary["run_decision"], rule = _decide_unknown(values, reals, labelled, unknown, cfg, out)
+        ids = [reals.images.paths[i] for i in np.flatnonzero(unknown)]
+        path = write_run(out / "run.txt", ids, decided.labels[unknown], names=cfg.run_names)
         summary["run_file"] = str(path)
-        if rule is not None:
-            summary["decision_rule"] = rule
+        summary["run_decision"] = decided.sentence
+        summary["expected_false_positives"] = decided.expected_false_positives
+        log.info("run file: %s: %s", path, decided.sentence)
+    _write_decisions(out / "decisions.csv", reals, decided, scores, generated, cfg.run_names)
     (out / "evaluation.json").write_text(json.dumps(summary, indent=2, default=float))
     if cfg.report:
         from vitprint.evaluation.report import write_report
 
         summary["report"] = str(write_report(out, reals, generated, scores, evaluation, model, cfg,
-                                             summary.get("run_decision")))
+                                             summary.get("run_decision"), summary))
     return summary
 
 
-def _decide_unknown(values, reals: RealSet, labelled, unknown, cfg: DetectConfig, out: Path):
-    """Decide the unknown images and write the run file; returns its path, a sentence on how, the fitted rule."""
-    names = list(values)
+def _stamp(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig) -> str:
+    """A hash of everything that decides the outputs (not where they go or whether a report is drawn)."""
+    import dataclasses
+
+    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("out", "report", "force", "n_boot")}
+    blob = json.dumps({"inputs": {k: [str(p) for p in v] for k, v in dataclasses.asdict(inputs).items()},
+                       "model": dataclasses.asdict(model_cfg), "settings": settings}, sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+def _check_overwrite(out: Path, stamp: str, force: bool) -> None:
+    """A run file made with other settings is never replaced silently."""
+    run, ev = out / "run.txt", out / "evaluation.json"
+    if not run.is_file() or force:
+        return
+    try:
+        old = json.loads(ev.read_text()).get("config_stamp")
+    except (OSError, ValueError):
+        old = None
+    if old != stamp:
+        raise VitprintError(f"{out} holds a run file made with other inputs or settings; choose another --out "
+                            "or pass --force to replace it")
+
+
+@dataclass
+class Decided:
+    """Per real image: the score that decides, P(used), the 0/1 decision (labelled images out-of-fold)."""
+
+    primary: str
+    score: np.ndarray
+    p_used: np.ndarray
+    labels: np.ndarray
+    rule: dict
+    sentence: str = ""
+    expected_false_positives: float = float("nan")
+
+
+def _platt(train_s, train_y, s) -> np.ndarray:
+    from sklearn.linear_model import LogisticRegression
+
+    m = LogisticRegression(C=1.0).fit(np.asarray(train_s, float)[:, None], train_y)
+    return m.predict_proba(np.asarray(s, float)[:, None])[:, 1]
+
+
+def _decisions(values, reals: RealSet, labelled, unknown, evaluation, cfg: DetectConfig) -> Decided:
+    """Decide every real image: labelled ones out-of-fold (as in the metrics), unknown ones by the rule
+    fitted on all labelled images, or by an assumed prevalence when there are no labels."""
+    n = len(reals.images)
     y = reals.labels[labelled]
-    rule = None
     if labelled.any() and len(np.unique(y)) == 2:
-        fitted = fit_decision({n: v[labelled] for n, v in values.items()}, y, cfg.decision, cfg.target_fpr, cfg.seed)
-        decisions = fitted.predict({n: v[unknown] for n, v in values.items()})
-        rule = fitted.to_dict()
+        fitted = fit_decision({k: v[labelled] for k, v in values.items()}, y, cfg.decision, cfg.target_fpr, cfg.seed)
+        score = fitted.decision_function(values)
+        labels = fitted.predict(values)
+        row = "combined" if fitted.combiner is not None else ("auto" if cfg.decision == "auto" else fitted.primary)
+        labels[labelled] = evaluation["cv_decisions"][row]
+        p_used = _platt(score[labelled], y, score)
+        dev_fpr = float((fitted.predict({k: v[labelled] for k, v in values.items()})[y == 0]).mean())
         what = "the combiner" if fitted.combiner is not None else fitted.primary
-        how = f"{what}, threshold {fitted.threshold:.4g} fitted on {labelled.sum()} development images"
-    else:
-        name = cfg.decision if cfg.decision in values else names[0]
-        if cfg.decision in DECISIONS:
-            log.warning("no labelled development images: %s cannot be fitted; deciding by %s", cfg.decision, name)
-        test_s = values[name][unknown]
-        t = balanced_threshold(test_s)
-        decisions = (test_s > t).astype(int)
-        how = f"balanced split of {name} at its median {t:.4g} (no labels)"
-    ids = [reals.images.paths[i] for i in np.flatnonzero(unknown)]
-    path = write_run(out / "run.txt", ids, decisions, names=cfg.run_names)
-    sentence = f"{decisions.sum()} of {len(decisions)} unknown images called used ({how})"
-    log.info("run file: %s: %s", path, sentence)
-    return path, sentence, rule
+        d = Decided(fitted.primary, score, p_used, labels, fitted.to_dict())
+        n_unknown = int(unknown.sum())
+        if n_unknown:
+            share_not_used = float((y == 0).mean())
+            d.expected_false_positives = dev_fpr * n_unknown * share_not_used
+            d.sentence = (f"{int(labels[unknown].sum())} of {n_unknown} unknown images called used by {what} "
+                          f"(threshold {fitted.threshold:.4g} fitted on {int(labelled.sum())} development images; "
+                          f"its false-positive rate there {dev_fpr:.1%}, so about {d.expected_false_positives:.1f} "
+                          f"of these calls would be false alarms if the unknown images are like the development ones)")
+        return d
+    if cfg.assume_prevalence is None:
+        raise VitprintError("no labelled development images to fit a decision: give used and not-used images "
+                            "(--dev, or --members and --non-members), or state the expected share of used images "
+                            "with --assume-prevalence")
+    name = cfg.decision if cfg.decision in values else next(iter(values))
+    score = np.asarray(values[name], float)
+    t = float(np.quantile(score[unknown], 1 - cfg.assume_prevalence))
+    labels = (score > t).astype(int)
+    ranks = np.argsort(np.argsort(score)) / max(n - 1, 1)
+    d = Decided(name, score, ranks, labels, {"primary": name, "threshold": t, "assumed_prevalence": cfg.assume_prevalence})
+    d.sentence = (f"{int(labels[unknown].sum())} of {int(unknown.sum())} unknown images called used: the top "
+                  f"{cfg.assume_prevalence:.0%} by {name} (assumed prevalence, no labels; not a measured threshold)")
+    return d
 
 
-def balanced_threshold(scores) -> float:
-    """The median: half the images are called "used" (for data with no labels)."""
-    return float(np.median(np.asarray(scores, float)))
+def _write_decisions(path: Path, reals: RealSet, d: Decided, scores, generated, names: bool) -> None:
+    nearest_name = d.primary if d.primary in scores.nearest else next(iter(scores.nearest), None)
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "role", "label", "score", "p_used", "decision", "nearest_generated", "nearest_by"])
+        for i in range(len(reals.images)):
+            label = "" if reals.labels[i] < 0 else int(reals.labels[i])
+            near = str(generated.paths[scores.nearest[nearest_name][i]]) if nearest_name else ""
+            w.writerow([run_id(reals.images.ids[i], names), reals.groups[i], label, f"{d.score[i]:.6g}",
+                        f"{d.p_used[i]:.4f}", int(d.labels[i]), near, nearest_name or ""])

@@ -9,8 +9,7 @@ import numpy as np
 
 from vitprint.evaluation import plots
 
-COLUMNS = (("roc_auc", "ROC-AUC"), ("tpr_at_1pct_fpr", "TPR@1%FPR"), ("kappa", "κ"), ("accuracy", "accuracy"),
-           ("control_auc", "member-vs-member AUC"))
+COLUMNS = (("roc_auc", "ROC-AUC"), ("tpr_at_1pct_fpr", "TPR@1%FPR"), ("kappa", "κ"), ("accuracy", "accuracy"))
 
 
 def _cell(v) -> str:

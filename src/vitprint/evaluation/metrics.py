@@ -102,27 +102,6 @@ def bootstrap_intervals(y_true, y_pred, scores=None, n_boot: int = 1000, seed: i
     return out
 
 
-def member_control(member_scores, n_splits: int = 50, seed: int = 0) -> dict[str, float]:
-    """The member-vs-member control: ROC-AUC between random halves of the members.
-
-    Both halves were used for training, so a sound detector gives about 0.5; a
-    detector that "separates" them is measuring something other than
-    membership. Returns the mean AUC and the 2.5/97.5 percentiles over splits.
-    """
-    s = np.asarray(member_scores, float)
-    if len(s) < 4:
-        return {"auc_mean": float("nan"), "auc_low": float("nan"), "auc_high": float("nan"), "splits": 0}
-    rng = np.random.default_rng(seed)
-    aucs = []
-    for _ in range(n_splits):
-        half = np.zeros(len(s), int)
-        half[rng.permutation(len(s))[: len(s) // 2]] = 1
-        aucs.append(roc_auc_score(half, s))
-    a = np.asarray(aucs)
-    return {"auc_mean": float(a.mean()), "auc_low": float(np.quantile(a, 0.025)),
-            "auc_high": float(np.quantile(a, 0.975)), "splits": n_splits}
-
-
 def metric_table(results: dict[str, dict], keys=("accuracy", "kappa", "f1", "roc_auc", "tpr_at_1pct_fpr")) -> str:
     """A plain-text table: one row per detector, each metric with its 95% interval."""
     header = ["detector", *keys]

@@ -10,7 +10,8 @@ import numpy as np
 
 from vitprint.data.folders import list_images
 from vitprint.errors import VitprintError
-from vitprint.evaluation.metrics import binary_metrics, bootstrap_intervals, member_control
+from vitprint.evaluation.metrics import binary_metrics, bootstrap_intervals
+from vitprint.evaluation.verdict import decide_verdict
 from vitprint.membership.decisions import cross_validate
 
 
@@ -89,16 +90,22 @@ def read_scores(path: str | Path) -> tuple[list[str], dict[str, np.ndarray], np.
 
 
 def evaluate_scores(values: dict[str, np.ndarray], labels: np.ndarray, folds: int = 5, n_boot: int = 1000,
-                    seed: int = 0, target_fpr: float | None = None) -> dict[str, Any]:
-    """Cross-validated metrics of every score and the combiner, with intervals and the control.
+                    seed: int = 0, target_fpr: float | None = None, blind: dict | None = None) -> dict[str, Any]:
+    """Cross-validated metrics of every score, the combiner and the auto choice, with intervals,
+    permutation p-values (Holm-corrected across detectors) and the verdict.
 
-    Returns ``{"results": {name: {metrics, intervals, control}}, "cv_scores": {name: scores}}``.
+    Returns ``{"results": {name: {metrics, intervals[, p_value, p_holm]}}, "cv_scores": {name: scores},
+    "auto_choices": [...], "verdict": {...}}``.
     """
     cv = cross_validate(values, labels, folds, seed, target_fpr)
+    verdict, tests = decide_verdict(values, labels, blind, seed=seed)
     out = {}
     for name, s in cv.scores.items():
         m = binary_metrics(labels, cv.decisions[name], s)
         out[name] = {"metrics": m,
-                     "intervals": bootstrap_intervals(labels, cv.decisions[name], s, n_boot, seed) if n_boot else {},
-                     "control": member_control(s[labels == 1], seed=seed)}
-    return {"results": out, "cv_scores": cv.scores, "auto_choices": cv.auto_choices}
+                     "intervals": bootstrap_intervals(labels, cv.decisions[name], s, n_boot, seed) if n_boot else {}}
+        if name in tests:
+            out[name].update(p_value=tests[name]["p_value"], p_holm=tests[name]["p_holm"])
+    return {"results": out, "cv_scores": cv.scores, "cv_decisions": cv.decisions, "auto_choices": cv.auto_choices,
+            "folds": cv.folds,
+            "verdict": verdict.to_dict()}

@@ -67,3 +67,11 @@ class Detector:
 def pixel_hashes(pixels) -> list[str]:
     """One SHA-1 per image of its pixels: equal hashes = the same image at this size."""
     return [hashlib.sha1(np.ascontiguousarray(pixels[i]).tobytes()).hexdigest() for i in range(len(pixels))]
+
+
+def unique_images(pixels) -> np.ndarray:
+    """Indices of the first occurrence of each distinct image (by pixel hash), in order."""
+    seen: dict[str, int] = {}
+    for i, h in enumerate(pixel_hashes(pixels)):
+        seen.setdefault(h, i)
+    return np.asarray(sorted(seen.values()), np.int64)

@@ -12,11 +12,11 @@ import torch.nn.functional as F
 
 from vitprint.errors import VitprintError
 from vitprint.membership.base import as_pixels
-from vitprint.membership.registry import available_detectors, create_detector, detector_class
+from vitprint.membership.registry import accepted_options, available_detectors, create_detector, detector_class
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DETECTORS = ("recon", "latent_nn", "pixel_nn")
+DEFAULT_DETECTORS = ("recon", "latent_nn", "pixel_nn", "mc", "align_nn", "copy_nn")
 
 
 @dataclass
@@ -29,6 +29,7 @@ class ScoreConfig:
     pixel_size: int = 64
     batch_size: int = 64
     precision: str = "fp32"
+    extra: dict[str, Any] = field(default_factory=dict)  # detector-specific options (align_size=128, ...)
 
     def __post_init__(self) -> None:
         self.detectors = tuple(self.detectors)
@@ -40,11 +41,16 @@ class ScoreConfig:
             raise VitprintError(f"k must be >= 1, got {self.k}")
         if self.pixel_size < 4:
             raise VitprintError(f"pixel_size must be >= 4, got {self.pixel_size}")
+        for key in self.extra:
+            takers = [d for d in self.detectors if key in accepted_options(detector_class(d), {key: None})]
+            if not takers:
+                raise VitprintError(f"detector option {key!r} is taken by none of the detectors chosen "
+                                    f"({', '.join(self.detectors)})")
 
     def options(self, **context) -> dict[str, Any]:
         """The options handed to every detector, plus the job's context (autoencoder, device, seed)."""
         return {"k": self.k, "latent_metric": self.latent_metric, "pixel_size": self.pixel_size,
-                "batch_size": self.batch_size, "precision": self.precision, **context}
+                "batch_size": self.batch_size, "precision": self.precision, **self.extra, **context}
 
 
 @dataclass

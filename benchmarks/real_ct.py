@@ -1,0 +1,152 @@
+"""Real-CT membership case: copies of member slices against their neighbouring slices.
+
+Builds a challenge-shaped development and test folder from one real CT
+volume: axial slices in the lung window, members and non-members from
+interleaved slabs (so every member's neighbours are non-members), and
+generated images that are perturbed copies of the members (shifted by
+4-8 px, re-windowed, with noise and a little blur: what a generator that
+memorised does to a slice). Then runs ``vitprint detect`` on it and scores
+the run file against the hidden truth.
+
+Public volumes that pip can fetch (nothing is downloaded by this script):
+
+    pip download totalsegmentator==2.18.0 --no-deps --no-binary totalsegmentator -d .
+    tar xzf totalsegmentator-2.18.0.tar.gz totalsegmentator-2.18.0/tests/reference_files/aorta_report/example_ct.nii.gz
+
+(191 slices at 1.5 mm, neighbours very alike), or pyradiomics 3.0.1's
+``data/lung2_image.nrrd`` (61 slices at 5 mm; reading NRRD needs ``pynrrd``).
+
+    python benchmarks/real_ct.py VOLUME --out runs/realct [--detect-args "..."]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from scipy.ndimage import gaussian_filter
+
+from vitprint.cli import main as vitprint_main
+from vitprint.evaluation.truth import evaluate_run
+
+
+def load_volume(path: Path) -> np.ndarray:
+    """``(slices, H, W)`` in HU, axial, from NIfTI (nibabel) or NRRD (pynrrd)."""
+    if path.name.endswith(".nrrd"):
+        import nrrd
+
+        data, _ = nrrd.read(str(path))  # x, y, z
+        return np.transpose(data, (2, 1, 0)).astype(np.float32)
+    import nibabel as nib
+
+    img = nib.as_closest_canonical(nib.load(str(path)))
+    data = np.asarray(img.dataobj, dtype=np.float32)  # x, y, z (RAS)
+    return np.transpose(data, (2, 1, 0))[:, ::-1].copy()
+
+
+def window(hu: np.ndarray, centre: float = -600.0, width: float = 1500.0) -> np.ndarray:
+    return np.clip((hu - (centre - width / 2)) / width * 255.0, 0, 255)
+
+
+def square(img: np.ndarray, size: int = 256, fill: float = 0.0) -> np.ndarray:
+    """Pad to a square (air around the body) and resize to ``size``."""
+    h, w = img.shape
+    s = max(h, w)
+    out = np.full((s, s), fill, np.float32)
+    out[(s - h) // 2:(s - h) // 2 + h, (s - w) // 2:(s - w) // 2 + w] = img
+    return np.asarray(Image.fromarray(out).resize((size, size), Image.BILINEAR))
+
+
+def copy_of(hu_slice: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray:
+    """A generator-like copy: re-windowed, shifted 4-8 px, slightly blurred, noisy."""
+    img = window(hu_slice, -600 + rng.uniform(-60, 60), 1500 * rng.uniform(0.9, 1.1))
+    img = square(img, size)
+    dy, dx = rng.choice([-1, 1], 2) * rng.integers(4, 9, 2)
+    img = np.roll(img, (int(dy), int(dx)), (0, 1))
+    img = gaussian_filter(img, rng.uniform(0.0, 0.8))
+    img = img + rng.normal(0, rng.uniform(2, 6), img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def build_case(volume: np.ndarray, out: Path, n_dev: int, n_test: int, n_generated: int, slab: int,
+               seed: int, size: int = 256) -> dict[str, int]:
+    """Write ``out/dev`` and ``out/test`` (challenge layout); returns the truth of the test images."""
+    rng = np.random.default_rng(seed)
+    n_need = 2 * (n_dev + n_test)
+    lungs = [i for i in range(len(volume)) if (volume[i] < -500).mean() > 0.05]
+    if len(lungs) < n_need:
+        raise SystemExit(f"the volume has {len(lungs)} slices with lung, {n_need} are needed")
+    start = (len(lungs) - n_need) // 2
+    chosen = lungs[start:start + n_need]
+    role = [(k // slab) % 2 for k in range(n_need)]  # 1 = member; slabs alternate
+    members = [s for s, r in zip(chosen, role) if r == 1]
+    non = [s for s, r in zip(chosen, role) if r == 0]
+    rng.shuffle(members)
+    rng.shuffle(non)
+    split = {"dev_used": members[:n_dev], "dev_not": non[:n_dev], "test_used": members[n_dev:], "test_not": non[n_dev:]}
+    if out.exists():
+        shutil.rmtree(out)
+    folders = {"dev_used": out / "dev" / "real_used", "dev_not": out / "dev" / "real_not_used"}
+    for f in [*folders.values(), out / "dev" / "generated", out / "test" / "real_unknown"]:
+        f.mkdir(parents=True)
+
+    def save(img, path):
+        Image.fromarray(np.asarray(img, np.uint8)).save(path)
+
+    for key, folder in folders.items():
+        for i, s in enumerate(split[key]):
+            save(square(window(volume[s]), size), folder / f"{key}_{i:04d}.png")
+    truth = {}
+    test = [(s, 1) for s in split["test_used"]] + [(s, 0) for s in split["test_not"]]
+    for i, j in enumerate(rng.permutation(len(test))):
+        s, label = test[j]
+        save(square(window(volume[s]), size), out / "test" / "real_unknown" / f"real_unknown_{i:04d}.png")
+        truth[f"real_unknown_{i:04d}"] = label
+    all_members = members  # the generator saw every member, development and test
+    for i in range(n_generated):
+        save(copy_of(volume[all_members[i % len(all_members)]], rng, size), out / "dev" / "generated" / f"gen_{i:05d}.png")
+    shutil.copytree(out / "dev" / "generated", out / "test" / "generated")
+    (out / "truth.csv").write_text("".join(f"{k},{v}\n" for k, v in truth.items()))
+    return truth
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("volume", type=Path)
+    p.add_argument("--out", type=Path, default=Path("runs/realct"))
+    p.add_argument("--dev", type=int, default=60, help="development images per side (default: 60)")
+    p.add_argument("--test", type=int, default=30, help="test images per side (default: 30)")
+    p.add_argument("--generated", type=int, default=500)
+    p.add_argument("--slab", type=int, default=1, help="slices per interleaved slab (default: 1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--detect-args", default="--preset tiny", help="extra options for vitprint detect")
+    a = p.parse_args(argv)
+    volume = load_volume(a.volume)
+    truth = build_case(volume, a.out / "data", a.dev, a.test, a.generated, a.slab, a.seed)
+    t0 = time.perf_counter()
+    rc = vitprint_main(["detect", "--dev", str(a.out / "data" / "dev"), "--test", str(a.out / "data" / "test"),
+                        "--out", str(a.out / "detect"), "--no-cache", *shlex.split(a.detect_args)])
+    seconds = time.perf_counter() - t0
+    if rc != 0:
+        return rc
+    run, missing = evaluate_run(a.out / "detect" / "run.txt", truth)
+    m = run["run"]["metrics"]
+    summary = json.loads((a.out / "detect" / "evaluation.json").read_text())
+    result = {"volume": a.volume.name, "slices": int(len(volume)), "slab": a.slab, "seconds": seconds,
+              "test_kappa": m["kappa"], "test_accuracy": m["accuracy"], "missing": missing,
+              "decision": summary.get("decision_rule"),
+              "development_auc": {n: r["metrics"]["roc_auc"] for n, r in summary.get("development", {}).items()}}
+    (a.out / "result.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

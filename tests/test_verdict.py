@@ -1,0 +1,84 @@
+import numpy as np
+import pytest
+from scipy.ndimage import gaussian_filter
+
+from vitprint.evaluation.verdict import (
+    INCONCLUSIVE,
+    LEAK,
+    NO_EVIDENCE,
+    blind_baseline,
+    decide_verdict,
+    holm,
+    leak_estimate,
+    permutation_aucs,
+)
+
+
+def test_holm_by_hand():
+    adj = holm({"a": 0.01, "b": 0.04, "c": 0.03})
+    # sorted 0.01, 0.03, 0.04 -> 3*0.01, max(0.03, 2*0.03), max(0.06, 1*0.04)
+    assert adj == pytest.approx({"a": 0.03, "c": 0.06, "b": 0.06})
+
+
+def test_permutation_aucs_match_sklearn_for_one_shuffle():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 15)
+    values = {"a": rng.normal(size=30), "b": rng.normal(size=30)}
+    null = permutation_aucs(values, y, n_perm=5, seed=3)
+    perm = np.random.default_rng(3).permutation(y)
+    assert null[0, 0] == pytest.approx(roc_auc_score(perm, values["a"]))
+    assert null[0, 1] == pytest.approx(roc_auc_score(perm, values["b"]))
+
+
+def test_null_simulations_rarely_call_a_leak():
+    """50 null cases (scores unrelated to membership, several detectors): 'Leak detected' in <= 5% (+ noise)."""
+    rng = np.random.default_rng(1)
+    y = np.repeat([0, 1], 30)
+    leaks = 0
+    for _ in range(50):
+        values = {f"d{i}": rng.normal(size=60) for i in range(5)}
+        v, _ = decide_verdict(values, y, n_perm=500, seed=int(rng.integers(1 << 30)))
+        leaks += v.verdict == LEAK
+        assert v.verdict == LEAK or v.verdict == NO_EVIDENCE
+    assert leaks <= 5  # 5% of 50 is 2.5; 5 leaves room for sampling noise only
+
+
+def test_a_real_signal_is_a_leak_and_no_signal_says_what_could_have_been_seen():
+    rng = np.random.default_rng(2)
+    y = np.repeat([0, 1], 30)
+    v, per = decide_verdict({"good": y * 2.0 + rng.normal(size=60), "noise": rng.normal(size=60)}, y, n_perm=500)
+    assert v.verdict == LEAK and v.primary == "good" and per["good"]["p_holm"] < 0.01
+    v, _ = decide_verdict({"noise": rng.normal(size=60)}, y, n_perm=500)
+    assert v.verdict == NO_EVIDENCE and 0.55 < v.detectable_auc < 0.75 and "smallest effect" in v.sentence
+
+
+def _scanner(rng, n, noise):
+    x = np.stack([gaussian_filter(rng.normal(size=(32, 32)), 2) for _ in range(n)])
+    x = 128 + 40 * x / x.std() + rng.normal(0, noise, (n, 32, 32))
+    return np.clip(x, 0, 255).astype(np.uint8)
+
+
+def test_a_confounded_split_is_inconclusive():
+    """Members from one scanner (noisy), non-members from another: the blind baseline sees it."""
+    rng = np.random.default_rng(3)
+    pixels = np.concatenate([_scanner(rng, 30, 12.0), _scanner(rng, 30, 1.0)])
+    y = np.r_[np.ones(30), np.zeros(30)].astype(int)
+    blind = blind_baseline(pixels, y, n_boot=200)
+    assert blind["auc_low"] > 0.5
+    # A detector with a modest separation, not beyond what the split alone gives: no leak can be claimed.
+    v, _ = decide_verdict({"modest": rng.normal(size=60) + y * 0.5}, y, blind, n_perm=500)
+    assert v.verdict == INCONCLUSIVE and v.confounded and "blind baseline" in v.sentence
+    fair = blind_baseline(np.concatenate([_scanner(rng, 30, 5.0), _scanner(rng, 30, 5.0)]), y, n_boot=200)
+    assert fair["auc_low"] < 0.5
+
+
+def test_leak_estimate_counts_the_members_beyond_chance():
+    rng = np.random.default_rng(4)
+    non = rng.normal(size=200)
+    used = np.r_[rng.normal(size=80), rng.normal(10, 1, 20)]  # 20 of 100 used images are clear copies
+    s, y = np.r_[used, non], np.r_[np.ones(100), np.zeros(200)].astype(int)
+    est = leak_estimate(s, y, n_boot=200)
+    assert est["count_low"] <= est["count"] <= est["count_high"]
+    assert 17 <= est["count"] <= 23 and est["fraction"] == pytest.approx(est["count"] / 100)
