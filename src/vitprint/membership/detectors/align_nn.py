@@ -4,9 +4,10 @@ For each real image, the generated images that align best with it at low
 resolution (``coarse_size``, every generated image, by the same correlation)
 are the candidates; each candidate is then compared at full resolution by the maximum normalised cross-correlation over every shift up to
 ``max_shift`` pixels and rotations up to ``max_rotation`` degrees (a grid at
-low resolution, refined at full resolution), computed with FFTs. Both images are band-passed first (a difference of Gaussians): the
-broad anatomy every slice shares weighs little, the fine detail a copy keeps
-(vessels, texture, noise pattern) weighs much. Normalised correlation ignores
+low resolution, refined at full resolution), computed with FFTs. Both images are band-passed first (differences of Gaussians, in a few
+bands whose correlations are averaged): the broad anatomy every slice shares
+weighs little, the detail a copy keeps (vessels, texture) weighs much, and a
+blurred copy still matches in the broader bands. Normalised correlation ignores
 brightness and contrast changes, so re-windowed copies still match.
 
 Score = the best correlation (in [-1, 1]); the nearest generated image is the
@@ -57,7 +58,8 @@ class AlignNN(Detector):
 
     def __init__(self, align_size: int = 256, max_shift: float = 0.06, max_rotation: float = 10.0,
                  rotation_step: float = 2.5,
-                 candidates: int = 16, sigma_low: float = 0.75, sigma_high: float = 6.0, coarse_size: int = 64,
+                 candidates: int = 16, bands: tuple[float, ...] = (1.5,), sigma_high: float = 6.0,
+                 coarse_size: int = 64,
                  device: str = "cpu"):
         if align_size < 16:
             raise VitprintError(f"align_size must be >= 16, got {align_size}")
@@ -65,8 +67,9 @@ class AlignNN(Detector):
             raise VitprintError(f"max_shift must be a fraction of the image in [0, 0.5), got {max_shift}")
         if candidates < 1:
             raise VitprintError(f"candidates must be >= 1, got {candidates}")
-        if not 0 <= sigma_low < sigma_high:
-            raise VitprintError(f"need 0 <= sigma_low < sigma_high, got {sigma_low}, {sigma_high}")
+        bands = tuple(float(b) for b in (bands if isinstance(bands, (list, tuple)) else [bands]))
+        if not bands or not all(0 <= b < sigma_high for b in bands):
+            raise VitprintError(f"need 0 <= every band's low sigma < sigma_high, got {bands}, {sigma_high}")
         self.image_size = align_size
         if max_rotation < 0 or (max_rotation > 0 and rotation_step <= 0):
             raise VitprintError(f"need max_rotation >= 0 and rotation_step > 0, got {max_rotation}, {rotation_step}")
@@ -74,7 +77,7 @@ class AlignNN(Detector):
         n_steps = int(max_rotation // rotation_step) if max_rotation else 0
         self.angles = tuple(float(a) for a in np.arange(-n_steps, n_steps + 1) * rotation_step)
         self.rotation_step = rotation_step
-        self.sigma_low, self.sigma_high, self.coarse_size = sigma_low, sigma_high, coarse_size
+        self.bands, self.sigma_high, self.coarse_size = bands, sigma_high, coarse_size
         self.device = torch.device(device)
 
     def fit(self, generated, reference=None) -> "AlignNN":
@@ -85,14 +88,16 @@ class AlignNN(Detector):
         self.coarse_ = self._spectra(self.generated_, self.coarse_size_, batch=512)
         return self
 
-    def _response(self, size: int) -> torch.Tensor:
+    def _response(self, size: int, sigma_low: float) -> torch.Tensor:
         scale = size / 256  # the filter widths are given for 256-px images
-        return (_gaussian_response(size, self.sigma_low * scale, self.device)
+        return (_gaussian_response(size, sigma_low * scale, self.device)
                 - _gaussian_response(size, self.sigma_high * scale, self.device))
 
-    def _spectra(self, u8, size: int, batch: int = 256) -> torch.Tensor:
-        """uint8 ``(m, S, S)`` -> spectra ``(m, size, size//2+1)`` of the band-passed, unit-norm images."""
-        response = self._response(size)
+    def _spectra(self, u8, size: int, band: float | None = None, batch: int = 256) -> torch.Tensor:
+        """uint8 ``(m, S, S)`` -> spectra ``(m, size, size//2+1)`` of the band-passed, unit-norm images.
+
+        ``band`` is the low sigma of the band (default: the middle one of ``bands``)."""
+        response = self._response(size, float(np.median(self.bands)) if band is None else band)
         out = []
         for start in range(0, len(u8), batch):
             x = to_model_range(np.asarray(u8[start:start + batch])).to(self.device)
@@ -143,13 +148,17 @@ class AlignNN(Detector):
             x = np.asarray(real[start:start + chunk])
             ids, angles = self._candidates(x)  # (b, k) each
             uniq, inverse = np.unique(ids, return_inverse=True)
-            g_spec = self._spectra(self.generated_[uniq], s)[torch.as_tensor(inverse.reshape(ids.shape))]
+            where = torch.as_tensor(inverse.reshape(ids.shape))
+            g_specs = [self._spectra(self.generated_[uniq], s, band)[where] for band in self.bands]
             per_angle = []
             for offset in fine:
-                # Each candidate is compared with the real image turned by its best coarse angle (+ offset).
-                turned = np.stack([_rotate(x[i:i + 1].repeat(len(row), 0), row + offset) for i, row in enumerate(angles)])
-                r_spec = self._spectra(turned.reshape(-1, s, s), s).reshape(*ids.shape, s, s // 2 + 1)
-                per_angle.append(self._best_shift(r_spec, g_spec, s))
+                # Each candidate is compared with the real image turned by its best coarse angle (+ offset),
+                # in every band; the bands' correlations are averaged (fine detail and broader structure).
+                turned = np.stack([_rotate(x[i:i + 1].repeat(len(row), 0), row + offset)
+                                   for i, row in enumerate(angles)]).reshape(-1, s, s)
+                per_band = [self._best_shift(self._spectra(turned, s, band).reshape(*ids.shape, s, s // 2 + 1), g, s)
+                            for band, g in zip(self.bands, g_specs)]
+                per_angle.append(torch.stack(per_band).mean(0))
             ncc = torch.stack(per_angle).amax(0).cpu().numpy()  # (b, k)
             arg = ncc.argmax(1)
             rows = np.arange(len(ids))
