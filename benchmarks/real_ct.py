@@ -141,7 +141,7 @@ def main(argv=None) -> int:
     summary = json.loads((a.out / "detect" / "evaluation.json").read_text())
     result = {"volume": a.volume.name, "slices": int(len(volume)), "slab": a.slab, "seconds": seconds,
               "test_kappa": m["kappa"], "test_accuracy": m["accuracy"], "missing": missing,
-              "decision": summary.get("decision_rule"),
+              "decision": summary.get("run_decision_rule"), "verdict": summary.get("verdict", {}).get("sentence"),
               "development_auc": {n: r["metrics"]["roc_auc"] for n, r in summary.get("development", {}).items()}}
     (a.out / "result.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))

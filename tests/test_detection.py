@@ -66,9 +66,17 @@ def test_detect_reuses_its_autoencoder_only_for_the_same_generated_images(tmp_pa
         return d
 
     gen, mem, non, other = folder("gen", 0), folder("mem", 1), folder("non", 2), folder("other", 3)
-    cfg = DetectConfig(out=str(tmp_path / "out"), ae_epochs=1, ae_batch_size=4, n_boot=10, folds=2, report=False)
+    from vitprint.membership.scoring import ScoreConfig
+
+    cfg = DetectConfig(out=str(tmp_path / "out"), ae_epochs=1, ae_batch_size=4, n_boot=10, folds=2, report=False,
+                       scores=ScoreConfig(detectors=("recon", "latent_nn", "pixel_nn")))
     data = DataConfig(no_cache=True, val_fraction=0.25)
     detect(resolve_inputs(generated=[gen], members=[mem], non_members=[non]), model_config("micro"), cfg, data)
+    ckpts = sorted((tmp_path / "out" / "autoencoder").rglob("*.safetensors"))
+    mtimes = [p.stat().st_mtime_ns for p in ckpts]
+    log_lines = (tmp_path / "out" / "autoencoder" / "metrics.jsonl").read_text().count("\n")
     detect(resolve_inputs(generated=[gen], members=[mem], non_members=[non]), model_config("micro"), cfg, data)
+    assert ckpts and [p.stat().st_mtime_ns for p in ckpts] == mtimes  # reused, not retrained
+    assert (tmp_path / "out" / "autoencoder" / "metrics.jsonl").read_text().count("\n") == log_lines
     with pytest.raises(VitprintError, match="trained on other generated images"):
         detect(resolve_inputs(generated=[other], members=[mem], non_members=[non]), model_config("micro"), cfg, data)

@@ -26,12 +26,11 @@ from vitprint.membership.base import unique_images
 from vitprint.detection.inputs import Inputs
 from vitprint.detection.roles import check_roles
 from vitprint.detection.runfile import run_id, write_run
-from vitprint.membership.decisions import DECISIONS, fit_decision
+from vitprint.membership.decisions import DECISIONS
 from vitprint.membership.registry import detector_class
 from vitprint.membership.scoring import ScoreConfig, compute_scores, score_names
 from vitprint.errors import VitprintError
-from vitprint.evaluation.truth import evaluate_scores
-from vitprint.evaluation.verdict import blind_baseline, leak_estimate
+from vitprint.detection.assess import AssessConfig, Decided, assess
 from vitprint.device import pick_device
 from vitprint.inference import load_autoencoder
 from vitprint.training.autoencoder import train_autoencoder
@@ -182,30 +181,15 @@ def detect(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, data: Data
                                "detectors": list(values), "peers": scores.peers, "decision": cfg.decision}
     if scores.cross_fitted:
         summary["cross_fitted"] = scores.cross_fitted
-    labelled = reals.labels >= 0
     unknown = reals.groups == "unknown"
-    evaluation = None
-    if labelled.any():
-        y = reals.labels[labelled]
-        feats = {n: v[labelled] for n, v in values.items()}
-        blind = blind_baseline(np.asarray(reals.images.pixels)[labelled], y, cfg.folds, cfg.seed, cfg.n_boot or 200)
-        evaluation = evaluate_scores(feats, y, cfg.folds, cfg.n_boot, cfg.seed, cfg.target_fpr, blind)
-        summary["verdict"] = evaluation["verdict"]
-        summary["blind_baseline"] = blind
-        summary["development"] = evaluation["results"]
-        summary["auto_choices"] = evaluation["auto_choices"]
-        primary = evaluation["verdict"]["primary"]
-        summary["leak_estimate"] = {"detector": primary,
-                                    **leak_estimate(feats[primary], y, n_boot=cfg.n_boot or 200, seed=cfg.seed)}
-        log.info("verdict: %s", evaluation["verdict"]["sentence"])
-    decided = _decisions(values, reals, labelled, unknown, evaluation, cfg)
-    summary["run_decision_rule"] = decided.rule
+    evaluation, assessment, decided = assess(values, reals.labels, unknown, np.asarray(reals.images.pixels),
+                                             AssessConfig(cfg.folds, cfg.n_boot, cfg.seed, cfg.target_fpr, cfg.decision,
+                                                          cfg.assume_prevalence))
+    summary.update(assessment)
     if unknown.any():
         ids = [reals.images.paths[i] for i in np.flatnonzero(unknown)]
         path = write_run(out / "run.txt", ids, decided.labels[unknown], names=cfg.run_names)
         summary["run_file"] = str(path)
-        summary["run_decision"] = decided.sentence
-        summary["expected_false_positives"] = decided.expected_false_positives
         log.info("run file: %s: %s", path, decided.sentence)
     _write_decisions(out / "decisions.csv", reals, decided, scores, generated, cfg.run_names)
     (out / "evaluation.json").write_text(json.dumps(summary, indent=2, default=float))
@@ -239,65 +223,6 @@ def _check_overwrite(out: Path, stamp: str, force: bool) -> None:
     if old != stamp:
         raise VitprintError(f"{out} holds a run file made with other inputs or settings; choose another --out "
                             "or pass --force to replace it")
-
-
-@dataclass
-class Decided:
-    """Per real image: the score that decides, P(used), the 0/1 decision (labelled images out-of-fold)."""
-
-    primary: str
-    score: np.ndarray
-    p_used: np.ndarray
-    labels: np.ndarray
-    rule: dict
-    sentence: str = ""
-    expected_false_positives: float = float("nan")
-
-
-def _platt(train_s, train_y, s) -> np.ndarray:
-    from sklearn.linear_model import LogisticRegression
-
-    m = LogisticRegression(C=1.0).fit(np.asarray(train_s, float)[:, None], train_y)
-    return m.predict_proba(np.asarray(s, float)[:, None])[:, 1]
-
-
-def _decisions(values, reals: RealSet, labelled, unknown, evaluation, cfg: DetectConfig) -> Decided:
-    """Decide every real image: labelled ones out-of-fold (as in the metrics), unknown ones by the rule
-    fitted on all labelled images, or by an assumed prevalence when there are no labels."""
-    n = len(reals.images)
-    y = reals.labels[labelled]
-    if labelled.any() and len(np.unique(y)) == 2:
-        fitted = fit_decision({k: v[labelled] for k, v in values.items()}, y, cfg.decision, cfg.target_fpr, cfg.seed)
-        score = fitted.decision_function(values)
-        labels = fitted.predict(values)
-        row = "combined" if fitted.combiner is not None else ("auto" if cfg.decision == "auto" else fitted.primary)
-        labels[labelled] = evaluation["cv_decisions"][row]
-        p_used = _platt(score[labelled], y, score)
-        dev_fpr = float((fitted.predict({k: v[labelled] for k, v in values.items()})[y == 0]).mean())
-        what = "the combiner" if fitted.combiner is not None else fitted.primary
-        d = Decided(fitted.primary, score, p_used, labels, fitted.to_dict())
-        n_unknown = int(unknown.sum())
-        if n_unknown:
-            share_not_used = float((y == 0).mean())
-            d.expected_false_positives = dev_fpr * n_unknown * share_not_used
-            d.sentence = (f"{int(labels[unknown].sum())} of {n_unknown} unknown images called used by {what} "
-                          f"(threshold {fitted.threshold:.4g} fitted on {int(labelled.sum())} development images; "
-                          f"its false-positive rate there {dev_fpr:.1%}, so about {d.expected_false_positives:.1f} "
-                          f"of these calls would be false alarms if the unknown images are like the development ones)")
-        return d
-    if cfg.assume_prevalence is None:
-        raise VitprintError("no labelled development images to fit a decision: give used and not-used images "
-                            "(--dev, or --members and --non-members), or state the expected share of used images "
-                            "with --assume-prevalence")
-    name = cfg.decision if cfg.decision in values else next(iter(values))
-    score = np.asarray(values[name], float)
-    t = float(np.quantile(score[unknown], 1 - cfg.assume_prevalence))
-    labels = (score > t).astype(int)
-    ranks = np.argsort(np.argsort(score)) / max(n - 1, 1)
-    d = Decided(name, score, ranks, labels, {"primary": name, "threshold": t, "assumed_prevalence": cfg.assume_prevalence})
-    d.sentence = (f"{int(labels[unknown].sum())} of {int(unknown.sum())} unknown images called used: the top "
-                  f"{cfg.assume_prevalence:.0%} by {name} (assumed prevalence, no labels; not a measured threshold)")
-    return d
 
 
 def _write_decisions(path: Path, reals: RealSet, d: Decided, scores, generated, names: bool) -> None:

@@ -133,7 +133,7 @@ def _evidence(reals, generated, scores, summary: dict, fig: Path) -> str:
     caps = []
     for i, j in zip(top, nearest):
         role = {"member": "used", "non_member": "NOT USED (false alarm)", "unknown": "unknown"}[reals.groups[i]]
-        caps.append(f"{role}\n{Path(reals.images.ids[i]).stem}\n{name} {s[i]:.3f}\n{Path(generated.paths[j]).name}")
+        caps.append(f"{role}\n{Path(reals.images.ids[i]).stem}\n{name} {s[i]:.4f}\n{Path(generated.paths[j]).name}")
     above = int((s[top] > bar).sum()) if bar is not None else None
     text = (f"<h2>Evidence: the real images {html.escape(name)} ranks most likely used, beside their nearest "
             f"generated image</h2><p>Each caption: the image's role, its id, the {html.escape(name)} score and the "

@@ -1,0 +1,142 @@
+"""vitprint as a library: ``detect`` in memory, ``DetectionResult.save`` to write the usual files.
+
+    import vitprint
+    result = vitprint.detect(generated, real, labels=labels)   # uint8 arrays, folders or lists of files
+    print(result.verdict["sentence"])
+    result.scores["align_nn"], result.decisions, result.p_used
+    result.save("runs/audit")                                 # scores.csv, decisions.csv, evaluation.json, run.txt
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from vitprint.config import DataConfig
+from vitprint.data.folders import list_images
+from vitprint.data.sources import read_files
+from vitprint.detection.assess import AssessConfig, assess
+from vitprint.detection.roles import check_roles
+from vitprint.detection.runfile import write_run
+from vitprint.errors import VitprintError
+from vitprint.membership.base import unique_images
+from vitprint.membership.scoring import compute_scores, resize_pixels
+
+API_DETECTORS = ("pixel_nn", "mc", "align_nn", "copy_nn")
+
+
+@dataclass
+class DetectionResult:
+    """Everything ``detect`` found, in memory: per image scores and decisions, metrics, verdict."""
+
+    ids: list[str]
+    labels: np.ndarray  # 1 used, 0 not used, -1 unknown
+    scores: dict[str, np.ndarray]
+    nearest: dict[str, np.ndarray]  # detector -> index of the nearest generated image
+    decisions: np.ndarray  # 0/1 per real image (labelled ones out-of-fold)
+    p_used: np.ndarray
+    primary: str
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def verdict(self) -> dict[str, Any] | None:
+        return self.summary.get("verdict")
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """Cross-validated metrics with 95% intervals per detector (empty without labels)."""
+        return self.summary.get("development", {})
+
+    def save(self, out: str | Path) -> Path:
+        """Write ``scores.csv``, ``decisions.csv``, ``evaluation.json`` and, for unknown images, ``run.txt``."""
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        label = ["" if v < 0 else int(v) for v in self.labels]
+        with (out / "scores.csv").open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["id", "label", *self.scores])
+            for i, name in enumerate(self.ids):
+                w.writerow([name, label[i], *(f"{v[i]:.6g}" for v in self.scores.values())])
+        with (out / "decisions.csv").open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["id", "label", "score", "p_used", "decision", "nearest_generated"])
+            near = self.nearest.get(self.primary)
+            for i, name in enumerate(self.ids):
+                w.writerow([name, label[i], f"{self.scores[self.primary][i]:.6g}" if self.primary in self.scores else "",
+                            f"{self.p_used[i]:.4f}", int(self.decisions[i]), "" if near is None else int(near[i])])
+        unknown = self.labels < 0
+        if unknown.any():
+            write_run(out / "run.txt", [self.ids[i] for i in np.flatnonzero(unknown)], self.decisions[unknown])
+        (out / "evaluation.json").write_text(json.dumps(self.summary, indent=2, default=float))
+        return out
+
+
+def _as_images(source, size: int | None, data: DataConfig, what: str) -> tuple[list[str], list[str], np.ndarray]:
+    """ids, paths and uint8 ``(N, S, S)`` pixels from an array, a folder, or a list of files/folders."""
+    if isinstance(source, np.ndarray):
+        if source.ndim != 3 or source.dtype != np.uint8:
+            raise VitprintError(f"{what} must be a uint8 array (N, S, S), got {source.dtype} {source.shape}")
+        return [f"{what}_{i:05d}" for i in range(len(source))], [f"<{what}[{i}]>" for i in range(len(source))], source
+    items = [source] if isinstance(source, (str, Path)) else list(source)
+    files = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            files += list_images(p)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise VitprintError(f"{what}: not a file or folder: {p}")
+    images = read_files(files, size or 256, data, what=what)
+    return [Path(i).stem for i in images.ids], [str(p) for p in images.paths], np.asarray(images.pixels)
+
+
+def detect(generated, real, *, labels: Sequence[int] | None = None, reference=None,
+           detectors: Sequence[str] = API_DETECTORS, options: dict[str, Any] | None = None,
+           image_size: int | None = None, decision: str = "auto", folds: int = 5, n_boot: int = 1000,
+           seed: int = 0, target_fpr: float | None = None, assume_prevalence: float | None = None,
+           data: DataConfig = DataConfig()) -> DetectionResult:
+    """Which of ``real`` were used to train the generator that made ``generated``?
+
+    ``generated``, ``real`` and ``reference`` are uint8 arrays ``(N, S, S)``,
+    folders, or lists of image files/folders (read at ``image_size``, default
+    256). ``labels`` (1 used, 0 not used, -1 unknown) makes the result
+    cross-validated, with a verdict; unknown images are decided by the rule
+    fitted on the labelled ones. ``options`` go to the detectors (for
+    ``recon``/``latent_nn`` pass ``options={"autoencoder": model}``).
+    """
+    options = dict(options or {})
+    _, gen_paths, gen = _as_images(generated, image_size, data, "generated")
+    ids, real_paths, real_px = _as_images(real, image_size, data, "real")
+    ref_paths, ref = (None, None)
+    if reference is not None:
+        _, ref_paths, ref = _as_images(reference, image_size, data, "reference")
+    size = real_px.shape[-1]
+    if gen.shape[-1] != size:
+        gen = resize_pixels(gen, size)
+    if ref is not None and ref.shape[-1] != size:
+        ref = resize_pixels(ref, size)
+    y = np.full(len(real_px), -1) if labels is None else np.asarray(labels, int)
+    if len(y) != len(real_px):
+        raise VitprintError(f"labels must have one entry per real image: {len(y)} labels, {len(real_px)} images")
+    if not np.isin(y, (-1, 0, 1)).all():
+        raise VitprintError(f"labels must be 1 (used), 0 (not used) or -1 (unknown), got {sorted(set(y) - {-1, 0, 1})}")
+    groups = np.where(y == 1, "member", np.where(y == 0, "non_member", "unknown"))
+    check_roles(real_paths, groups, real_px, gen_paths, ref_paths, ref)
+    keep = unique_images(gen)
+    n_given, gen = len(gen), gen[keep]
+    scores = compute_scores(real_px, gen, tuple(detectors), {"seed": seed, **options}, ref)
+    unknown = y < 0
+    _, summary, decided = assess(scores.values, y, unknown, real_px,
+                                 AssessConfig(folds, n_boot, seed, target_fpr, decision, assume_prevalence))
+    summary.update(detectors=list(scores.values), peers=scores.peers, generated=int(len(gen)),
+                   generated_duplicates_dropped=int(n_given - len(keep)))
+    if scores.cross_fitted:
+        summary["cross_fitted"] = scores.cross_fitted
+    nearest = {k: keep[v] for k, v in scores.nearest.items()}  # indices into the generated images as given
+    return DetectionResult(ids, y, scores.values, nearest, decided.labels, decided.p_used, decided.primary, summary)

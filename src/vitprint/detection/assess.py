@@ -1,0 +1,123 @@
+"""From scores to an assessment: cross-validated metrics, controls, the verdict, how much leaked,
+and a decision for every real image. Shared by the command-line job and the Python API."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from vitprint.errors import VitprintError
+from vitprint.evaluation.truth import evaluate_scores
+from vitprint.evaluation.verdict import blind_baseline, leak_estimate
+from vitprint.membership.decisions import DECISIONS, fit_decision
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AssessConfig:
+    folds: int = 5
+    n_boot: int = 1000
+    seed: int = 0
+    target_fpr: float | None = None
+    decision: str = "auto"
+    assume_prevalence: float | None = None
+
+
+def assess(values: dict[str, np.ndarray], labels, unknown, pixels, cfg: AssessConfig = AssessConfig()):
+    """``(evaluation or None, summary entries, Decided)`` for real images with labels 1/0 (-1 = unknown).
+
+    ``pixels`` are the real images (the blind baseline reads the labelled ones).
+    """
+    labels = np.asarray(labels)
+    labelled = labels >= 0
+    unknown = np.asarray(unknown, bool)
+    allowed = [*DECISIONS, *values]
+    if cfg.decision not in allowed:
+        raise VitprintError(f"decision must be one of {', '.join(allowed)}, got {cfg.decision!r}")
+    summary: dict[str, Any] = {}
+    evaluation = None
+    if labelled.any():
+        y = labels[labelled]
+        feats = {n: v[labelled] for n, v in values.items()}
+        blind = blind_baseline(np.asarray(pixels)[labelled], y, cfg.folds, cfg.seed, cfg.n_boot or 200)
+        evaluation = evaluate_scores(feats, y, cfg.folds, cfg.n_boot, cfg.seed, cfg.target_fpr, blind)
+        primary = evaluation["verdict"]["primary"]
+        summary.update(verdict=evaluation["verdict"], blind_baseline=blind, development=evaluation["results"],
+                       auto_choices=evaluation["auto_choices"],
+                       leak_estimate={"detector": primary,
+                                      **leak_estimate(feats[primary], y, n_boot=cfg.n_boot or 200, seed=cfg.seed)})
+        log.info("verdict: %s", evaluation["verdict"]["sentence"])
+    decided = decide_all(values, labels, unknown, evaluation, cfg)
+    summary["run_decision_rule"] = decided.rule
+    if unknown.any():
+        summary["run_decision"] = decided.sentence
+        summary["expected_false_positives"] = decided.expected_false_positives
+    return evaluation, summary, decided
+
+
+@dataclass
+class Decided:
+    """Per real image: the score that decides, P(used), the 0/1 decision (labelled images out-of-fold)."""
+
+    primary: str
+    score: np.ndarray
+    p_used: np.ndarray
+    labels: np.ndarray
+    rule: dict
+    sentence: str = ""
+    expected_false_positives: float = float("nan")
+
+
+def _platt(train_s, train_y, s) -> np.ndarray:
+    from sklearn.linear_model import LogisticRegression
+
+    m = LogisticRegression(C=1.0).fit(np.asarray(train_s, float)[:, None], train_y)
+    return m.predict_proba(np.asarray(s, float)[:, None])[:, 1]
+
+
+def decide_all(values, labels, unknown, evaluation, cfg: AssessConfig) -> Decided:
+    """Decide every real image: labelled ones out-of-fold (as in the metrics), unknown ones by the rule
+    fitted on all labelled images, or by an assumed prevalence when there are no labels."""
+    labels_all = np.asarray(labels)
+    labelled = labels_all >= 0
+    n = len(labels_all)
+    y = labels_all[labelled]
+    if labelled.any() and len(np.unique(y)) == 2:
+        fitted = fit_decision({k: v[labelled] for k, v in values.items()}, y, cfg.decision, cfg.target_fpr, cfg.seed)
+        score = fitted.decision_function(values)
+        decisions = fitted.predict(values)
+        row = "combined" if fitted.combiner is not None else ("auto" if cfg.decision == "auto" else fitted.primary)
+        decisions[labelled] = evaluation["cv_decisions"][row]
+        p_used = _platt(score[labelled], y, score)
+        dev_fpr = float((fitted.predict({k: v[labelled] for k, v in values.items()})[y == 0]).mean())
+        what = "the combiner" if fitted.combiner is not None else fitted.primary
+        d = Decided(fitted.primary, score, p_used, decisions, fitted.to_dict())
+        n_unknown = int(unknown.sum())
+        if n_unknown:
+            share_not_used = float((y == 0).mean())
+            d.expected_false_positives = dev_fpr * n_unknown * share_not_used
+            d.sentence = (f"{int(decisions[unknown].sum())} of {n_unknown} unknown images called used by {what} "
+                          f"(threshold {fitted.threshold:.4g} fitted on {int(labelled.sum())} development images; "
+                          f"its false-positive rate there {dev_fpr:.1%}, so about {d.expected_false_positives:.1f} "
+                          f"of these calls would be false alarms if the unknown images are like the development ones)")
+        return d
+    if cfg.assume_prevalence is None:
+        raise VitprintError("no labelled development images to fit a decision: give used and not-used images "
+                            "(--dev, or --members and --non-members), or state the expected share of used images "
+                            "with --assume-prevalence")
+    name = cfg.decision if cfg.decision in values else next(iter(values))
+    score = np.asarray(values[name], float)
+    t = float(np.quantile(score[unknown], 1 - cfg.assume_prevalence))
+    decisions = (score > t).astype(int)
+    ranks = np.argsort(np.argsort(score)) / max(n - 1, 1)
+    d = Decided(name, score, ranks, decisions, {"primary": name, "threshold": t,
+                                                "assumed_prevalence": cfg.assume_prevalence})
+    d.sentence = (f"{int(decisions[unknown].sum())} of {int(unknown.sum())} unknown images called used: the top "
+                  f"{cfg.assume_prevalence:.0%} by {name} (assumed prevalence, no labels; not a measured threshold)")
+    return d
+
+

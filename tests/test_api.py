@@ -1,0 +1,63 @@
+"""The public API on uint8 arrays (no files), and the README's example as written."""
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.ndimage import gaussian_filter
+
+import vitprint
+from vitprint.errors import VitprintError
+
+
+def _slices(rng, n, size=64):
+    x = np.stack([gaussian_filter(rng.normal(size=(size, size)), 1.5) for _ in range(n)])
+    return np.clip(128 + 60 * x / x.std(), 0, 255).astype(np.uint8)
+
+
+def _case(seed=0):
+    rng = np.random.default_rng(seed)
+    real = _slices(rng, 40)
+    members = real[:20]
+    copies = [np.clip(np.roll(m.astype(float), (2, -3), (0, 1)) * 1.05 + rng.normal(0, 3, m.shape), 0, 255)
+              for m in members]
+    generated = np.concatenate([np.asarray(copies, np.uint8), _slices(rng, 20)])
+    labels = np.r_[np.ones(15), np.zeros(15), -np.ones(10)].astype(int)  # 5 members, 5 not, unknown
+    order = np.r_[0:15, 20:35, 15:20, 35:40]
+    return generated, real[order], labels
+
+
+def test_detect_on_arrays_in_memory(tmp_path):
+    generated, real, labels = _case()
+    opts = {"align_size": 64, "max_rotation": 0, "copy_size": 32, "copy_steps": 20, "copy_width": 8}
+    result = vitprint.detect(generated, real, labels=labels, options=opts, n_boot=50)
+    assert set(result.scores) == {"pixel_nn", "mc", "align_nn", "copy_nn"}
+    assert result.verdict["verdict"] == "Leak detected" and result.primary == "align_nn"
+    assert result.metrics["align_nn"]["metrics"]["roc_auc"] == 1.0
+    unknown = labels < 0
+    assert (result.decisions[unknown] == np.r_[np.ones(5), np.zeros(5)]).all()
+    assert (result.nearest["align_nn"][:15] == np.arange(15)).all()
+    out = result.save(tmp_path / "r")
+    assert (out / "run.txt").read_text().count("\n") == 10
+    assert {"scores.csv", "decisions.csv", "evaluation.json", "run.txt"} <= {p.name for p in out.iterdir()}
+
+
+def test_detect_refuses_an_image_in_two_roles_and_bad_labels():
+    generated, real, labels = _case(1)
+    real = real.copy()
+    real[20] = real[0]  # a not-used image identical to a used one
+    with pytest.raises(VitprintError, match="both used .* and not used"):
+        vitprint.detect(generated, real, labels=labels, detectors=("pixel_nn",))
+    with pytest.raises(VitprintError, match="one entry per real image"):
+        vitprint.detect(generated, real, labels=labels[:5], detectors=("pixel_nn",))
+
+
+def test_the_readme_example_runs_as_written(tmp_path, monkeypatch):
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    block = re.search(r"## Python API.*?```python\n(.*?)```", readme, re.S)
+    assert block, "README has a '## Python API' section with a python example"
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(compile(block.group(1), "README.md", "exec"), namespace)
+    assert namespace["result"].verdict is not None
