@@ -17,7 +17,10 @@ def test_membership_benchmark_end_to_end_at_toy_size(tmp_path, capsys):
     res = json.loads((tmp_path / "b" / "results.json").read_text())
     assert len(res["cells"]) == 4
     cell = res["cells"][0]["detectors"]
-    assert set(cell) == {"recon", "latent_nn", "pixel_nn", "mc", "align_nn", "copy_nn", "combined"}
+    assert set(cell) == {"recon", "latent_nn", "pixel_nn", "mc", "align_nn", "copy_nn", "domias", "combined",
+                         "latent_nn_cal", "pixel_nn_cal", "mc_cal", "align_nn_cal"}
+    assert {"pixel_nn", "pixel_nn_cal", "mc", "domias"} <= set(res["cells"][0]["peers"])
+    assert 0.0 <= res["cells"][0]["copy_rate"] <= 1.0
     assert set(cell["recon"]) == {"roc_auc", "tpr_at_1pct_fpr", "kappa", "accuracy"}
     assert {r["generated"] for r in res["speed"]} == {100, 200}
     text = doc.read_text()
@@ -27,6 +30,22 @@ def test_membership_benchmark_end_to_end_at_toy_size(tmp_path, capsys):
     assert main(argv) == 0
     assert len(json.loads((tmp_path / "b" / "results.json").read_text())["cells"]) == 4
     assert doc.read_text().count("<!-- membership-toy -->") == 1
+    assert "pixel_nn (peer)" in doc.read_text() and "copy rate" in doc.read_text()
+
+
+def test_perturbation_shifts_and_rewindows_but_keeps_the_image():
+    from vitprint.benchmark import perturb
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (3, 64, 64), dtype=np.uint8)
+    out = perturb(img, seed=1)
+    assert out.shape == img.shape and out.dtype == np.uint8
+    assert not np.array_equal(out, img)
+    # Undoing the best circular shift leaves a strong correlation: the content is the same image.
+    a, b = img[0].astype(float), out[0].astype(float)
+    best = max(np.corrcoef(np.roll(b, (dy, dx), (0, 1)).ravel(), a.ravel())[0, 1]
+               for dy in range(-6, 7) for dx in range(-6, 7))
+    assert best > 0.9
 
 
 def test_heldout_metrics_separate_a_clear_signal():

@@ -81,7 +81,7 @@ SCALES = {
     # About an hour on 2 CPU cores.
     # (At 32 px the patient-specific detail is gone and nothing leaks; 64 px keeps it.)
     "cpu": Scale("tiny", 64, 64, (64, 256, 1024), 3, ("dcgan", "vae"), 1000, 512, 5, 40, 20, 32, 3e-4,
-                 (1_000, 10_000, 100_000), 256, (("align_size", 64),)),
+                 (1_000, 10_000, 100_000), 256, (("align_size", 64), ("copy_size", 64))),
     # The seed's configuration at 256 px, for a GPU.
     "gpu": Scale("seed", 256, 256, (64, 256, 1024), 3, ("dcgan", "vae"), 4000, 2048, 10, 100, 30, 64, 1e-4,
                  (1_000, 10_000, 100_000), 1024),
@@ -145,11 +145,39 @@ def heldout_metrics(values: dict[str, np.ndarray], labels: np.ndarray, seed: int
     return out
 
 
-def run_cell(family: str, n: int, seed: int, scale: Scale, encoder: str | None, work: Path) -> dict[str, Any]:
+def perturb(pixels: np.ndarray, seed: int) -> np.ndarray:
+    """What a generator does to a slice it copies: a shift of 4-8% of the image, +-10% contrast, a brightness
+    offset and noise (one random draw per image)."""
+    rng = np.random.default_rng([seed, 17])
+    out = np.empty_like(pixels)
+    s = pixels.shape[-1]
+    for i, img in enumerate(pixels):
+        dy, dx = rng.choice([-1, 1], 2) * rng.integers(max(1, round(0.04 * s)), max(2, round(0.08 * s)) + 1, 2)
+        x = np.roll(img.astype(np.float32), (int(dy), int(dx)), (0, 1)) * rng.uniform(0.9, 1.1) + rng.uniform(-10, 10)
+        out[i] = np.clip(x + rng.normal(0, 3, x.shape), 0, 255).astype(np.uint8)
+    return out
+
+
+def copy_rate(generated: np.ndarray, members: np.ndarray, non_members: np.ndarray) -> float:
+    """Share of generated images that are near-copies of a member (Meehan et al.'s idea as a rate).
+
+    A generated image counts when its nearest real image (members and non-members pooled, pixel L2) is a
+    member and it is closer than the 5th percentile of the members' distances to their nearest other member.
+    """
+    reals = np.concatenate([members, non_members])
+    d, idx = knn_distances(generated, reals, k=1, metric="l2", progress=False)
+    dm, _ = knn_distances(members, members, k=2, metric="l2", progress=False)
+    bar_ = float(np.quantile(dm[:, 1], 0.05))
+    return float(((idx[:, 0] < len(members)) & (d[:, 0] < bar_)).mean())
+
+
+def run_cell(family: str, n: int, seed: int, scale: Scale, encoder: str | None, work: Path,
+             perturbed: bool = False) -> dict[str, Any]:
     """One (family, member-set size, seed) cell; returns per-detector held-out metrics."""
     cfg = _model_cfg(scale)
     stream = 1000 * seed + n
     reals = patients(0, 2 * n, scale, stream)
+    reference = patients(2 * n, n, scale, stream)  # other patients the generator never saw
     labels = np.r_[np.ones(n, int), np.zeros(n, int)]
     members = _set(reals[:n], "member")
     epochs = max(1, math.ceil(scale.gen_steps * scale.batch_size / n))
@@ -157,17 +185,24 @@ def run_cell(family: str, n: int, seed: int, scale: Scale, encoder: str | None, 
     train_generator(members, RunConfig(out=str(work / "gen"), epochs=epochs, batch_size=scale.batch_size, seed=seed),
                     family=family)
     gen = load_generator(work / "gen" / "checkpoints" / "last.safetensors")
-    generated = _set(np.concatenate(list(sample(gen, scale.n_generated, seed=seed))), "generated")
+    samples = np.concatenate(list(sample(gen, scale.n_generated, seed=seed)))
+    if perturbed:
+        samples = perturb(samples, seed)
+    generated = _set(samples, "generated")
+    rate = copy_rate(samples, reals[:n], reals[n:])
     t_gen = time.perf_counter() - t0
     train_autoencoder(generated, cfg, RunConfig(out=str(work / "ae"), epochs=scale.ae_epochs,
                                                 batch_size=scale.batch_size, seed=seed),
                       OptimConfig(lr=scale.lr), DataConfig(no_cache=True, val_fraction=0.1), encoder_path=encoder)
     ae = load_autoencoder(work / "ae" / "checkpoints" / "best.safetensors")
-    cfg_scores = ScoreConfig(pixel_size=scale.image_size)
+    cfg_scores = ScoreConfig(detectors=(*ScoreConfig().detectors, "domias"), pixel_size=scale.image_size)
     scores = compute_scores(_set(reals, "real"), generated, cfg_scores.detectors,
-                            cfg_scores.options(autoencoder=ae, seed=seed, **dict(scale.detector_options)))
+                            cfg_scores.options(autoencoder=ae, seed=seed, **dict(scale.detector_options)),
+                            reference=reference)
     metrics = heldout_metrics(scores.values, labels, seed)
-    return {"family": family, "members": n, "seed": seed, "generator_epochs": epochs,
+    return {"family": family, "members": n, "seed": seed, "generator_epochs": epochs, "perturbed": perturbed,
+            "copy_rate": rate, "peers": [d for d in scores.values if d.removesuffix("_cal") in scores.peers
+                                        or d.endswith("_cal") and d.startswith("pixel_nn")],
             "seconds": time.perf_counter() - t0, "generator_seconds": t_gen, "detectors": metrics}
 
 
@@ -251,7 +286,7 @@ def scoring_speed(scale: Scale, encoder: str | None, device: str = "cpu") -> lis
 
 
 def run_benchmark(scale_name: str, out: str | Path, families=None, sizes=None, seeds=None,
-                  speed: bool = True) -> dict[str, Any]:
+                  speed: bool = True, perturbed: bool = False) -> dict[str, Any]:
     """Run (or continue) the benchmark; results accumulate in ``out/results.json``."""
     if scale_name not in SCALES:
         raise VitprintError(f"scale must be one of {', '.join(SCALES)}, got {scale_name!r}")
@@ -264,7 +299,10 @@ def run_benchmark(scale_name: str, out: str | Path, families=None, sizes=None, s
     results = json.loads(path.read_text()) if path.is_file() else {}
     if results.get("scale") not in (None, scale_name):
         raise VitprintError(f"{path} holds a '{results['scale']}' benchmark; choose another --out")
-    results.update({"scale": scale_name, "config": dataclasses.asdict(scale), "machine": machine(),
+    if results.get("perturbed", perturbed) != perturbed:
+        raise VitprintError(f"{path} holds a benchmark {'with' if results['perturbed'] else 'without'} perturbed "
+                            "generated images; choose another --out")
+    results.update({"scale": scale_name, "perturbed": perturbed, "config": dataclasses.asdict(scale), "machine": machine(),
                     "started": results.get("started", time.strftime("%Y-%m-%d %H:%M"))})
     results.setdefault("cells", [])
     done = {(c["family"], c["members"], c["seed"]) for c in results["cells"]}
@@ -272,7 +310,7 @@ def run_benchmark(scale_name: str, out: str | Path, families=None, sizes=None, s
     todo = [(f, n, s) for f in scale.families for n in scale.sizes for s in range(scale.seeds) if (f, n, s) not in done]
     for family, n, seed in bar(todo, desc="benchmark cells", unit="cell"):
         with tempfile.TemporaryDirectory(dir=out) as work:
-            cell = run_cell(family, n, seed, scale, encoder, Path(work))
+            cell = run_cell(family, n, seed, scale, encoder, Path(work), perturbed)
         results["cells"].append(cell)
         path.write_text(json.dumps(results, indent=2, default=float))
         log.info("%s, %d members, seed %d: %s (%.0f s)", family, n, seed,
@@ -294,10 +332,14 @@ def machine() -> dict[str, str]:
 
 
 def summarise(cells: list[dict]) -> dict[str, dict[str, dict[str, dict[str, list[float]]]]]:
-    """``family -> members -> detector -> metric -> [mean, low, high]`` over seeds."""
+    """``family -> members -> detector -> metric -> [mean, low, high]`` over seeds (``copy_rate`` as a detector
+    row of its own, with its value in every metric's place)."""
     out: dict = {}
     for c in cells:
-        for det, m in c["detectors"].items():
+        rows = dict(c["detectors"])
+        if "copy_rate" in c:
+            rows["copy_rate"] = {k: c["copy_rate"] for k in METRICS}
+        for det, m in rows.items():
             for k in METRICS:
                 out.setdefault(c["family"], {}).setdefault(str(c["members"]), {}).setdefault(det, {}).setdefault(k, []).append(m[k])
     for fam in out.values():

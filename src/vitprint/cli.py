@@ -361,7 +361,7 @@ def cmd_bench(a) -> int:
     from vitprint.benchmark import run_benchmark
     from vitprint.evaluation.bench_report import auc_figures, markdown, update_section
 
-    results = run_benchmark(a.scale, a.out, a.families, a.sizes, a.seeds, speed=not a.no_speed)
+    results = run_benchmark(a.scale, a.out, a.families, a.sizes, a.seeds, speed=not a.no_speed, perturbed=a.perturb)
     command = "vitprint bench " + " ".join(shlex.quote(x) for x in sys.argv[2:]) if a.command_line is None else a.command_line
     if a.docs:
         doc = Path(a.docs)
@@ -560,6 +560,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sizes", nargs="+", type=int, help="member-set sizes (default: the scale's)")
     p.add_argument("--seeds", type=int, help="seeds per cell (default: the scale's)")
     p.add_argument("--no-speed", action="store_true", help="skip the scoring-speed measurements")
+    p.add_argument("--perturb", action="store_true", help="shift (4-8%%), re-window and add noise to the generated images before scoring, as a generator does to a slice it copies")
     p.add_argument("--command-line", help=argparse.SUPPRESS)
     _add_common(p)
     p.set_defaults(func=cmd_bench)

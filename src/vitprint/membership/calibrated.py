@@ -45,11 +45,12 @@ class _ReferenceFolds:
 class _Wrapper(Detector):
     def __init__(self, make: Callable[[], Detector], folds: int = 5, seed: int = 0):
         self.make = make
-        self.inner_cls = type(make())
+        probe = make()  # an instance: its options (its image size, say) may differ from the class defaults
+        self.inner_cls = type(probe)
         self.folds, self.seed = folds, seed
-        self.peer = self.inner_cls.peer
-        self.image_size = self.inner_cls.image_size
-        self.needs_autoencoder = self.inner_cls.needs_autoencoder
+        self.peer = probe.peer
+        self.image_size = probe.image_size
+        self.needs_autoencoder = probe.needs_autoencoder
         self.needs_reference = True
         self.cross_fitted = 0  # real images scored against a reference that excludes them
 

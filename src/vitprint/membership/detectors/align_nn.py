@@ -58,7 +58,7 @@ class AlignNN(Detector):
 
     def __init__(self, align_size: int = 256, max_shift: float = 0.06, max_rotation: float = 10.0,
                  rotation_step: float = 2.5,
-                 candidates: int = 16, bands: tuple[float, ...] = (1.5,), sigma_high: float = 6.0,
+                 candidates: int = 16, bands: tuple[float, ...] = (2.0,), sigma_high: float = 6.0,
                  coarse_size: int = 64,
                  device: str = "cpu"):
         if align_size < 16:
