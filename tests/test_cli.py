@@ -171,3 +171,14 @@ def test_detection_bad_inputs(argv, message, tmp_path, capsys):
     (tmp_path / "r.txt").write_text("a,1\n")
     rc, _, err = _run(capsys, *[a.format(tmp=tmp_path) for a in argv])
     assert rc == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_detect_output_that_is_a_file_is_one_line(tmp_path, capsys):
+    from vitprint.demo import write_membership_split
+
+    write_membership_split(tmp_path, 4, 2, size=32)
+    (tmp_path / "taken").write_text("a file")
+    rc, _, err = _run(capsys, "detect", "--generated", tmp_path / "members", "--members", tmp_path / "dev" / "real_used",
+                      "--non-members", tmp_path / "dev" / "real_not_used", "--out", tmp_path / "taken",
+                      "--detectors", "pixel_nn")
+    assert rc == 2 and "output folder" in err and len(err.strip().splitlines()) == 1, err

@@ -80,3 +80,19 @@ def test_detect_reuses_its_autoencoder_only_for_the_same_generated_images(tmp_pa
     assert (tmp_path / "out" / "autoencoder" / "metrics.jsonl").read_text().count("\n") == log_lines
     with pytest.raises(VitprintError, match="trained on other generated images"):
         detect(resolve_inputs(generated=[other], members=[mem], non_members=[non]), model_config("micro"), cfg, data)
+
+
+def test_inputs_refuse_two_files_with_one_id(tmp_path):
+    for name in ("generated", "real_used", "real_not_used"):
+        (tmp_path / name).mkdir()
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / name / "a.png")
+    Image.fromarray(np.ones((8, 8), np.uint8)).save(tmp_path / "real_used" / "a.bmp")
+    with pytest.raises(VitprintError, match="share the id 'a'"):
+        resolve_inputs(dev=str(tmp_path))
+
+
+def test_detect_checks_weights_and_output_before_work(tmp_path):
+    from vitprint.detection.pipeline import DetectConfig
+
+    with pytest.raises(VitprintError, match="encoder weights not found"):
+        DetectConfig(encoder_weights=str(tmp_path / "missing.safetensors"))

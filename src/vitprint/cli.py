@@ -249,7 +249,8 @@ def cmd_detect(a) -> int:
                        run_names=a.run_names, n_boot=a.bootstrap, seed=a.seed, device=a.device,
                        autoencoder=a.autoencoder, encoder=a.encoder, ae_epochs=a.ae_epochs,
                        ae_batch_size=a.batch_size, ae_lr=a.lr, precision=a.precision, report=not a.no_report,
-                       assume_prevalence=a.assume_prevalence, force=a.force)
+                       assume_prevalence=a.assume_prevalence, force=a.force, encoder_weights=a.encoder_weights,
+                       pretrained_hub=a.pretrained_hub)
     summary = detect(inputs, model_cfg, cfg, _data_cfg(a))
     _print_detection(summary, metric_table)
     if a.fail_on_leak and summary.get("verdict", {}).get("verdict") == LEAK:
@@ -615,7 +616,7 @@ def main(argv: list[str] | None = None) -> int:
         args = _apply_yaml(parser, argv)
         _setup_logging(args)
         return args.func(args)
-    except VitprintError as exc:
+    except ValueError as exc:  # VitprintError and the bad values models reject: the input's fault
         if debug:
             raise
         print(f"vitprint: error: {exc}", file=sys.stderr)
@@ -626,5 +627,6 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # an unexpected failure: one line, the traceback with --debug
         if debug:
             raise
-        print(f"vitprint: error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", file=sys.stderr)
+        print(f"vitprint: error: internal error, please report it as a bug: {type(exc).__name__}: {exc} "
+              "(run with --debug for the traceback)", file=sys.stderr)
         return 1

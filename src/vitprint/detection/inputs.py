@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vitprint.data.folders import list_images
 from vitprint.errors import VitprintError
 
 DEV = ("generated", "real_used", "real_not_used")
@@ -79,4 +80,20 @@ def resolve_inputs(dev: str | None = None, test: str | None = None, generated=()
     for p in [*inp.generated, *inp.members, *inp.non_members, *inp.unknown, *inp.reference]:
         if not p.is_dir():
             raise VitprintError(f"not a folder: {p}")
+    for p in [*inp.members, *inp.non_members, *inp.unknown]:
+        _check_stems(p)
     return inp
+
+
+def _check_stems(folder: Path) -> None:
+    """Ids are file stems: two files with one stem (a.png, a.jpg) in a folder would share an id."""
+    seen: dict[tuple[str, str], Path] = {}
+    try:
+        files = list_images(folder)
+    except VitprintError:
+        return  # an empty folder is reported where the images are read
+    for f in files:
+        key = (f.parent.as_posix(), f.stem)
+        if key in seen:
+            raise VitprintError(f"two images in {f.parent} share the id {f.stem!r}: {seen[key].name} and {f.name}")
+        seen[key] = f

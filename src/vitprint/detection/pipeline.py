@@ -13,6 +13,7 @@ import csv
 import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,8 @@ class DetectConfig:
     device: str = "auto"
     autoencoder: str | None = None
     encoder: str | None = None
+    encoder_weights: str | None = None
+    pretrained_hub: bool = False
     ae_epochs: int = 10
     ae_batch_size: int = 32
     ae_lr: float = 1e-4
@@ -63,6 +66,10 @@ class DetectConfig:
     force: bool = False
 
     def __post_init__(self) -> None:
+        if self.encoder_weights is not None and not Path(self.encoder_weights).is_file():
+            raise VitprintError(f"encoder weights not found: {self.encoder_weights}")
+        if self.encoder is not None and not Path(self.encoder).is_file():
+            raise VitprintError(f"encoder not found: {self.encoder}")
         if self.folds < 2:
             raise VitprintError(f"folds must be >= 2, got {self.folds}")
         if self.target_fpr is not None and not 0 <= self.target_fpr < 1:
@@ -113,7 +120,8 @@ def _autoencoder(inputs_generated: ImageSet, model_cfg: ModelConfig, cfg: Detect
         stamp.write_text(digest + "\n")
         run = RunConfig(out=str(ae_dir), epochs=cfg.ae_epochs, batch_size=cfg.ae_batch_size, seed=cfg.seed,
                         resume=last.is_file(), device=cfg.device, precision=cfg.precision)
-        train_autoencoder(inputs_generated, model_cfg, run, OptimConfig(lr=cfg.ae_lr), data, encoder_path=cfg.encoder)
+        train_autoencoder(inputs_generated, model_cfg, run, OptimConfig(lr=cfg.ae_lr), data, encoder_path=cfg.encoder,
+                          vit_weights=cfg.encoder_weights, pretrained_hub=cfg.pretrained_hub)
     else:
         log.info("reusing the autoencoder in %s (trained on these generated images)", ae_dir)
     return load_autoencoder(best, device), str(best)
@@ -135,7 +143,12 @@ def detect(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, data: Data
     if cfg.decision not in allowed:
         raise VitprintError(f"--decision must be one of {', '.join(allowed)}, got {cfg.decision!r}")
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise VitprintError(f"cannot use {out} as the output folder: {exc.strerror or exc}") from None
+    if not os.access(out, os.W_OK):
+        raise VitprintError(f"cannot write to the output folder {out}")
     stamp = _stamp(inputs, model_cfg, cfg)
     _check_overwrite(out, stamp, cfg.force)
     device = pick_device(cfg.device)
