@@ -60,4 +60,6 @@ def test_the_readme_example_runs_as_written(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     namespace = {}
     exec(compile(block.group(1), "README.md", "exec"), namespace)
-    assert namespace["result"].verdict is not None
+    result = namespace["result"]
+    assert result.verdict["verdict"] == "Leak detected"
+    assert list(result.decisions[-10:]) == [1] * 5 + [0] * 5  # the copied used images among the unknown

@@ -100,9 +100,10 @@ def test_help_documents_every_command(capsys):
 
 
 def test_demo_end_to_end_at_a_tiny_size(tmp_path, capsys):
-    rc, out, err = _run(capsys, "demo", "--out", tmp_path / "d", "--preset", "micro", "--per-class", 3,
-                        "--members", 8, "--test-members", 4, "--n-generated", 24, "--gan-epochs", 2,
-                        "--pretrain-epochs", 1, "--ae-epochs", 1, "--bootstrap", 20)
+    demo_argv = ["demo", "--out", tmp_path / "d", "--preset", "micro", "--per-class", 3, "--members", 8,
+                 "--test-members", 4, "--n-generated", 24, "--gan-epochs", 2, "--pretrain-epochs", 1,
+                 "--ae-epochs", 1, "--bootstrap", 20]
+    rc, out, err = _run(capsys, *demo_argv)
     assert rc == 0, err
     assert "development metrics" in out and "the run file against the hidden test truth" in out
     d = tmp_path / "d"
@@ -120,10 +121,12 @@ def test_demo_end_to_end_at_a_tiny_size(tmp_path, capsys):
     assert rc == 0 and "kappa" in out and json.loads((tmp_path / "m.json").read_text())["run"]["metrics"]
     rc, out, _ = _run(capsys, "evaluate", "--scores", d / "detect" / "scores.csv", "--bootstrap", 20, "--folds", 3)
     assert rc == 0 and "combined" in out and "roc_auc" in out
-    # A second run reuses every finished step.
-    rc, _, err = _run(capsys, "demo", "--out", d, "--preset", "micro", "--per-class", 3, "--members", 8,
-                      "--test-members", 4, "--n-generated", 24, "--bootstrap", 20)
+    # A second run reuses every finished step: no checkpoint is rewritten.
+    ckpts = sorted(d.rglob("*.safetensors"))
+    mtimes = [p.stat().st_mtime_ns for p in ckpts]
+    rc, _, err = _run(capsys, *demo_argv)
     assert rc == 0, err
+    assert ckpts and [p.stat().st_mtime_ns for p in ckpts] == mtimes
 
 
 def test_detect_with_explicit_folders_and_no_labels(tmp_path, capsys):
@@ -182,3 +185,23 @@ def test_detect_output_that_is_a_file_is_one_line(tmp_path, capsys):
                       "--non-members", tmp_path / "dev" / "real_not_used", "--out", tmp_path / "taken",
                       "--detectors", "pixel_nn")
     assert rc == 2 and "output folder" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_fail_on_leak_exits_3_and_members_in_the_reference_are_refused(tmp_path, capsys):
+    import shutil
+
+    from vitprint.demo import write_membership_split
+
+    write_membership_split(tmp_path, 6, 2, size=32)
+    gen = tmp_path / "gen"
+    shutil.copytree(tmp_path / "dev" / "real_used", gen)  # a generator that copied its training images
+    for f in gen.iterdir():
+        f.rename(f.with_name("g_" + f.name))
+    argv = ["detect", "--generated", gen, "--members", tmp_path / "dev" / "real_used",
+            "--non-members", tmp_path / "dev" / "real_not_used", "--detectors", "pixel_nn", "--bootstrap", 20,
+            "--out", tmp_path / "det", "--no-report"]
+    rc, out, err = _run(capsys, *argv, "--fail-on-leak")
+    assert rc == 3, err
+    assert out.startswith("Leak detected")
+    rc, _, err = _run(capsys, *argv, "--force", "--reference", tmp_path / "dev" / "real_used")
+    assert rc == 2 and "also in the reference set" in err

@@ -82,3 +82,27 @@ def test_leak_estimate_counts_the_members_beyond_chance():
     est = leak_estimate(s, y, n_boot=200)
     assert est["count_low"] <= est["count"] <= est["count_high"]
     assert 17 <= est["count"] <= 23 and est["fraction"] == pytest.approx(est["count"] / 100)
+
+
+def test_cross_fitted_scores_never_make_the_verdict():
+    """A score that separates only because held-out images had their neighbours in the reference is shown,
+    but neither tested for the verdict nor chosen to decide."""
+    from vitprint.detection.assess import AssessConfig, assess
+
+    rng = np.random.default_rng(5)
+    y = np.repeat([0, 1], 20)
+    values = {"honest": rng.normal(size=40), "honest_cal": y * 3.0 + rng.normal(size=40)}
+    pixels = rng.integers(0, 256, (40, 16, 16), dtype=np.uint8)
+    evaluation, summary, decided = assess(values, y, np.zeros(40, bool), pixels, AssessConfig(n_boot=50),
+                                          not_for_verdict={"honest_cal": 20})
+    assert summary["verdict"]["verdict"] == NO_EVIDENCE and summary["verdict"]["primary"] == "honest"
+    assert decided.primary == "honest" and set(evaluation["auto_choices"]) == {"honest"}
+    assert summary["not_for_verdict"] == ["honest_cal"]
+    assert "honest_cal" in summary["development"]  # still reported
+
+
+def test_leak_estimate_is_near_zero_without_a_leak_even_with_few_not_used_images():
+    rng = np.random.default_rng(6)
+    counts = [leak_estimate(rng.normal(size=30), np.r_[np.ones(15), np.zeros(15)].astype(int), n_boot=0)["count"]
+              for _ in range(200)]
+    assert np.mean(counts) < 0.6  # with the 1% correction alone it would be about 1

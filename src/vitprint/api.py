@@ -25,9 +25,10 @@ from vitprint.detection.roles import check_roles
 from vitprint.detection.runfile import write_run
 from vitprint.errors import VitprintError
 from vitprint.membership.base import unique_images
-from vitprint.membership.scoring import compute_scores, resize_pixels
+from vitprint.membership.scoring import check_options, compute_scores, resize_pixels
 
 API_DETECTORS = ("pixel_nn", "mc", "align_nn", "copy_nn")
+CONTEXT = ("autoencoder", "device", "cache_dir", "batch_size", "precision")  # shared by any detector that wants them
 
 
 @dataclass
@@ -111,6 +112,7 @@ def detect(generated, real, *, labels: Sequence[int] | None = None, reference=No
     ``recon``/``latent_nn`` pass ``options={"autoencoder": model}``).
     """
     options = dict(options or {})
+    check_options(tuple(detectors), {k: v for k, v in options.items() if k not in CONTEXT})
     _, gen_paths, gen = _as_images(generated, image_size, data, "generated")
     ids, real_paths, real_px = _as_images(real, image_size, data, "real")
     ref_paths, ref = (None, None)
@@ -133,7 +135,8 @@ def detect(generated, real, *, labels: Sequence[int] | None = None, reference=No
     scores = compute_scores(real_px, gen, tuple(detectors), {"seed": seed, **options}, ref)
     unknown = y < 0
     _, summary, decided = assess(scores.values, y, unknown, real_px,
-                                 AssessConfig(folds, n_boot, seed, target_fpr, decision, assume_prevalence))
+                                 AssessConfig(folds, n_boot, seed, target_fpr, decision, assume_prevalence),
+                                 not_for_verdict=scores.cross_fitted)
     summary.update(detectors=list(scores.values), peers=scores.peers, generated=int(len(gen)),
                    generated_duplicates_dropped=int(n_given - len(keep)))
     if scores.cross_fitted:

@@ -186,10 +186,10 @@ def run_cell(family: str, n: int, seed: int, scale: Scale, encoder: str | None, 
                     family=family)
     gen = load_generator(work / "gen" / "checkpoints" / "last.safetensors")
     samples = np.concatenate(list(sample(gen, scale.n_generated, seed=seed)))
+    rate = copy_rate(samples, reals[:n], reals[n:])  # the generator's own memorisation, before any perturbation
     if perturbed:
         samples = perturb(samples, seed)
     generated = _set(samples, "generated")
-    rate = copy_rate(samples, reals[:n], reals[n:])
     t_gen = time.perf_counter() - t0
     train_autoencoder(generated, cfg, RunConfig(out=str(work / "ae"), epochs=scale.ae_epochs,
                                                 batch_size=scale.batch_size, seed=seed),
@@ -201,8 +201,7 @@ def run_cell(family: str, n: int, seed: int, scale: Scale, encoder: str | None, 
                             reference=reference)
     metrics = heldout_metrics(scores.values, labels, seed)
     return {"family": family, "members": n, "seed": seed, "generator_epochs": epochs, "perturbed": perturbed,
-            "copy_rate": rate, "peers": [d for d in scores.values if d.removesuffix("_cal") in scores.peers
-                                        or d.endswith("_cal") and d.startswith("pixel_nn")],
+            "copy_rate": rate, "peers": [d for d in scores.values if d in scores.peers],
             "seconds": time.perf_counter() - t0, "generator_seconds": t_gen, "detectors": metrics}
 
 

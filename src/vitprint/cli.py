@@ -309,9 +309,11 @@ def cmd_evaluate(a) -> int:
         if not keep.any():
             raise VitprintError(f"no row of {a.scores} has a label; give --truth (a development folder or an id,label CSV)")
         values, labels = {k: v[keep] for k, v in values.items()}, labels[keep]
-        results = evaluate_scores(values, labels, a.folds, a.bootstrap, a.seed, a.target_fpr)["results"]
+        evaluation = evaluate_scores(values, labels, a.folds, a.bootstrap, a.seed, a.target_fpr)
+        print(evaluation["verdict"]["sentence"])
+        results = {"verdict": evaluation["verdict"], **evaluation["results"]}
         keys = ("accuracy", "kappa", "f1", "roc_auc", "tpr_at_1pct_fpr")
-    print(metric_table(results, keys))
+    print(metric_table({k: v for k, v in results.items() if k != "verdict"}, keys))
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps(results, indent=2, default=float))
@@ -479,7 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("detect", help="score real images, decide which were used for training, write the run file and report",
-                       description="Detect training-data usage. Give the challenge's folders (--dev with generated/, real_used/, real_not_used/; --test with generated/, real_unknown/) or explicit folders. Trains the ViT autoencoder on the generated images (or loads --autoencoder), computes every score, cross-validates decisions on the labelled images, writes scores.csv, evaluation.json, run.txt (for unknown images) and report.html.")
+                       description="Detect training-data usage. Give the challenge's folders (--dev with generated/, real_used/, real_not_used/; --test with generated/, real_unknown/) or explicit folders. Checks that no image sits in two roles, runs the detectors (training the ViT autoencoder on the generated images for recon/latent_nn, or loading --autoencoder), gives one verdict with controls that can fail (permutation null, blind baseline), cross-validates decisions on the labelled images, and writes scores.csv, decisions.csv, evaluation.json, run.txt (for unknown images) and report.html.")
     g = p.add_argument_group("inputs")
     g.add_argument("--dev", metavar="DIR", help="development folder: generated/, real_used/, real_not_used/")
     g.add_argument("--test", metavar="DIR", help="test folder: generated/, real_unknown/")
@@ -520,7 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_detect)
 
     p = sub.add_parser("evaluate", help="metrics with confidence intervals for a run file or a scores file",
-                       description="Accuracy, precision, recall, F1, Cohen's kappa (and for scores: ROC-AUC, average precision, TPR at 1%% and 0.1%% FPR, cross-validated decisions, the member-vs-member control), each with a bootstrap 95%% interval.")
+                       description="Accuracy, precision, recall, F1, Cohen's kappa (and for scores: ROC-AUC, average precision, TPR at 1%% and 0.1%% FPR, cross-validated decisions, permutation p-values and the verdict), each with a bootstrap 95%% interval.")
     p.add_argument("--run", metavar="RUN_FILE", help="a run file (<id>,<0|1> lines)")
     p.add_argument("--scores", metavar="CSV", help="a scores.csv written by 'vitprint detect'")
     p.add_argument("--truth", metavar="DIR_OR_CSV", help="a development folder (real_used/, real_not_used/) or a CSV of id,label")

@@ -8,7 +8,7 @@
    (``generated``).
 4. Encoder pretraining, then detection: the autoencoder trained on the
    generated images, every score, cross-validated decisions, metrics with
-   intervals, the member-vs-member control and the HTML report.
+   intervals, the verdict with its controls and the HTML report.
 """
 
 from __future__ import annotations

@@ -27,10 +27,15 @@ class AssessConfig:
     assume_prevalence: float | None = None
 
 
-def assess(values: dict[str, np.ndarray], labels, unknown, pixels, cfg: AssessConfig = AssessConfig()):
+def assess(values: dict[str, np.ndarray], labels, unknown, pixels, cfg: AssessConfig = AssessConfig(),
+           not_for_verdict=()):
     """``(evaluation or None, summary entries, Decided)`` for real images with labels 1/0 (-1 = unknown).
 
-    ``pixels`` are the real images (the blind baseline reads the labelled ones).
+    ``pixels`` are the real images (the blind baseline reads the labelled ones). Scores named in
+    ``not_for_verdict`` (those that cross-fitted some real images against a reference holding their
+    neighbours) are reported but neither tested for the verdict nor chosen by ``auto``: a held-out image
+    and its neighbouring slices in the reference would make it look unlike the generated set for a
+    reason that has nothing to do with the generator.
     """
     labels = np.asarray(labels)
     labelled = labels >= 0
@@ -40,18 +45,23 @@ def assess(values: dict[str, np.ndarray], labels, unknown, pixels, cfg: AssessCo
         raise VitprintError(f"decision must be one of {', '.join(allowed)}, got {cfg.decision!r}")
     summary: dict[str, Any] = {}
     evaluation = None
-    if labelled.any():
-        y = labels[labelled]
+    candidates = [n for n in values if n not in set(not_for_verdict)] or list(values)
+    if not_for_verdict:
+        summary["not_for_verdict"] = sorted(set(not_for_verdict) & set(values))
+    y = labels[labelled]
+    if labelled.any() and min((y == 0).sum(), (y == 1).sum()) >= 2:
         feats = {n: v[labelled] for n, v in values.items()}
-        blind = blind_baseline(np.asarray(pixels)[labelled], y, cfg.folds, cfg.seed, cfg.n_boot or 200)
-        evaluation = evaluate_scores(feats, y, cfg.folds, cfg.n_boot, cfg.seed, cfg.target_fpr, blind)
+        blind = blind_baseline(np.asarray(pixels)[labelled], y, cfg.folds, cfg.seed, cfg.n_boot)
+        evaluation = evaluate_scores(feats, y, cfg.folds, cfg.n_boot, cfg.seed, cfg.target_fpr, blind, candidates)
         primary = evaluation["verdict"]["primary"]
         summary.update(verdict=evaluation["verdict"], blind_baseline=blind, development=evaluation["results"],
                        auto_choices=evaluation["auto_choices"],
                        leak_estimate={"detector": primary,
-                                      **leak_estimate(feats[primary], y, n_boot=cfg.n_boot or 200, seed=cfg.seed)})
+                                      **leak_estimate(feats[primary], y, n_boot=cfg.n_boot, seed=cfg.seed)})
         log.info("verdict: %s", evaluation["verdict"]["sentence"])
-    decided = decide_all(values, labels, unknown, evaluation, cfg)
+    elif labelled.any():
+        log.warning("the labelled images need at least 2 used and 2 not-used ones to be assessed; they are not")
+    decided = decide_all(values, labels, unknown, evaluation, cfg, candidates)
     summary["run_decision_rule"] = decided.rule
     if unknown.any():
         summary["run_decision"] = decided.sentence
@@ -79,21 +89,34 @@ def _platt(train_s, train_y, s) -> np.ndarray:
     return m.predict_proba(np.asarray(s, float)[:, None])[:, 1]
 
 
-def decide_all(values, labels, unknown, evaluation, cfg: AssessConfig) -> Decided:
+def _out_of_fold_platt(scores, y, folds: int, seed: int) -> np.ndarray:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    folds = max(2, min(folds, int(min((y == 0).sum(), (y == 1).sum()))))
+    return cross_val_predict(LogisticRegression(C=1.0), np.asarray(scores, float)[:, None], y,
+                             cv=StratifiedKFold(folds, shuffle=True, random_state=seed), method="predict_proba")[:, 1]
+
+
+def decide_all(values, labels, unknown, evaluation, cfg: AssessConfig, candidates=None) -> Decided:
     """Decide every real image: labelled ones out-of-fold (as in the metrics), unknown ones by the rule
     fitted on all labelled images, or by an assumed prevalence when there are no labels."""
     labels_all = np.asarray(labels)
     labelled = labels_all >= 0
     n = len(labels_all)
     y = labels_all[labelled]
-    if labelled.any() and len(np.unique(y)) == 2:
-        fitted = fit_decision({k: v[labelled] for k, v in values.items()}, y, cfg.decision, cfg.target_fpr, cfg.seed)
+    if evaluation is not None:
+        fitted = fit_decision({k: v[labelled] for k, v in values.items()}, y, cfg.decision, cfg.target_fpr, cfg.seed,
+                              candidates)
         score = fitted.decision_function(values)
         decisions = fitted.predict(values)
         row = "combined" if fitted.combiner is not None else ("auto" if cfg.decision == "auto" else fitted.primary)
         decisions[labelled] = evaluation["cv_decisions"][row]
         p_used = _platt(score[labelled], y, score)
-        dev_fpr = float((fitted.predict({k: v[labelled] for k, v in values.items()})[y == 0]).mean())
+        # Labelled images: P(used) out of fold, like their decisions.
+        p_used[labelled] = _out_of_fold_platt(evaluation["cv_scores"][row], y, cfg.folds, cfg.seed)
+        # The false-positive rate the rule shows out of fold (in-sample it would flatter itself).
+        dev_fpr = float(evaluation["cv_decisions"][row][y == 0].mean())
         what = "the combiner" if fitted.combiner is not None else fitted.primary
         d = Decided(fitted.primary, score, p_used, decisions, fitted.to_dict())
         n_unknown = int(unknown.sum())
@@ -109,7 +132,9 @@ def decide_all(values, labels, unknown, evaluation, cfg: AssessConfig) -> Decide
         raise VitprintError("no labelled development images to fit a decision: give used and not-used images "
                             "(--dev, or --members and --non-members), or state the expected share of used images "
                             "with --assume-prevalence")
-    name = cfg.decision if cfg.decision in values else next(iter(values))
+    name = cfg.decision if cfg.decision in values else (candidates or list(values))[0]
+    if cfg.decision not in values:
+        log.warning("no labels to choose a detector with: deciding by %s (name one with --decision)", name)
     score = np.asarray(values[name], float)
     t = float(np.quantile(score[unknown], 1 - cfg.assume_prevalence))
     decisions = (score > t).astype(int)

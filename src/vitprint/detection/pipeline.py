@@ -1,10 +1,10 @@
 """The detection job: read the sets, train or load the autoencoder, score, decide, write.
 
 Outputs in ``out``: ``scores.csv`` (every real image, every score, the label
-where known), ``evaluation.json`` (cross-validated development metrics with
-bootstrap intervals, the member-vs-member control, thresholds, combiner
-weights), ``run.txt`` (the challenge run file, when there are unknown images)
-and ``report.html``.
+where known), ``decisions.csv`` (every real image's decision), ``evaluation.json``
+(the verdict and controls, cross-validated development metrics with bootstrap
+intervals and p-values, the fitted threshold or combiner weights), ``run.txt``
+(the challenge run file, when there are unknown images) and ``report.html``.
 """
 
 from __future__ import annotations
@@ -110,10 +110,16 @@ def _autoencoder(inputs_generated: ImageSet, model_cfg: ModelConfig, cfg: Detect
     ae_dir = Path(cfg.out) / "autoencoder"
     last, best = checkpoint_paths(ae_dir)
     stamp = ae_dir / "generated.sha1"
-    digest = hashlib.sha1(np.ascontiguousarray(inputs_generated.pixels)).hexdigest()
+    # The images and everything that shapes the trained model: other settings mean another autoencoder.
+    import dataclasses
+
+    settings = json.dumps({"model": dataclasses.asdict(model_cfg), "epochs": cfg.ae_epochs, "lr": cfg.ae_lr,
+                           "batch": cfg.ae_batch_size, "seed": cfg.seed, "encoder": cfg.encoder,
+                           "weights": cfg.encoder_weights, "hub": cfg.pretrained_hub}, sort_keys=True, default=str)
+    digest = hashlib.sha1(np.ascontiguousarray(inputs_generated.pixels).tobytes() + settings.encode()).hexdigest()
     if stamp.is_file() and stamp.read_text().strip() != digest:
-        raise VitprintError(f"{ae_dir} holds an autoencoder trained on other generated images; "
-                            "choose another --out (or pass --autoencoder to reuse it on purpose)")
+        raise VitprintError(f"{ae_dir} holds an autoencoder trained on other generated images or with other "
+                            "settings; choose another --out (or pass --autoencoder to reuse it on purpose)")
     if not best.is_file() or not (ae_dir / "summary.json").is_file():
         log.info("training the %s autoencoder on %d generated images", model_cfg.vit, len(inputs_generated))
         ae_dir.mkdir(parents=True, exist_ok=True)
@@ -139,6 +145,10 @@ def _write_scores(path: Path, reals: RealSet, values: dict[str, np.ndarray], nam
 
 def detect(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, data: DataConfig = DataConfig()) -> dict[str, Any]:
     """Run the whole job; returns the evaluation summary (also written as JSON)."""
+    lonely = [d for d in cfg.scores.detectors if detector_class(d).needs_reference]
+    if lonely and not inputs.reference:
+        raise VitprintError(f"{', '.join(lonely)} needs a reference set (real images the generator never saw): "
+                            "give --reference")
     allowed = [*DECISIONS, *score_names(cfg.scores.detectors, bool(inputs.reference))]
     if cfg.decision not in allowed:
         raise VitprintError(f"--decision must be one of {', '.join(allowed)}, got {cfg.decision!r}")
@@ -197,7 +207,7 @@ def detect(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, data: Data
     unknown = reals.groups == "unknown"
     evaluation, assessment, decided = assess(values, reals.labels, unknown, np.asarray(reals.images.pixels),
                                              AssessConfig(cfg.folds, cfg.n_boot, cfg.seed, cfg.target_fpr, cfg.decision,
-                                                          cfg.assume_prevalence))
+                                                          cfg.assume_prevalence), not_for_verdict=scores.cross_fitted)
     summary.update(assessment)
     if unknown.any():
         ids = [reals.images.paths[i] for i in np.flatnonzero(unknown)]

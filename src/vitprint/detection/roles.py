@@ -62,5 +62,10 @@ def check_roles(real_paths, real_groups, real_pixels, generated_paths, reference
         if ref_gen:
             raise VitprintError(f"{len(ref_gen)} file(s) are both generated and reference, e.g. {ref_gen[0]}")
         ref_keys = set(pixel_hashes(reference_pixels)) | {str(Path(p).resolve()) for p in reference_paths}
-        overlap = sum(1 for p, h in zip(paths, hashes) if p in ref_keys or h in ref_keys)
+        shared = [i for i, (p, h) in enumerate(zip(paths, hashes)) if p in ref_keys or h in ref_keys]
+        used = [i for i in shared if groups[i] == "member"]
+        if used:
+            raise VitprintError(f"{len(used)} used image(s) are also in the reference set, which must hold images "
+                                f"the generator never saw, e.g. {real_paths[used[0]]}")
+        overlap = len(shared)
     return {"reference_overlap": overlap}

@@ -118,7 +118,7 @@ def write_report(out: Path, reals, generated, scores, evaluation, model, cfg, ru
 
 def _evidence(reals, generated, scores, summary: dict, fig: Path) -> str:
     """The most suspicious real images (every role) beside their nearest generated image, by one named detector."""
-    primary = summary.get("verdict", {}).get("primary") or (summary.get("run_decision_rule") or {}).get("primary")
+    primary = (summary.get("run_decision_rule") or {}).get("primary") or summary.get("verdict", {}).get("primary")
     name = primary if primary in scores.nearest else next((n for n in ("align_nn", "copy_nn", "pixel_nn")
                                                            if n in scores.nearest), next(iter(scores.nearest), None))
     if name is None:

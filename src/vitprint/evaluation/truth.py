@@ -90,15 +90,17 @@ def read_scores(path: str | Path) -> tuple[list[str], dict[str, np.ndarray], np.
 
 
 def evaluate_scores(values: dict[str, np.ndarray], labels: np.ndarray, folds: int = 5, n_boot: int = 1000,
-                    seed: int = 0, target_fpr: float | None = None, blind: dict | None = None) -> dict[str, Any]:
+                    seed: int = 0, target_fpr: float | None = None, blind: dict | None = None,
+                    candidates=None) -> dict[str, Any]:
     """Cross-validated metrics of every score, the combiner and the auto choice, with intervals,
     permutation p-values (Holm-corrected across detectors) and the verdict.
 
     Returns ``{"results": {name: {metrics, intervals[, p_value, p_holm]}}, "cv_scores": {name: scores},
     "auto_choices": [...], "verdict": {...}}``.
     """
-    cv = cross_validate(values, labels, folds, seed, target_fpr)
-    verdict, tests = decide_verdict(values, labels, blind, seed=seed)
+    cv = cross_validate(values, labels, folds, seed, target_fpr, candidates)
+    tested = {n: v for n, v in values.items() if candidates is None or n in candidates} or values
+    verdict, tests = decide_verdict(tested, labels, blind, seed=seed)
     out = {}
     for name, s in cv.scores.items():
         m = binary_metrics(labels, cv.decisions[name], s)
@@ -106,6 +108,9 @@ def evaluate_scores(values: dict[str, np.ndarray], labels: np.ndarray, folds: in
                      "intervals": bootstrap_intervals(labels, cv.decisions[name], s, n_boot, seed) if n_boot else {}}
         if name in tests:
             out[name].update(p_value=tests[name]["p_value"], p_holm=tests[name]["p_holm"])
+    auto_auc = out["auto"]["metrics"]["roc_auc"]
+    verdict.sentence += f" The detector chosen inside cross-validation reaches ROC-AUC {auto_auc:.2f} out of fold."
+    verdict.cv_auc = auto_auc
     return {"results": out, "cv_scores": cv.scores, "cv_decisions": cv.decisions, "auto_choices": cv.auto_choices,
             "folds": cv.folds,
             "verdict": verdict.to_dict()}

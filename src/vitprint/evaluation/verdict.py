@@ -90,15 +90,17 @@ def leak_estimate(scores, labels, quantile: float = 0.99, n_boot: int = 1000, se
     """How many used images are recognisably in the generated set.
 
     Count of used images scoring above the ``quantile`` of the not-used ones,
-    minus the count expected by chance (``1 - quantile`` of the used images),
+    minus the count expected by chance (the share of not-used images above it),
     with a bootstrap 95% interval; also as a fraction of the used images.
     """
     s, y = np.asarray(scores, float), np.asarray(labels, int)
 
     def excess(si, yi):
+        # The chance rate is what the not-used images themselves show above the bar: with few of them the
+        # quantile sits near their maximum and is passed by more than 1 - quantile of any set.
         bar = np.quantile(si[yi == 0], quantile)
-        used = si[yi == 1]
-        return float((used > bar).sum() - (1 - quantile) * len(used))
+        used, chance = si[yi == 1], float((si[yi == 0] > bar).mean())
+        return float((used > bar).sum() - chance * len(used))
 
     point = excess(s, y)
     rng = np.random.default_rng(seed)
@@ -126,6 +128,7 @@ class Verdict:
     blind_auc: float = float("nan")
     blind_auc_high: float = float("nan")
     confounded: bool = False
+    cv_auc: float = float("nan")  # the cross-validated choice's out-of-fold AUC
 
     def to_dict(self) -> dict:
         return asdict(self)

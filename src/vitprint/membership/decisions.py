@@ -113,15 +113,16 @@ def _auc(y, s) -> float:
     return float(roc_auc_score(y, s)) if len(np.unique(y)) == 2 else float("nan")
 
 
-def select_primary(features: dict[str, np.ndarray], labels) -> str:
-    """The name of the score with the highest ROC-AUC on these labelled images (first on ties)."""
+def select_primary(features: dict[str, np.ndarray], labels, candidates=None) -> str:
+    """The name of the score with the highest ROC-AUC on these labelled images (first on ties), among
+    ``candidates`` (default: all)."""
     y = _check_labels(labels)
-    aucs = {n: _auc(y, s) for n, s in features.items()}
+    aucs = {n: _auc(y, s) for n, s in features.items() if candidates is None or n in candidates}
     return max(aucs, key=lambda n: (aucs[n], -list(features).index(n)))
 
 
 def fit_decision(features: dict[str, np.ndarray], labels, decision: str = "auto",
-                 target_fpr: float | None = None, seed: int = 0) -> "Decision":
+                 target_fpr: float | None = None, seed: int = 0, candidates=None) -> "Decision":
     """Fit the rule that decides unknown images: a primary score's threshold, or the combiner."""
     y = _check_labels(labels)
     names = list(features)
@@ -129,7 +130,7 @@ def fit_decision(features: dict[str, np.ndarray], labels, decision: str = "auto"
         X = np.stack([features[n] for n in names], 1)
         comb = Combiner(target_fpr=target_fpr, seed=seed).fit(X, y)
         return Decision("combined", names, comb.threshold_.threshold_, comb)
-    name = select_primary(features, y) if decision == "auto" else decision
+    name = select_primary(features, y, candidates) if decision == "auto" else decision
     if name not in features:
         raise VitprintError(f"decision must be one of {', '.join(DECISIONS + tuple(names))}, got {decision!r}")
     return Decision(name, names, Threshold(target_fpr).fit(features[name], y).threshold_)
@@ -170,7 +171,7 @@ class CrossValidated:
 
 
 def cross_validate(features: dict[str, np.ndarray], labels, folds: int = 5, seed: int = 0,
-                   target_fpr: float | None = None) -> CrossValidated:
+                   target_fpr: float | None = None, candidates=None) -> CrossValidated:
     """Decide every labelled image with rules fitted on the other folds.
 
     Rows: every score, ``combined`` and ``auto`` (the primary score chosen on
@@ -195,7 +196,7 @@ def cross_validate(features: dict[str, np.ndarray], labels, folds: int = 5, seed
         for n in names:
             t = Threshold(target_fpr).fit(scores[n][train], y[train])
             decisions[n][test] = t.predict(scores[n][test])
-        pick = select_primary({n: scores[n][train] for n in names}, y[train])
+        pick = select_primary({n: scores[n][train] for n in names}, y[train], candidates)
         choices.append(pick)
         # Out-of-fold scores of different primaries are on different scales;
         # rank them within the fold so the row's AUC is still meaningful.

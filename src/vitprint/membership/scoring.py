@@ -19,6 +19,19 @@ log = logging.getLogger(__name__)
 DEFAULT_DETECTORS = ("recon", "latent_nn", "pixel_nn", "mc", "align_nn", "copy_nn")
 
 
+WRAPPER_OPTIONS = ("ref_folds",)  # taken by the calibrated / cross-fitted wrappers
+
+
+def check_options(detectors, options: dict[str, Any]) -> None:
+    """Refuse an option none of ``detectors`` takes (a typo would otherwise be ignored silently)."""
+    for key in options:
+        if key in WRAPPER_OPTIONS:
+            continue
+        if not any(key in accepted_options(detector_class(d), {key: None}) for d in detectors):
+            raise VitprintError(f"detector option {key!r} is taken by none of the detectors chosen "
+                                f"({', '.join(detectors)})")
+
+
 @dataclass
 class ScoreConfig:
     """Which detectors run, and the options they share."""
@@ -41,11 +54,7 @@ class ScoreConfig:
             raise VitprintError(f"k must be >= 1, got {self.k}")
         if self.pixel_size < 4:
             raise VitprintError(f"pixel_size must be >= 4, got {self.pixel_size}")
-        for key in self.extra:
-            takers = [d for d in self.detectors if key in accepted_options(detector_class(d), {key: None})]
-            if not takers:
-                raise VitprintError(f"detector option {key!r} is taken by none of the detectors chosen "
-                                    f"({', '.join(self.detectors)})")
+        check_options(self.detectors, self.extra)
 
     def options(self, **context) -> dict[str, Any]:
         """The options handed to every detector, plus the job's context (autoencoder, device, seed)."""
@@ -136,4 +145,6 @@ def compute_scores(
     for d in detectors:
         if detector_class(d).needs_reference and ref_px is None:
             log.warning("%s needs a reference set (real images the generator never saw); skipped", d)
+    if not out.values:
+        raise VitprintError(f"none of the detectors ({', '.join(detectors)}) could run: they need a reference set")
     return out

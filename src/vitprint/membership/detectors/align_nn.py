@@ -4,10 +4,11 @@ For each real image, the generated images that align best with it at low
 resolution (``coarse_size``, every generated image, by the same correlation)
 are the candidates; each candidate is then compared at full resolution by the maximum normalised cross-correlation over every shift up to
 ``max_shift`` pixels and rotations up to ``max_rotation`` degrees (a grid at
-low resolution, refined at full resolution), computed with FFTs. Both images are band-passed first (differences of Gaussians, in a few
-bands whose correlations are averaged): the broad anatomy every slice shares
-weighs little, the detail a copy keeps (vessels, texture) weighs much, and a
-blurred copy still matches in the broader bands. Normalised correlation ignores
+low resolution, refined at full resolution), computed with FFTs. Both images are band-passed first (a difference of Gaussians, 2-6 px at
+256 px by default; with several ``bands`` their correlations are averaged):
+the broad anatomy every slice shares weighs little, the detail a copy keeps
+(vessels, texture) weighs much, and pixel noise and a little blur are filtered
+out. Normalised correlation ignores
 brightness and contrast changes, so re-windowed copies still match.
 
 Score = the best correlation (in [-1, 1]); the nearest generated image is the

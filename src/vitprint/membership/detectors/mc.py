@@ -12,6 +12,7 @@ smoothed count, in pixel space at ``pixel_size``.
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import logsumexp
 
 from vitprint.errors import VitprintError
 from vitprint.membership.base import Detector, as_pixels
@@ -39,12 +40,13 @@ class MonteCarlo(Detector):
         convert = pixel_vectors(self.pixel_size)
         d, _ = knn_distances(convert(self.generated_), self.generated_, k=2, metric="l2", to_vectors=convert,
                              device=self.device, progress=False)
-        self.epsilon_ = max(float(np.quantile(d[:, 1], self.quantile)), 1e-6)  # column 0 is the image itself
+        # Column 0 is the image itself (or a pixel-identical duplicate): the nearest other image is column 1.
+        self.epsilon_ = max(float(np.quantile(d[:, 1], self.quantile)), 1e-6)
         return self
 
     def _score(self, real):
         convert = pixel_vectors(self.pixel_size)
         d, idx = knn_distances(convert(real), self.generated_, k=self.k, metric="l2", to_vectors=convert,
                                device=self.device, progress=False)
-        smoothed = np.exp(-0.5 * (d.astype(np.float64) / self.epsilon_) ** 2).sum(1)
-        return np.log(smoothed + 1e-300), idx[:, 0]
+        # log of the smoothed count, computed in the log domain so far images still rank
+        return logsumexp(-0.5 * (d.astype(np.float64) / self.epsilon_) ** 2, axis=1), idx[:, 0]
