@@ -3,7 +3,7 @@ import pytest
 from PIL import Image
 
 from vitprint.detection.inputs import challenge_folder, resolve_inputs
-from vitprint.detection.runfile import validate_run, write_run
+from vitprint.evaluation.runfile import validate_run, write_run
 from vitprint.errors import VitprintError
 from vitprint.models.presets import model_config
 

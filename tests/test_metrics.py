@@ -45,3 +45,25 @@ def test_evaluate_run_against_a_truth_csv(tmp_path):
     (tmp_path / "run.txt").write_text("a.png,1\nb.png,1\nc.png,1\nd.png,0\n")
     res, missing = evaluate_run(tmp_path / "run.txt", read_truth(tmp_path / "truth.csv"), n_boot=50)
     assert missing == 0 and res["run"]["metrics"]["accuracy"] == pytest.approx(0.75)
+
+
+def test_run_files_are_read_by_one_parser_with_clear_errors(tmp_path):
+    from vitprint.errors import VitprintError
+    from vitprint.evaluation.runfile import parse_run
+
+    truth = {"a": 1, "b": 0}
+    rep = tmp_path / "rep.txt"
+    rep.write_text("a,1\r\nb,0\r\na,0\r\n")
+    with pytest.raises(VitprintError, match="line 3: 'a' repeats line 1"):
+        evaluate_run(rep, truth, n_boot=0)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    with pytest.raises(VitprintError, match="is empty"):
+        evaluate_run(empty, truth, n_boot=0)
+    wide = tmp_path / "utf16.txt"
+    wide.write_bytes("a,1\nb,0\n".encode("utf-16"))
+    assert parse_run(wide) == (["a", "b"], [1, 0])
+    binary = tmp_path / "bin.txt"
+    binary.write_bytes(b"\x89PNG\x00\xff\xfe\xfa")
+    with pytest.raises(VitprintError, match="not a text file|expected"):
+        parse_run(binary)

@@ -22,7 +22,7 @@ from vitprint.data.folders import list_images
 from vitprint.data.sources import read_files
 from vitprint.detection.assess import AssessConfig, assess
 from vitprint.detection.roles import check_roles
-from vitprint.detection.runfile import write_run
+from vitprint.evaluation.runfile import write_run
 from vitprint.errors import VitprintError
 from vitprint.membership.base import unique_images
 from vitprint.membership.scoring import check_options, compute_scores, resize_pixels

@@ -322,7 +322,7 @@ def cmd_evaluate(a) -> int:
 
 
 def cmd_validate_run(a) -> int:
-    from vitprint.detection.runfile import validate_run
+    from vitprint.evaluation.runfile import validate_run
 
     problems = validate_run(a.run, a.images)
     if problems:

@@ -26,7 +26,7 @@ from vitprint.data.sources import cache_dir, read_folders, subset
 from vitprint.membership.base import unique_images
 from vitprint.detection.inputs import Inputs
 from vitprint.detection.roles import check_roles
-from vitprint.detection.runfile import run_id, write_run
+from vitprint.evaluation.runfile import run_id, validate_run, write_run
 from vitprint.membership.decisions import DECISIONS
 from vitprint.membership.registry import detector_class
 from vitprint.membership.scoring import ScoreConfig, compute_scores, score_names
@@ -212,6 +212,11 @@ def detect(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, data: Data
     if unknown.any():
         ids = [reals.images.paths[i] for i in np.flatnonzero(unknown)]
         path = write_run(out / "run.txt", ids, decided.labels[unknown], names=cfg.run_names)
+        if len(inputs.unknown) == 1:  # the task validator's own checks on what we are about to hand in
+            problems = validate_run(path, inputs.unknown[0])
+            if problems:
+                raise VitprintError(f"the run file {path} does not pass the validator: {'; '.join(problems[:3])} "
+                                    "(an unreadable test image is skipped; fix or remove it)")
         summary["run_file"] = str(path)
         log.info("run file: %s: %s", path, decided.sentence)
     _write_decisions(out / "decisions.csv", reals, decided, scores, generated, cfg.run_names)

@@ -11,6 +11,7 @@ import numpy as np
 from vitprint.data.folders import list_images
 from vitprint.errors import VitprintError
 from vitprint.evaluation.metrics import binary_metrics, bootstrap_intervals
+from vitprint.evaluation.runfile import parse_run
 from vitprint.evaluation.verdict import decide_verdict
 from vitprint.membership.decisions import cross_validate
 
@@ -55,18 +56,7 @@ def _match(ids: list[str], truth: dict[str, int], what: str) -> np.ndarray:
 def evaluate_run(run: str | Path, truth: dict[str, int], n_boot: int = 1000,
                  seed: int = 0) -> tuple[dict[str, Any], int]:
     """Metrics (with bootstrap intervals) of a run file's 0/1 decisions, and how many truth ids it misses."""
-    path = Path(run)
-    if not path.is_file():
-        raise VitprintError(f"run file not found: {path}")
-    ids, pred = [], []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        parts = line.split(",")
-        if len(parts) != 2 or parts[1].strip() not in ("0", "1"):
-            raise VitprintError(f"{path} line {n}: expected '<id>,<0|1>' (check it with 'vitprint validate-run')")
-        ids.append(parts[0].strip())
-        pred.append(int(parts[1]))
+    ids, pred = parse_run(run)
     y = _match(ids, truth, "run file")
     missing = len(set(truth) - {Path(i).stem for i in ids})
     m = binary_metrics(y, pred)

@@ -30,20 +30,53 @@ def write_run(path: str | Path, ids: list[str], labels, names: bool = False) -> 
     return path
 
 
+def read_run(path: str | Path) -> list[tuple[int, str]]:
+    """``(line number, text)`` of every line of a run file: UTF-8 (with or without BOM) or UTF-16 with a BOM,
+    LF or CRLF. An empty or undecodable file is one clear error."""
+    path = Path(path)
+    if not path.is_file():
+        raise VitprintError(f"run file not found: {path}")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-16") if data[:2] in (b"\xff\xfe", b"\xfe\xff") else data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise VitprintError(f"{path} is not a text file (expected UTF-8 '<id>,<0|1>' lines)") from None
+    lines = list(enumerate(text.splitlines(), 1))
+    if not any(raw.strip() for _, raw in lines):
+        raise VitprintError(f"{path} is empty")
+    return lines
+
+
+def parse_run(path: str | Path) -> tuple[list[str], list[int]]:
+    """Ids and 0/1 labels of a run file; any malformed or repeated line is an error naming its line."""
+    ids, labels, seen = [], [], {}
+    for n, raw in read_run(path):
+        if not raw.strip():
+            continue
+        parts = [p.strip() for p in raw.split(",")]
+        if len(parts) != 2 or parts[1] not in ("0", "1"):
+            raise VitprintError(f"{path} line {n}: expected '<id>,<0|1>', got {raw!r} (check it with 'vitprint validate-run')")
+        key = Path(parts[0]).stem
+        if key in seen:
+            raise VitprintError(f"{path} line {n}: {parts[0]!r} repeats line {seen[key]}")
+        seen[key] = n
+        ids.append(parts[0])
+        labels.append(int(parts[1]))
+    return ids, labels
+
+
 def validate_run(path: str | Path, image_dir: str | Path) -> list[str]:
     """The task validator's rules; returns one message per problem (empty: valid).
 
     Each id must name an image of ``image_dir`` (by stem or by file name), appear
     once, and carry label 0 or 1; every image must appear.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise VitprintError(f"run file not found: {path}")
+    lines = read_run(path)
     images = list_images(image_dir)
     by_stem = {p.stem: p.name for p in images}
     by_name = {p.name: p.name for p in images}
     problems, seen = [], {}
-    for n, raw in enumerate(path.read_text().splitlines(), 1):
+    for n, raw in lines:
         line = raw.strip()
         if not line:
             problems.append(f"line {n}: empty line")
