@@ -190,3 +190,13 @@ def test_combiner_is_robust_to_useless_scores_and_auto_picks_the_good_one():
     assert isinstance(Combiner().fit(np.c_[good], y).predict(np.c_[good]), np.ndarray)
     with pytest.raises(VitprintError, match="decision must be one of"):
         fit_decision(feats, y, "nope")
+
+
+def test_reduced_settings_are_said_not_silent(caplog):
+    rng = np.random.default_rng(9)
+    real, gen = rng.integers(0, 256, (4, 16, 16), dtype=np.uint8), rng.integers(0, 256, (3, 16, 16), dtype=np.uint8)
+    caplog.set_level("WARNING")
+    s = compute_scores(real, gen, ("pixel_nn", "mc"), {"pixel_size": 16, "mc_k": 50})
+    assert s.notes == ["mc_k=50 is more than the 3 generated images; 3 are used"] and "mc_k=50" in caplog.text
+    cv = cross_validate({"a": np.arange(6.0)}, np.array([0, 0, 0, 1, 1, 1]), folds=10)
+    assert cv.folds == 3 and "10 folds asked for" in caplog.text

@@ -204,6 +204,8 @@ def detect(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, data: Data
                                "detectors": list(values), "peers": scores.peers, "decision": cfg.decision}
     if scores.cross_fitted:
         summary["cross_fitted"] = scores.cross_fitted
+    if scores.notes:
+        summary["notes"] = scores.notes
     unknown = reals.groups == "unknown"
     evaluation, assessment, decided = assess(values, reals.labels, unknown, np.asarray(reals.images.pixels),
                                              AssessConfig(cfg.folds, cfg.n_boot, cfg.seed, cfg.target_fpr, cfg.decision,

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import logging
 import warnings
 from dataclasses import dataclass, field
 
@@ -26,6 +27,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from vitprint.errors import VitprintError
+
+log = logging.getLogger(__name__)
 
 MAX_CANDIDATES = 512
 DECISIONS = ("auto", "combined")
@@ -181,6 +184,9 @@ def cross_validate(features: dict[str, np.ndarray], labels, folds: int = 5, seed
     n_min = int(min((y == 0).sum(), (y == 1).sum()))
     if n_min < 2:
         raise VitprintError("cross-validation needs at least 2 used and 2 not-used images")
+    if folds > n_min:
+        log.warning("%d folds asked for, but the smaller labelled group has %d images: %d folds are used",
+                    folds, n_min, n_min)
     folds = min(folds, n_min)
     names = list(features)
     X = np.stack([features[n] for n in names], 1)

@@ -70,6 +70,7 @@ class Scores:
     nearest: dict[str, np.ndarray] = field(default_factory=dict)  # detector -> (N,) generated index
     peers: list[str] = field(default_factory=list)
     cross_fitted: dict[str, int] = field(default_factory=dict)  # detector -> real images cross-fitted
+    notes: list[str] = field(default_factory=list)  # settings that had to be reduced, said once
 
 
 def score_names(detectors, with_reference: bool) -> list[str]:
@@ -117,6 +118,11 @@ def compute_scores(
     real_px, gen_px = as_pixels(real), as_pixels(generated)
     ref_px = as_pixels(reference) if reference is not None else None
     resized: dict[int, tuple[Any, Any, Any]] = {}
+    for key in ("k", "copy_k", "mc_k"):
+        if key in options and options[key] > len(gen_px):
+            note = f"{key}={options[key]} is more than the {len(gen_px)} generated images; {len(gen_px)} are used"
+            log.warning(note)
+            out.notes.append(note)
 
     def sets_for(size: int | None):
         if size is None or size == real_px.shape[-1]:
