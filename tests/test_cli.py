@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -205,3 +206,30 @@ def test_fail_on_leak_exits_3_and_members_in_the_reference_are_refused(tmp_path,
     assert out.startswith("Leak detected")
     rc, _, err = _run(capsys, *argv, "--force", "--reference", tmp_path / "dev" / "real_used")
     assert rc == 2 and "also in the reference set" in err
+
+
+def test_report_says_how_to_reproduce_and_what_cannot_be_estimated(tmp_path, capsys):
+    import shutil
+
+    from vitprint.demo import write_membership_split
+
+    write_membership_split(tmp_path, 6, 2, size=32)
+    gen = tmp_path / "gen"
+    shutil.copytree(tmp_path / "dev" / "real_used", gen)
+    for f in gen.iterdir():
+        f.rename(f.with_name("g_" + f.name))
+    rc, _, err = _run(capsys, "detect", "--generated", gen, "--members", tmp_path / "dev" / "real_used",
+                      "--non-members", tmp_path / "dev" / "real_not_used", "--detectors", "pixel_nn", "mc",
+                      "--bootstrap", 20, "--out", tmp_path / "det")
+    assert rc == 0, err
+    report = (tmp_path / "det" / "report.html").read_text()
+    assert "Reproduction" in report and "vitprint detect --generated" in report
+    assert "needs ≥ 1,000 not-used images" in report  # TPR at 0.1% FPR cannot be estimated from 6 images
+    assert "In words" in report and "false alarms" in report
+    ev = json.loads((tmp_path / "det" / "evaluation.json").read_text())
+    assert ev["reproduction"]["inputs"]["member"]["images"] == 6 and len(ev["reproduction"]["inputs"]["member"]["pixels_sha1"]) == 16
+    rows = (tmp_path / "det" / "decisions.csv").read_text().splitlines()
+    assert rows[0].startswith("id,role,label,score,p_used,decision,nearest_generated") and len(rows) == 13
+    # every used image's nearest generated file is its own copy
+    used = [r.split(",") for r in rows[1:] if ",member," in r]
+    assert all(Path(r[6]).name == "g_" + r[0] + ".png" for r in used)

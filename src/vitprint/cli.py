@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import sys
 from pathlib import Path
 
@@ -42,7 +43,7 @@ def _add_model(p: argparse.ArgumentParser, default_preset: str) -> None:
     g.add_argument("--vit-img-size", type=int, help="input size of the ViT; images are resized to it inside the encoder (default: the preset's)")
     g.add_argument("--latent-dim", type=int, help="latent size (default: the preset's)")
     g.add_argument("--pooling", choices=["cls", "mean"], help="pool the class token (the seed's) or the mean patch token (default: the preset's)")
-    g.add_argument("--encoder-weights", metavar="PATH", help="initialise the ViT from a local state dict (.safetensors/.pth, timm or torchvision vit_b_16 layout); position embeddings are resampled to fit")
+    g.add_argument("--vit-weights", "--encoder-weights", dest="encoder_weights", metavar="PATH", help="initialise only the ViT backbone from a foreign local state dict (.safetensors/.pth, timm or torchvision vit_b_16 layout; position embeddings resampled to fit); for a whole vitprint encoder use --pretrained-encoder")
     g.add_argument("--pretrained-hub", action="store_true", help="download the timm ViT's pretrained weights from the hub (needs internet; off by default)")
 
 
@@ -250,7 +251,7 @@ def cmd_detect(a) -> int:
                        autoencoder=a.autoencoder, encoder=a.encoder, ae_epochs=a.ae_epochs,
                        ae_batch_size=a.batch_size, ae_lr=a.lr, precision=a.precision, report=not a.no_report,
                        assume_prevalence=a.assume_prevalence, force=a.force, encoder_weights=a.encoder_weights,
-                       pretrained_hub=a.pretrained_hub)
+                       pretrained_hub=a.pretrained_hub, command_line=shlex.join(["vitprint", *a.argv_used]))
     summary = detect(inputs, model_cfg, cfg, _data_cfg(a))
     _print_detection(summary, metric_table)
     if a.fail_on_leak and summary.get("verdict", {}).get("verdict") == LEAK:
@@ -359,8 +360,6 @@ def cmd_generate(a) -> int:
 
 
 def cmd_bench(a) -> int:
-    import shlex
-
     from vitprint.benchmark import run_benchmark
     from vitprint.evaluation.bench_report import auc_figures, markdown, update_section
 
@@ -452,7 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train the ViT autoencoder on image folders",
                        description="Train the ViT-based autoencoder (MSE loss) on every image below the given folders, holding out --val-fraction for validation. Writes checkpoints (best by validation MSE), metrics.jsonl, loss_curve.png and recon_grid.png.")
     p.add_argument("images", nargs="+", help="image folder(s)")
-    p.add_argument("--encoder", metavar="PATH", help="start from a pretrained encoder (encoder.safetensors from 'vitprint pretrain')")
+    p.add_argument("--pretrained-encoder", "--encoder", dest="encoder", metavar="PATH", help="start from a whole vitprint encoder (ViT, input conv and latent projection: encoder.safetensors from 'vitprint pretrain')")
     p.add_argument("--freeze-encoder", action="store_true", help="train only the decoder")
     _add_model(p, "seed")
     _add_run(p, "runs/train", epochs=10, batch=32)
@@ -499,7 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--detector-option", action="append", default=[], metavar="KEY=VALUE",
                    help="a detector's own option, repeatable: align_size=128, max_rotation=0, copy_steps=600, copy_size=128, mc_k=50, domias_dims=8, ... (see README)")
     g.add_argument("--autoencoder", metavar="CKPT", help="use this trained autoencoder instead of training one on the generated images")
-    g.add_argument("--encoder", metavar="PATH", help="start the autoencoder from a pretrained encoder (encoder.safetensors)")
+    g.add_argument("--pretrained-encoder", "--encoder", dest="encoder", metavar="PATH", help="start the autoencoder from a whole vitprint encoder (encoder.safetensors from 'vitprint pretrain')")
     g.add_argument("--ae-epochs", type=int, default=10, help="autoencoder epochs (default: 10)")
     g.add_argument("--lr", type=float, default=1e-4, help="autoencoder learning rate (default: 1e-4)")
     g.add_argument("--batch-size", type=int, default=32, help="batch size (default: 32)")
@@ -616,6 +615,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv
     try:
         args = _apply_yaml(parser, argv)
+        args.argv_used = [str(x) for x in argv]
         _setup_logging(args)
         return args.func(args)
     except ValueError as exc:  # VitprintError and the bad values models reject: the input's fault

@@ -198,5 +198,5 @@ def make_phantoms(
             counts[split] += 1
             if progress is not None:
                 progress.update(1)
-    log.info("wrote %d phantom images to %s", sum(counts.values()), out)
+    log.debug("wrote %d phantom images to %s", sum(counts.values()), out)
     return counts

@@ -64,6 +64,7 @@ class DetectConfig:
     report: bool = True
     assume_prevalence: float | None = None
     force: bool = False
+    command_line: str | None = None  # how the job was started, for the report's reproduction section
 
     def __post_init__(self) -> None:
         if self.encoder_weights is not None and not Path(self.encoder_weights).is_file():
@@ -122,6 +123,11 @@ def _autoencoder(inputs_generated: ImageSet, model_cfg: ModelConfig, cfg: Detect
                             "settings; choose another --out (or pass --autoencoder to reuse it on purpose)")
     if not best.is_file() or not (ae_dir / "summary.json").is_file():
         log.info("training the %s autoencoder on %d generated images", model_cfg.vit, len(inputs_generated))
+        if device.type == "cpu" and "base" in model_cfg.vit:
+            hours = len(inputs_generated) * cfg.ae_epochs / 2.4 / 3600  # ~2.4 img/s measured for ViT-B on 2 cores
+            log.warning("the %s autoencoder on a CPU: about %.1f h for %d images x %d epochs on 2 cores "
+                        "(--preset tiny takes minutes; docs/benchmarks.md)", model_cfg.vit, hours,
+                        len(inputs_generated), cfg.ae_epochs)
         ae_dir.mkdir(parents=True, exist_ok=True)
         stamp.write_text(digest + "\n")
         run = RunConfig(out=str(ae_dir), epochs=cfg.ae_epochs, batch_size=cfg.ae_batch_size, seed=cfg.seed,
@@ -206,6 +212,7 @@ def detect(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, data: Data
         summary["cross_fitted"] = scores.cross_fitted
     if scores.notes:
         summary["notes"] = scores.notes
+    summary["reproduction"] = _reproduction(inputs, model_cfg, cfg, reals, generated, reference, data)
     unknown = reals.groups == "unknown"
     evaluation, assessment, decided = assess(values, reals.labels, unknown, np.asarray(reals.images.pixels),
                                              AssessConfig(cfg.folds, cfg.n_boot, cfg.seed, cfg.target_fpr, cfg.decision,
@@ -231,11 +238,34 @@ def detect(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, data: Data
     return summary
 
 
+def _reproduction(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, reals: RealSet, generated: ImageSet,
+                  reference: ImageSet | None, data: DataConfig) -> dict[str, Any]:
+    """What a reader needs to rerun this job and check they got the same inputs."""
+    from vitprint import __version__
+
+    def digest(pixels) -> str:
+        return hashlib.sha1(np.ascontiguousarray(pixels).tobytes()).hexdigest()[:16]
+
+    sets = {"generated": (inputs.generated, generated.pixels)}
+    for group, folders in (("member", inputs.members), ("non_member", inputs.non_members), ("unknown", inputs.unknown)):
+        if folders:
+            sets[group] = (folders, np.asarray(reals.images.pixels)[reals.groups == group])
+    if reference is not None:
+        sets["reference"] = (inputs.reference, reference.pixels)
+    return {"vitprint": __version__, "command": cfg.command_line,
+            "inputs": {k: {"folders": [str(f) for f in folders], "images": int(len(px)), "pixels_sha1": digest(px)}
+                       for k, (folders, px) in sets.items()},
+            "model": {"vit": model_cfg.vit, "image_size": model_cfg.image_size, "latent_dim": model_cfg.latent_dim},
+            "detectors": list(cfg.scores.detectors), "detector_options": cfg.scores.extra, "decision": cfg.decision,
+            "seed": cfg.seed, "folds": cfg.folds, "bootstrap": cfg.n_boot, "window": data.window}
+
+
 def _stamp(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig) -> str:
     """A hash of everything that decides the outputs (not where they go or whether a report is drawn)."""
     import dataclasses
 
-    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("out", "report", "force", "n_boot")}
+    settings = {k: v for k, v in dataclasses.asdict(cfg).items()
+                if k not in ("out", "report", "force", "n_boot", "command_line")}
     blob = json.dumps({"inputs": {k: [str(p) for p in v] for k, v in dataclasses.asdict(inputs).items()},
                        "model": dataclasses.asdict(model_cfg), "settings": settings}, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]

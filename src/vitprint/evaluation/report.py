@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime
 import html
+import json
 from pathlib import Path
 
 import numpy as np
@@ -85,12 +86,21 @@ def write_report(out: Path, reals, generated, scores, evaluation, model, cfg, ru
                      f"Decisions are {cfg.folds}-fold cross-validated: every image is decided by a threshold "
                      "(and combiner) fitted on the other folds. Brackets: bootstrap 95% intervals.</p>")
         head = "".join(f"<th>{h}</th>" for _, h in KEYS) + "<th>p (Holm)</th>"
+        n0 = int((y == 0).sum())
+        too_few = {"tpr_at_1pct_fpr": 100, "tpr_at_0.1pct_fpr": 1000}  # not-used images a 1% / 0.1% FPR needs
+
+        def cell(r, k):
+            if k in too_few and n0 < too_few[k]:
+                return f'<td>–<br><span class="ci">needs ≥ {too_few[k]:,} not-used images</span></td>'
+            return f"<td>{_fmt(r['metrics'].get(k), r['intervals'].get(k))}</td>"
+
         rows = "".join(
-            f"<tr><td>{html.escape(n)}{' (peer)' if n.removesuffix('_cal') in peers else ''}</td>"
-            + "".join(f"<td>{_fmt(r['metrics'].get(k), r['intervals'].get(k))}</td>" for k, _ in KEYS)
+            f"<tr><td>{html.escape(n)}{' (peer)' if n in peers else ''}</td>"
+            + "".join(cell(r, k) for k, _ in KEYS)
             + (f"<td>{r['p_holm']:.3g}</td>" if "p_holm" in r else "<td>–</td>") + "</tr>"
             for n, r in res.items())
         parts.append(f"<table><tr><th>detector</th>{head}</tr>{rows}</table>")
+        parts.append(_glossary() + _in_words(summary, res, y))
         curves = {n: roc_curve(y, s)[:2] for n, s in evaluation["cv_scores"].items()}
         parts.append("<h2>ROC curves</h2><p>The log-axis view shows whether any used image is identified "
                      "confidently, at a low false-positive rate.</p>")
@@ -110,6 +120,7 @@ def write_report(out: Path, reals, generated, scores, evaluation, model, cfg, ru
         caps = [f"{reals.groups[i].replace('_', '-')}\nmse {m:.4f}" for i, m in zip(show, rec.mse)]
         parts.append("<h2>Reconstructions by the autoencoder trained on the generated images</h2>"
                      + _img(plots.image_pairs(sub.pixels, rec.images, fig / "reconstructions.png", captions=caps)))
+    parts.append(_reproduction(summary))
     path = out / "report.html"
     path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>vitprint report</title>"
                     f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>")
@@ -146,3 +157,49 @@ def _evidence(reals, generated, scores, summary: dict, fig: Path) -> str:
         text += "No not-used images are labelled, so there is no measured bar for a near-copy.</p>"
     return text + _img(plots.image_pairs(np.asarray(reals.images.pixels[top]), np.asarray(generated.pixels[nearest]),
                                          fig / "evidence.png", titles=("real", "nearest generated"), captions=caps))
+
+
+def _glossary() -> str:
+    lines = [
+        ("accuracy", "share of images decided correctly (0.5 is a coin toss when both groups are equal)"),
+        ("Cohen's κ", "agreement with the truth beyond chance: 0 is chance, 1 perfect"),
+        ("precision", "of the images called used, the share that were used"),
+        ("recall", "of the used images, the share called used"),
+        ("F1", "the balance of precision and recall"),
+        ("ROC-AUC", "the chance that a used image scores above a not-used one, whatever the threshold (0.5 = chance)"),
+        ("AP", "average precision over every threshold"),
+        ("TPR@1%FPR", "used images found when at most 1% of not-used images may be called used (the confident "
+                      "calls an auditor can stand behind)"),
+    ]
+    return "<ul class='ci'>" + "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in lines) + "</ul>"
+
+
+def _in_words(summary: dict, res: dict, y) -> str:
+    rule = summary.get("run_decision_rule") or {}
+    row = "auto" if summary.get("decision") == "auto" else summary.get("decision")
+    r = res.get(row)
+    if not r:
+        return ""
+    m = r["metrics"]
+    return (f"<p>In words ({html.escape(str(row))}, cross-validated): of the {m['tp'] + m['fn']} used images, "
+            f"{m['tp']} were called used and {m['fn']} missed; of the {m['tn'] + m['fp']} not-used images, "
+            f"{m['fp']} were wrongly called used (false alarms) and {m['tn']} correctly cleared."
+            + (f" The run file's rule: {html.escape(str(rule.get('primary')))} above "
+               f"{rule['threshold']:.4g}." if "threshold" in rule else "") + "</p>")
+
+
+def _reproduction(summary: dict) -> str:
+    rep = summary.get("reproduction")
+    if not rep:
+        return ""
+    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v['images']}</td><td>{html.escape(', '.join(v['folders']))}</td>"
+                   f"<td><code>{v['pixels_sha1']}</code></td></tr>" for k, v in rep["inputs"].items())
+    rule = summary.get("run_decision_rule") or {}
+    return ("<h2>Reproduction</h2>"
+            f"<p>vitprint {html.escape(str(rep['vitprint']))}; command: <code>{html.escape(str(rep.get('command')))}</code></p>"
+            f"<table><tr><th>role</th><th>images</th><th>folders</th><th>pixels SHA-1</th></tr>{rows}</table>"
+            f"<p>Model {html.escape(rep['model']['vit'])} at {rep['model']['image_size']} px; detectors "
+            f"{html.escape(', '.join(rep['detectors']))} (options {html.escape(json.dumps(rep['detector_options']))}); "
+            f"decision {html.escape(str(rep['decision']))}; seed {rep['seed']}; {rep['folds']} folds; "
+            f"{rep['bootstrap']} bootstrap resamples. Fitted rule: <code>{html.escape(json.dumps(rule))}</code> "
+            "(also in evaluation.json).</p>")

@@ -1,0 +1,79 @@
+"""Does the verdict hold? Null, confounded and leaking simulations through ``vitprint.detect``.
+
+- **null**: members, non-members and the "generated" images are three disjoint sets of phantom patients
+  (a generator of other patients: it saw none of the members). "Leak detected" must appear in at most
+  5% of the runs.
+- **confounded**: as null, but the members come from a noisier scanner than the non-members. The
+  blind baseline sees the split; the verdict must be "Inconclusive", never "Leak detected".
+- **leak**: the generated images are shifted, re-windowed, noisy copies of the members. The verdict
+  must be "Leak detected".
+
+    python benchmarks/verdict_controls.py --runs 50 --out docs/verdict-controls.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import binomtest
+
+import vitprint
+from vitprint.benchmark import SCALES, patients, perturb
+
+DETECTORS = ("pixel_nn", "mc", "align_nn")
+OPTIONS = {"align_size": 64, "max_rotation": 0.0, "pixel_size": 64}
+
+
+def one_run(kind: str, seed: int, n: int) -> dict:
+    scale = SCALES["cpu"]
+    stream = 50_000 + seed
+    members, non = patients(0, n, scale, stream), patients(n, n, scale, stream)
+    if kind == "leak":
+        generated = perturb(np.concatenate([members] * 3), seed)
+    else:
+        generated = patients(2 * n, 3 * n, scale, stream)
+    if kind == "confounded":
+        rng = np.random.default_rng([seed, 5])
+        members = np.clip(members + rng.normal(0, 12, members.shape), 0, 255).astype(np.uint8)
+    real = np.concatenate([members, non])
+    labels = np.r_[np.ones(n, int), np.zeros(n, int)]
+    r = vitprint.detect(generated, real, labels=labels, detectors=DETECTORS, options=OPTIONS, n_boot=200, seed=seed)
+    v = r.verdict
+    return {"kind": kind, "seed": seed, "verdict": v["verdict"], "primary": v["primary"], "auc": v["primary_auc"],
+            "p": v["p_value"], "blind_auc": v["blind_auc"]}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--runs", type=int, default=50, help="null runs (confounded and leak get a fifth as many)")
+    p.add_argument("--n", type=int, default=30, help="members and non-members per run (default: 30)")
+    p.add_argument("--out", type=Path, default=Path("runs/verdict-controls.json"))
+    a = p.parse_args(argv)
+    t0 = time.perf_counter()
+    rows = [one_run("null", s, a.n) for s in range(a.runs)]
+    rows += [one_run(kind, s, a.n) for kind in ("confounded", "leak") for s in range(max(2, a.runs // 5))]
+    summary = {}
+    for kind in ("null", "confounded", "leak"):
+        got = [r for r in rows if r["kind"] == kind]
+        counts = Counter(r["verdict"] for r in got)
+        leaks = counts.get("Leak detected", 0)
+        ci = binomtest(leaks, len(got)).proportion_ci(0.95, method="wilson")
+        summary[kind] = {"runs": len(got), "verdicts": dict(counts), "leak_rate": leaks / len(got),
+                         "leak_rate_ci": [ci.low, ci.high],
+                         "median_blind_auc": float(np.median([r["blind_auc"] for r in got]))}
+    result = {"seconds": time.perf_counter() - t0, "n_per_side": a.n, "detectors": DETECTORS, "summary": summary,
+              "runs": rows}
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(result, indent=2, default=float))
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
