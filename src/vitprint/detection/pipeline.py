@@ -22,7 +22,7 @@ import numpy as np
 
 from vitprint.config import DataConfig, ModelConfig, OptimConfig, RunConfig
 from vitprint.data.imageset import ImageSet
-from vitprint.data.sources import cache_dir, read_folders, subset
+from vitprint.data.sources import cache_dir, read_files, read_folders, subset
 from vitprint.membership.base import unique_images
 from vitprint.detection.inputs import Inputs
 from vitprint.detection.roles import check_roles
@@ -233,8 +233,16 @@ def detect(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, data: Data
     if cfg.report:
         from vitprint.evaluation.report import write_report
 
+        def full_resolution(paths, fallback):
+            """The gallery's images at 256 px from their files (single-image files only)."""
+            try:
+                images = read_files([Path(p) for p in paths], 256, data, what="evidence images")
+            except VitprintError:
+                return fallback
+            return images.pixels if len(images) == len(paths) else fallback
+
         summary["report"] = str(write_report(out, reals, generated, scores, evaluation, model, cfg,
-                                             summary.get("run_decision"), summary))
+                                             summary.get("run_decision"), summary, full_resolution))
     return summary
 
 

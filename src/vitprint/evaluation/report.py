@@ -67,7 +67,7 @@ def _verdict_block(summary: dict) -> str:
 
 
 def write_report(out: Path, reals, generated, scores, evaluation, model, cfg, run_decision: str | None = None,
-                 summary: dict | None = None) -> Path:
+                 summary: dict | None = None, full_resolution=None) -> Path:
     """Write ``out/report.html`` and its figures (also kept as PNG in ``out/figures``)."""
     fig = out / "figures"
     summary = summary or {}
@@ -110,7 +110,7 @@ def write_report(out: Path, reals, generated, scores, evaluation, model, cfg, ru
                      "permutations), corrected for testing every detector. <i>auto</i> is the detector chosen on the "
                      "training folds; <i>combined</i> a regularised logistic combination. Peers are the literature's "
                      "methods, implemented from their papers.</p>")
-    parts.append(_evidence(reals, generated, scores, summary, fig))
+    parts.append(_evidence(reals, generated, scores, summary, fig, full_resolution))
     if model is not None:
         show = []
         for g in ("member", "non_member", "unknown"):
@@ -127,7 +127,7 @@ def write_report(out: Path, reals, generated, scores, evaluation, model, cfg, ru
     return path
 
 
-def _evidence(reals, generated, scores, summary: dict, fig: Path) -> str:
+def _evidence(reals, generated, scores, summary: dict, fig: Path, full_resolution=None) -> str:
     """The most suspicious real images (every role) beside their nearest generated image, by one named detector."""
     primary = (summary.get("run_decision_rule") or {}).get("primary") or summary.get("verdict", {}).get("primary")
     name = primary if primary in scores.nearest else next((n for n in ("align_nn", "copy_nn", "pixel_nn")
@@ -155,8 +155,12 @@ def _evidence(reals, generated, scores, summary: dict, fig: Path) -> str:
                     "No pair lies above it: none of these is closer than a not-used image would be.") + "</p>")
     else:
         text += "No not-used images are labelled, so there is no measured bar for a near-copy.</p>"
-    return text + _img(plots.image_pairs(np.asarray(reals.images.pixels[top]), np.asarray(generated.pixels[nearest]),
-                                         fig / "evidence.png", titles=("real", "nearest generated"), captions=caps))
+    real_px, gen_px = np.asarray(reals.images.pixels[top]), np.asarray(generated.pixels[nearest])
+    if full_resolution is not None:  # the pairs as the files hold them, not at the model's size
+        real_px = full_resolution([reals.images.paths[i] for i in top], real_px)
+        gen_px = full_resolution([generated.paths[j] for j in nearest], gen_px)
+    return text + _img(plots.image_pairs(real_px, gen_px, fig / "evidence.png", titles=("real", "nearest generated"),
+                                         captions=caps))
 
 
 def _glossary() -> str:
