@@ -51,7 +51,8 @@ def assess(values: dict[str, np.ndarray], labels, unknown, pixels, cfg: AssessCo
     y = labels[labelled]
     if labelled.any() and min((y == 0).sum(), (y == 1).sum()) >= 2:
         feats = {n: v[labelled] for n, v in values.items()}
-        blind = blind_baseline(np.asarray(pixels)[labelled], y, cfg.folds, cfg.seed, cfg.n_boot)
+        # The verdict reads the blind baseline's interval, so it is always bootstrapped (a cheap AUC per draw).
+        blind = blind_baseline(np.asarray(pixels)[labelled], y, cfg.folds, cfg.seed, max(cfg.n_boot, 200))
         evaluation = evaluate_scores(feats, y, cfg.folds, cfg.n_boot, cfg.seed, cfg.target_fpr, blind, candidates)
         primary = evaluation["verdict"]["primary"]
         summary.update(verdict=evaluation["verdict"], blind_baseline=blind, development=evaluation["results"],
