@@ -50,8 +50,10 @@ def write_membership_split(root: str | Path, n_dev: int, n_test: int, size: int 
     unknown_order = np.random.default_rng([seed, 8]).permutation(2 * n_test)
     truth = []
     for i in bar(range(2 * n), desc="real images", unit="img"):
-        # Stream 7 keeps these patients apart from the pretraining phantoms.
-        px = phantom(np.random.default_rng([seed, 7, i]), CLASSES[i % len(CLASSES)], size)
+        # Stream 7 keeps these patients apart from the pretraining phantoms. Each member and the
+        # non-member drawn after it share a class, so both groups have the same mix of findings
+        # (otherwise the split itself would tell them apart, as the blind baseline showed).
+        px = phantom(np.random.default_rng([seed, 7, i]), CLASSES[(i // 2) % len(CLASSES)], size)
         member, k = i % 2 == 0, i // 2
         if k < n_dev:
             target = dev / ("real_used" if member else "real_not_used") / f"{'real_used' if member else 'real_not_used'}_{k:04d}.png"
