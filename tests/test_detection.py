@@ -55,7 +55,7 @@ def test_challenge_layouts_are_found_and_mismatches_explained(tmp_path):
 
 def test_detect_reuses_its_autoencoder_only_for_the_same_generated_images(tmp_path):
     from vitprint.config import DataConfig
-    from vitprint.detection.pipeline import DetectConfig, detect
+    from vitprint.api.job import DetectConfig, detect
 
     def folder(name, seed, n=8):
         d = tmp_path / name
@@ -92,7 +92,7 @@ def test_inputs_refuse_two_files_with_one_id(tmp_path):
 
 
 def test_detect_checks_weights_and_output_before_work(tmp_path):
-    from vitprint.detection.pipeline import DetectConfig
+    from vitprint.api.job import DetectConfig
 
     with pytest.raises(VitprintError, match="encoder weights not found"):
         DetectConfig(encoder_weights=str(tmp_path / "missing.safetensors"))

@@ -12,9 +12,9 @@ LEAVES = ("evaluation.metrics", "evaluation.plots")
 LAYERS = [
     ("errors", "progress", "device", "config", "data", "models", *LEAVES),
     ("training", "inference"),
-    ("membership",),
+    ("membership", "detection"),
     ("evaluation",),
-    ("detection", "api"),
+    ("api",),
     ("cli", "demo", "benchmark", "__main__", "__init__"),
 ]
 

@@ -87,7 +87,7 @@ def test_leak_estimate_counts_the_members_beyond_chance():
 def test_cross_fitted_scores_never_make_the_verdict():
     """A score that separates only because held-out images had their neighbours in the reference is shown,
     but neither tested for the verdict nor chosen to decide."""
-    from vitprint.detection.assess import AssessConfig, assess
+    from vitprint.api.assess import AssessConfig, assess
 
     rng = np.random.default_rng(5)
     y = np.repeat([0, 1], 20)

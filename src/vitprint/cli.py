@@ -234,7 +234,7 @@ def cmd_info(a) -> int:
 
 def cmd_detect(a) -> int:
     from vitprint.detection.inputs import resolve_inputs
-    from vitprint.detection.pipeline import DetectConfig, detect
+    from vitprint.api.job import DetectConfig, detect
     from vitprint.membership.scoring import ScoreConfig
     from vitprint.evaluation.metrics import metric_table
 

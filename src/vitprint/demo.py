@@ -23,7 +23,7 @@ from vitprint.config import DataConfig, RunConfig
 from vitprint.data.phantoms import CLASSES, make_phantoms, phantom, save_palette_png
 from vitprint.data.sources import read_folders
 from vitprint.detection.inputs import resolve_inputs
-from vitprint.detection.pipeline import DetectConfig, detect
+from vitprint.api.job import DetectConfig, detect
 from vitprint.membership.scoring import ScoreConfig
 from vitprint.models.presets import model_config
 from vitprint.progress import bar

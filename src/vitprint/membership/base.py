@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import hashlib
+from abc import ABC, abstractmethod
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,7 @@ def as_pixels(images) -> Any:
     return pixels
 
 
-class Detector:
+class Detector(ABC):
     """Base class. Subclasses set ``name`` and implement ``fit`` and ``_score``.
 
     Class attributes a detector may set:
@@ -44,12 +45,13 @@ class Detector:
     peer: bool = False
     image_size: int | None = None
 
+    @abstractmethod
     def fit(self, generated, reference=None) -> "Detector":
-        raise NotImplementedError
+        """Learn what is needed from the generated (and, where used, reference) images; returns self."""
 
+    @abstractmethod
     def _score(self, real) -> tuple[np.ndarray, np.ndarray | None]:
         """``(N,)`` scores (higher = more likely used) and ``(N,)`` nearest generated indices or None."""
-        raise NotImplementedError
 
     def score_samples(self, real) -> np.ndarray:
         """``(N,)`` float scores of the real images, higher = more likely used for training."""

@@ -20,7 +20,7 @@ import numpy as np
 from vitprint.config import DataConfig
 from vitprint.data.folders import list_images
 from vitprint.data.sources import read_files
-from vitprint.detection.assess import AssessConfig, assess
+from vitprint.api.assess import AssessConfig, assess
 from vitprint.detection.roles import check_roles
 from vitprint.evaluation.runfile import write_run
 from vitprint.errors import VitprintError

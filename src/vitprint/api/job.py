@@ -31,7 +31,7 @@ from vitprint.membership.decisions import DECISIONS
 from vitprint.membership.registry import detector_class
 from vitprint.membership.scoring import ScoreConfig, compute_scores, score_names
 from vitprint.errors import VitprintError
-from vitprint.detection.assess import AssessConfig, Decided, assess
+from vitprint.api.assess import AssessConfig, Decided, assess
 from vitprint.device import pick_device
 from vitprint.inference import load_autoencoder
 from vitprint.training.autoencoder import train_autoencoder
