@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
 from vitprint.errors import VitprintError
 from vitprint.evaluation.truth import evaluate_scores
@@ -84,16 +86,11 @@ class Decided:
 
 
 def _platt(train_s, train_y, s) -> np.ndarray:
-    from sklearn.linear_model import LogisticRegression
-
     m = LogisticRegression(C=1.0).fit(np.asarray(train_s, float)[:, None], train_y)
     return m.predict_proba(np.asarray(s, float)[:, None])[:, 1]
 
 
 def _out_of_fold_platt(scores, y, folds: int, seed: int) -> np.ndarray:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
-
     folds = max(2, min(folds, int(min((y == 0).sum(), (y == 1).sum()))))
     return cross_val_predict(LogisticRegression(C=1.0), np.asarray(scores, float)[:, None], y,
                              cv=StratifiedKFold(folds, shuffle=True, random_state=seed), method="predict_proba")[:, 1]

@@ -10,6 +10,7 @@ intervals and p-values, the fitted threshold or combiner weights), ``run.txt``
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import logging
@@ -20,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from vitprint import __version__
 from vitprint.config import DataConfig, ModelConfig, OptimConfig, RunConfig
 from vitprint.data.imageset import ImageSet
 from vitprint.data.sources import cache_dir, read_files, read_folders, subset
@@ -112,8 +114,6 @@ def _autoencoder(inputs_generated: ImageSet, model_cfg: ModelConfig, cfg: Detect
     last, best = checkpoint_paths(ae_dir)
     stamp = ae_dir / "generated.sha1"
     # The images and everything that shapes the trained model: other settings mean another autoencoder.
-    import dataclasses
-
     settings = json.dumps({"model": dataclasses.asdict(model_cfg), "epochs": cfg.ae_epochs, "lr": cfg.ae_lr,
                            "batch": cfg.ae_batch_size, "seed": cfg.seed, "encoder": cfg.encoder,
                            "weights": cfg.encoder_weights, "hub": cfg.pretrained_hub}, sort_keys=True, default=str)
@@ -249,8 +249,6 @@ def detect(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, data: Data
 def _reproduction(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, reals: RealSet, generated: ImageSet,
                   reference: ImageSet | None, data: DataConfig) -> dict[str, Any]:
     """What a reader needs to rerun this job and check they got the same inputs."""
-    from vitprint import __version__
-
     def digest(pixels) -> str:
         return hashlib.sha1(np.ascontiguousarray(pixels).tobytes()).hexdigest()[:16]
 
@@ -270,8 +268,6 @@ def _reproduction(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, rea
 
 def _stamp(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig) -> str:
     """A hash of everything that decides the outputs (not where they go or whether a report is drawn)."""
-    import dataclasses
-
     settings = {k: v for k, v in dataclasses.asdict(cfg).items()
                 if k not in ("out", "report", "force", "n_boot", "command_line")}
     blob = json.dumps({"inputs": {k: [str(p) for p in v] for k, v in dataclasses.asdict(inputs).items()},

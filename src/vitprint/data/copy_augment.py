@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from vitprint.data.filters import gaussian_response
+
 
 @dataclass
 class CopyAugment:
@@ -62,7 +64,5 @@ class CopyAugment:
 def _blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """Gaussian blur with one sigma (pixels) per image, in the frequency domain."""
     s = x.shape[-1]
-    fy = torch.fft.fftfreq(s, device=x.device)[:, None]
-    fx = torch.fft.rfftfreq(s, device=x.device)[None]
-    response = torch.exp(-2 * math.pi ** 2 * sigma[:, None, None, None] ** 2 * (fx ** 2 + fy ** 2))
+    response = gaussian_response(s, sigma, x.device)[:, None]  # (B, 1, S, S//2+1)
     return torch.fft.irfft2(torch.fft.rfft2(x) * response, s=(s, s))

@@ -58,6 +58,12 @@ def _cache_key(files: list[Path], size: int, opts: ReadOptions) -> str:
     return h.hexdigest()[:24]
 
 
+def save_npy(path, array) -> None:
+    """``np.save`` to exactly ``path`` (given a name, numpy would append ``.npy``), closing the file."""
+    with open(path, "wb") as f:
+        np.save(f, array, allow_pickle=False)
+
+
 def atomic_write(path: Path, write) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     os.close(fd)
@@ -117,7 +123,7 @@ def load_images(
         ids, sources, pixels, skipped = _decode(files, size, opts, show_progress)
         if cache_dir is not None:
             cache_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write(npy_path, lambda tmp: np.save(open(tmp, "wb"), pixels))
+            atomic_write(npy_path, lambda tmp: save_npy(tmp, pixels))
             meta = {"ids": ids, "sources": sources, "skipped": skipped}
             atomic_write(meta_path, lambda tmp: Path(tmp).write_text(json.dumps(meta)))
     if skipped:

@@ -19,7 +19,6 @@ it shift- and intensity-robust and fast.
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import torch
@@ -27,17 +26,11 @@ import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
 from vitprint.data.dataset import to_model_range
+from vitprint.data.filters import gaussian_response
 from vitprint.errors import VitprintError
 from vitprint.membership.base import Detector, as_pixels
 from vitprint.membership.registry import register_detector
 from vitprint.progress import bar
-
-
-def _gaussian_response(size: int, sigma: float, device) -> torch.Tensor:
-    """``(size, size//2+1)`` frequency response of a Gaussian blur of ``sigma`` pixels (for rfft2)."""
-    fy = torch.fft.fftfreq(size, device=device)[:, None]
-    fx = torch.fft.rfftfreq(size, device=device)[None]
-    return torch.exp(-2 * math.pi ** 2 * sigma ** 2 * (fx ** 2 + fy ** 2))
 
 
 def _rotate(u8: np.ndarray, angles) -> np.ndarray:
@@ -91,8 +84,8 @@ class AlignNN(Detector):
 
     def _response(self, size: int, sigma_low: float) -> torch.Tensor:
         scale = size / 256  # the filter widths are given for 256-px images
-        return (_gaussian_response(size, sigma_low * scale, self.device)
-                - _gaussian_response(size, self.sigma_high * scale, self.device))
+        return (gaussian_response(size, sigma_low * scale, self.device)
+                - gaussian_response(size, self.sigma_high * scale, self.device))
 
     def _spectra(self, u8, size: int, band: float | None = None, batch: int = 256) -> torch.Tensor:
         """uint8 ``(m, S, S)`` -> spectra ``(m, size, size//2+1)`` of the band-passed, unit-norm images.

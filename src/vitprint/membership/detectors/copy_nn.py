@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vitprint.data.imageset import atomic_write
+from vitprint.data.imageset import atomic_write, save_npy
 from vitprint.errors import VitprintError
 from vitprint.membership.base import Detector, as_pixels
 from vitprint.membership.knn import knn_distances
@@ -80,7 +80,7 @@ class CopyNN(Detector):
         if weights is not None:
             weights.parent.mkdir(parents=True, exist_ok=True)
             save_weights(weights, self.model_, {"kind": "copy_net", **self.model_.cfg})
-            atomic_write(vectors, lambda tmp: np.save(open(tmp, "wb"), self.embeddings_))
+            atomic_write(vectors, lambda tmp: save_npy(tmp, self.embeddings_))
         return self
 
     def embed(self, images) -> np.ndarray:
