@@ -9,6 +9,7 @@ from scipy.ndimage import gaussian_filter
 
 import vitprint
 from vitprint.errors import VitprintError
+from vitprint.evaluation.report import Reconstructions
 
 
 def _slices(rng, n, size=64):
@@ -38,9 +39,16 @@ def test_detect_on_arrays_in_memory(tmp_path):
     unknown = labels < 0
     assert (result.decisions[unknown] == np.r_[np.ones(5), np.zeros(5)]).all()
     assert (result.nearest["align_nn"][:15] == np.arange(15)).all()
-    out = result.save(tmp_path / "r")
+    shown = np.asarray(real[:2])
+    out = result.save(tmp_path / "r", report=True,
+                      reconstructions=Reconstructions(shown, shown, ["first", "second"]))
     assert (out / "run.txt").read_text().count("\n") == 10
-    assert {"scores.csv", "decisions.csv", "evaluation.json", "run.txt"} <= {p.name for p in out.iterdir()}
+    assert {"scores.csv", "decisions.csv", "evaluation.json", "run.txt", "report.html"} <= {p.name for p in out.iterdir()}
+    report = (out / "report.html").read_text()
+    assert "Evidence: the real images align_nn ranks" in report and "Reconstructions by the autoencoder" in report
+    assert (out / "figures" / "evidence.png").is_file() and not list(out.glob("*.tmp"))
+    decisions = (out / "decisions.csv").read_text().splitlines()
+    assert decisions[1].split(",")[-2:] == ["generated_00000", "align_nn"]  # the first used image and its copy
 
 
 def test_detect_refuses_an_image_in_two_roles_and_bad_labels():

@@ -59,3 +59,8 @@ def test_the_leaves_import_nothing_of_vitprint():
     for leaf in LEAVES:
         path = ROOT / (leaf.replace(".", "/") + ".py")
         assert list(_imports(path)) == [], leaf
+
+
+def test_the_report_renders_and_never_runs_a_model():
+    targets = [t for t, _ in _imports(ROOT / "evaluation" / "report.py")]
+    assert not [t for t in targets if t.split(".")[0] in ("inference", "models", "training", "membership")], targets

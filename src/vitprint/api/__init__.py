@@ -4,14 +4,12 @@
     result = vitprint.detect(generated, real, labels=labels)   # uint8 arrays, folders or lists of files
     print(result.verdict["sentence"])
     result.scores["align_nn"], result.decisions, result.p_used
-    result.save("runs/audit")                                 # scores.csv, decisions.csv, evaluation.json, run.txt
+    result.save("runs/audit", report=True)                    # scores.csv, decisions.csv, run.txt, report.html,
+                                                              # evaluation.json
 """
 
 from __future__ import annotations
 
-import csv
-import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -21,8 +19,8 @@ from vitprint.config import DataConfig
 from vitprint.data.folders import list_images
 from vitprint.data.sources import read_files
 from vitprint.api.assess import AssessConfig, assess
+from vitprint.api.result import DetectionResult
 from vitprint.detection.roles import check_roles
-from vitprint.evaluation.runfile import write_run
 from vitprint.errors import VitprintError
 from vitprint.membership.base import unique_images
 from vitprint.membership.scoring import check_options, compute_scores, resize_pixels
@@ -31,58 +29,13 @@ API_DETECTORS = ("pixel_nn", "mc", "align_nn", "copy_nn")
 CONTEXT = ("autoencoder", "device", "cache_dir", "batch_size", "precision")  # shared by any detector that wants them
 
 
-@dataclass
-class DetectionResult:
-    """Everything ``detect`` found, in memory: per image scores and decisions, metrics, verdict."""
-
-    ids: list[str]
-    labels: np.ndarray  # 1 used, 0 not used, -1 unknown
-    scores: dict[str, np.ndarray]
-    nearest: dict[str, np.ndarray]  # detector -> index of the nearest generated image
-    decisions: np.ndarray  # 0/1 per real image (labelled ones out-of-fold)
-    p_used: np.ndarray
-    primary: str
-    summary: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def verdict(self) -> dict[str, Any] | None:
-        return self.summary.get("verdict")
-
-    @property
-    def metrics(self) -> dict[str, Any]:
-        """Cross-validated metrics with 95% intervals per detector (empty without labels)."""
-        return self.summary.get("development", {})
-
-    def save(self, out: str | Path) -> Path:
-        """Write ``scores.csv``, ``decisions.csv``, ``evaluation.json`` and, for unknown images, ``run.txt``."""
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        label = ["" if v < 0 else int(v) for v in self.labels]
-        with (out / "scores.csv").open("w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["id", "label", *self.scores])
-            for i, name in enumerate(self.ids):
-                w.writerow([name, label[i], *(f"{v[i]:.6g}" for v in self.scores.values())])
-        with (out / "decisions.csv").open("w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["id", "label", "score", "p_used", "decision", "nearest_generated"])
-            near = self.nearest.get(self.primary)
-            for i, name in enumerate(self.ids):
-                w.writerow([name, label[i], f"{self.scores[self.primary][i]:.6g}" if self.primary in self.scores else "",
-                            f"{self.p_used[i]:.4f}", int(self.decisions[i]), "" if near is None else int(near[i])])
-        unknown = self.labels < 0
-        if unknown.any():
-            write_run(out / "run.txt", [self.ids[i] for i in np.flatnonzero(unknown)], self.decisions[unknown])
-        (out / "evaluation.json").write_text(json.dumps(self.summary, indent=2, default=float))
-        return out
-
-
 def _as_images(source, size: int | None, data: DataConfig, what: str) -> tuple[list[str], list[str], np.ndarray]:
     """ids, paths and uint8 ``(N, S, S)`` pixels from an array, a folder, or a list of files/folders."""
     if isinstance(source, np.ndarray):
         if source.ndim != 3 or source.dtype != np.uint8:
             raise VitprintError(f"{what} must be a uint8 array (N, S, S), got {source.dtype} {source.shape}")
-        return [f"{what}_{i:05d}" for i in range(len(source))], [f"<{what}[{i}]>" for i in range(len(source))], source
+        ids = [f"{what}_{i:05d}" for i in range(len(source))]
+        return ids, ids, source
     items = [source] if isinstance(source, (str, Path)) else list(source)
     files = []
     for item in items:
@@ -131,15 +84,16 @@ def detect(generated, real, *, labels: Sequence[int] | None = None, reference=No
     groups = np.where(y == 1, "member", np.where(y == 0, "non_member", "unknown"))
     check_roles(real_paths, groups, real_px, gen_paths, ref_paths, ref)
     keep = unique_images(gen)
-    n_given, gen = len(gen), gen[keep]
-    scores = compute_scores(real_px, gen, tuple(detectors), {"seed": seed, **options}, ref)
+    scores = compute_scores(real_px, gen[keep], tuple(detectors), {"seed": seed, **options}, ref)
     unknown = y < 0
-    _, summary, decided = assess(scores.values, y, unknown, real_px,
+    evaluation, summary, decided = assess(scores.values, y, unknown, real_px,
                                  AssessConfig(folds, n_boot, seed, target_fpr, decision, assume_prevalence),
                                  not_for_verdict=scores.cross_fitted)
-    summary.update(detectors=list(scores.values), peers=scores.peers, generated=int(len(gen)),
-                   generated_duplicates_dropped=int(n_given - len(keep)))
+    summary.update(detectors=list(scores.values), peers=scores.peers, generated=int(len(keep)),
+                   generated_duplicates_dropped=int(len(gen) - len(keep)))
     if scores.cross_fitted:
         summary["cross_fitted"] = scores.cross_fitted
     nearest = {k: keep[v] for k, v in scores.nearest.items()}  # indices into the generated images as given
-    return DetectionResult(ids, y, scores.values, nearest, decided.labels, decided.p_used, decided.primary, summary)
+    return DetectionResult(ids, real_paths, y, scores.values, nearest, gen_paths, decided.score, decided.labels,
+                           decided.p_used, decided.primary, scores.peers, summary,
+                           evaluation["cv_scores"] if evaluation else {}, real_px, gen)

@@ -9,7 +9,6 @@ intervals and p-values, the fitted threshold or combiner weights), ``run.txt``
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
 import json
@@ -28,14 +27,16 @@ from vitprint.data.sources import cache_dir, read_files, read_folders, subset
 from vitprint.membership.base import unique_images
 from vitprint.detection.inputs import Inputs
 from vitprint.detection.roles import check_roles
-from vitprint.evaluation.runfile import run_id, validate_run, write_run
+from vitprint.evaluation.report import Reconstructions, select_evidence
+from vitprint.evaluation.runfile import run_id, validate_run
 from vitprint.membership.decisions import DECISIONS
 from vitprint.membership.registry import detector_class
 from vitprint.membership.scoring import ScoreConfig, compute_scores, score_names
 from vitprint.errors import VitprintError
-from vitprint.api.assess import AssessConfig, Decided, assess
+from vitprint.api.assess import AssessConfig, assess
+from vitprint.api.result import DetectionResult
 from vitprint.device import pick_device
-from vitprint.inference import load_autoencoder
+from vitprint.inference import load_autoencoder, reconstruct
 from vitprint.training.autoencoder import train_autoencoder
 from vitprint.training.engine import checkpoint_paths
 
@@ -139,16 +140,6 @@ def _autoencoder(inputs_generated: ImageSet, model_cfg: ModelConfig, cfg: Detect
     return load_autoencoder(best, device), str(best)
 
 
-def _write_scores(path: Path, reals: RealSet, values: dict[str, np.ndarray], names: bool) -> None:
-    with path.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["id", "group", "label", "path", *values])
-        for i in range(len(reals.images)):
-            label = "" if reals.labels[i] < 0 else int(reals.labels[i])
-            w.writerow([run_id(reals.images.ids[i], names), reals.groups[i], label, str(reals.images.paths[i]),
-                        *(f"{values[n][i]:.6g}" for n in values)])
-
-
 def detect(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, data: DataConfig = DataConfig()) -> dict[str, Any]:
     """Run the whole job; returns the evaluation summary (also written as JSON)."""
     lonely = [d for d in cfg.scores.detectors if detector_class(d).needs_reference]
@@ -203,47 +194,63 @@ def detect(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, data: Data
     options = cfg.scores.options(autoencoder=model, device=str(device), seed=cfg.seed,
                                  cache_dir=str(cache) if cache else None)
     scores = compute_scores(reals.images, generated, cfg.scores.detectors, options, reference, at_size)
-    values = scores.values
-    _write_scores(out / "scores.csv", reals, values, cfg.run_names)
 
-    summary: dict[str, Any] = {"config_stamp": stamp, "generated": len(generated), "generated_duplicates_dropped": int(n_read - len(keep)), "autoencoder": model_path,
-                               "detectors": list(values), "peers": scores.peers, "decision": cfg.decision}
+    summary: dict[str, Any] = {"config_stamp": stamp, "generated": len(generated),
+                               "generated_duplicates_dropped": int(n_read - len(keep)), "autoencoder": model_path,
+                               "detectors": list(scores.values), "peers": scores.peers, "decision": cfg.decision}
     if scores.cross_fitted:
         summary["cross_fitted"] = scores.cross_fitted
     if scores.notes:
         summary["notes"] = scores.notes
     summary["reproduction"] = _reproduction(inputs, model_cfg, cfg, reals, generated, reference, data)
     unknown = reals.groups == "unknown"
-    evaluation, assessment, decided = assess(values, reals.labels, unknown, np.asarray(reals.images.pixels),
+    evaluation, assessment, decided = assess(scores.values, reals.labels, unknown, np.asarray(reals.images.pixels),
                                              AssessConfig(cfg.folds, cfg.n_boot, cfg.seed, cfg.target_fpr, cfg.decision,
                                                           cfg.assume_prevalence), not_for_verdict=scores.cross_fitted)
     summary.update(assessment)
+    paths = [str(p) for p in reals.images.paths]
+    result = DetectionResult([run_id(p, cfg.run_names) for p in paths], paths, reals.labels, scores.values,
+                             scores.nearest, [str(p) for p in generated.paths], decided.score, decided.labels,
+                             decided.p_used, decided.primary, scores.peers, summary,
+                             evaluation["cv_scores"] if evaluation else {}, np.asarray(reals.images.pixels),
+                             np.asarray(generated.pixels))
     if unknown.any():
-        ids = [reals.images.paths[i] for i in np.flatnonzero(unknown)]
-        path = write_run(out / "run.txt", ids, decided.labels[unknown], names=cfg.run_names)
-        if len(inputs.unknown) == 1:  # the task validator's own checks on what we are about to hand in
-            problems = validate_run(path, inputs.unknown[0])
-            if problems:
-                raise VitprintError(f"the run file {path} does not pass the validator: {'; '.join(problems[:3])} "
-                                    "(an unreadable test image is skipped; fix or remove it)")
-        summary["run_file"] = str(path)
-        log.info("run file: %s: %s", path, decided.sentence)
-    _write_decisions(out / "decisions.csv", reals, decided, scores, generated, cfg.run_names)
-    (out / "evaluation.json").write_text(json.dumps(summary, indent=2, default=float))
-    if cfg.report:
-        from vitprint.evaluation.report import write_report
-
-        def full_resolution(paths, fallback):
-            """The gallery's images at 256 px from their files (single-image files only)."""
-            try:
-                images = read_files([Path(p) for p in paths], 256, data, what="evidence images")
-            except VitprintError:
-                return fallback
-            return images.pixels if len(images) == len(paths) else fallback
-
-        summary["report"] = str(write_report(out, reals, generated, scores, evaluation, model, cfg,
-                                             summary.get("run_decision"), summary, full_resolution))
+        summary["run_file"] = str(out / "run.txt")
+        log.info("run file: %s: %s", summary["run_file"], decided.sentence)
+    parts = _report_parts(result, reals, model, data) if cfg.report else {}
+    result.save(out, run_names=cfg.run_names, report=cfg.report, **parts)
+    if unknown.any() and len(inputs.unknown) == 1:  # the task validator's own checks on what we handed in
+        problems = validate_run(out / "run.txt", inputs.unknown[0])
+        if problems:
+            raise VitprintError(f"the run file {out / 'run.txt'} does not pass the validator: {'; '.join(problems[:3])} "
+                                "(an unreadable test image is skipped; fix or remove it)")
     return summary
+
+
+def _report_parts(result: DetectionResult, reals: RealSet, model, data: DataConfig) -> dict[str, Any]:
+    """What the report shows beyond the result: the evidence pairs at 256 px from their files (when each
+    is a single-image file) and, with an autoencoder, some reconstructions."""
+    parts: dict[str, Any] = {}
+    evidence = select_evidence(result)
+    if evidence is not None:
+        try:
+            real = read_files([Path(result.paths[i]) for i in evidence.real_index], 256, data, what="evidence images")
+            gen = read_files([Path(result.generated_paths[j]) for j in evidence.generated_index], 256, data,
+                             what="evidence images")
+            if len(real) == len(gen) == len(evidence.real_index):
+                evidence = dataclasses.replace(evidence, real_pixels=np.asarray(real.pixels),
+                                               generated_pixels=np.asarray(gen.pixels))
+        except VitprintError:
+            pass  # the pairs at the size they were scored at
+        parts["evidence"] = evidence
+    if model is not None:
+        show = [i for g in GROUPS for i in np.flatnonzero(reals.groups == g)[:4]]
+        sub = subset(reals.images, show)
+        rec = reconstruct(model, sub, keep=True, progress=False)
+        parts["reconstructions"] = Reconstructions(
+            np.asarray(sub.pixels), rec.images,
+            [f"{reals.groups[i].replace('_', '-')}\nmse {m:.4f}" for i, m in zip(show, rec.mse)])
+    return parts
 
 
 def _reproduction(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, reals: RealSet, generated: ImageSet,
@@ -287,15 +294,3 @@ def _check_overwrite(out: Path, stamp: str, force: bool) -> None:
     if old != stamp:
         raise VitprintError(f"{out} holds a run file made with other inputs or settings; choose another --out "
                             "or pass --force to replace it")
-
-
-def _write_decisions(path: Path, reals: RealSet, d: Decided, scores, generated, names: bool) -> None:
-    nearest_name = d.primary if d.primary in scores.nearest else next(iter(scores.nearest), None)
-    with path.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["id", "role", "label", "score", "p_used", "decision", "nearest_generated", "nearest_by"])
-        for i in range(len(reals.images)):
-            label = "" if reals.labels[i] < 0 else int(reals.labels[i])
-            near = str(generated.paths[scores.nearest[nearest_name][i]]) if nearest_name else ""
-            w.writerow([run_id(reals.images.ids[i], names), reals.groups[i], label, f"{d.score[i]:.6g}",
-                        f"{d.p_used[i]:.4f}", int(d.labels[i]), near, nearest_name or ""])

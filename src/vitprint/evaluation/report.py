@@ -6,14 +6,14 @@ import base64
 import datetime
 import html
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import roc_curve
 
-from vitprint.data.sources import subset
+from vitprint.data.imageset import atomic_write
 from vitprint.evaluation import plots
-from vitprint.inference import reconstruct
 
 KEYS = [("accuracy", "accuracy"), ("kappa", "Cohen's κ"), ("precision", "precision"), ("recall", "recall"),
         ("f1", "F1"), ("roc_auc", "ROC-AUC"), ("average_precision", "AP"), ("tpr_at_1pct_fpr", "TPR@1%FPR"),
@@ -66,25 +66,61 @@ def _verdict_block(summary: dict) -> str:
     return "".join(parts) + "</div>"
 
 
-def write_report(out: Path, reals, generated, scores, evaluation, model, cfg, run_decision: str | None = None,
-                 summary: dict | None = None, full_resolution=None) -> Path:
-    """Write ``out/report.html`` and its figures (also kept as PNG in ``out/figures``)."""
+@dataclass
+class Evidence:
+    """Real images beside their nearest generated image, as one detector pairs them."""
+
+    detector: str
+    real_index: np.ndarray
+    generated_index: np.ndarray
+    real_pixels: np.ndarray
+    generated_pixels: np.ndarray
+
+
+@dataclass
+class Reconstructions:
+    """Some real images and what an autoencoder made of them, with one caption each."""
+
+    inputs: np.ndarray
+    outputs: np.ndarray
+    captions: list[str]
+
+
+def select_evidence(result, k: int = 8) -> Evidence | None:
+    """The ``k`` real images (every role) a detector ranks most likely used, with their nearest generated
+    image: the primary detector's pairs where it has them, else a copy detector's."""
+    primary = (result.summary.get("run_decision_rule") or {}).get("primary") or result.primary
+    name = primary if primary in result.nearest else next(
+        (n for n in ("align_nn", "copy_nn", "pixel_nn") if n in result.nearest), next(iter(result.nearest), None))
+    if name is None or result.real_pixels is None or result.generated_pixels is None:
+        return None
+    top = np.argsort(-result.scores[name])[:k]
+    nearest = result.nearest[name][top]
+    return Evidence(name, top, nearest, np.asarray(result.real_pixels[top]), np.asarray(result.generated_pixels[nearest]))
+
+
+def write_report(result, out: Path, evidence: Evidence | None = None,
+                 reconstructions: Reconstructions | None = None) -> Path:
+    """Write ``out/report.html`` (every figure embedded; also kept as PNG in ``out/figures``) for a
+    ``DetectionResult``. ``evidence`` defaults to ``select_evidence(result)``; nothing is computed here
+    beyond what is drawn."""
+    out = Path(out)
     fig = out / "figures"
-    summary = summary or {}
-    peers = set(scores.peers)
+    summary = result.summary
+    labels = np.asarray(result.labels)
+    peers = set(result.peers)
     parts = [f"<h1>vitprint membership report</h1><p>{datetime.datetime.now():%Y-%m-%d %H:%M} · "
-             f"{len(generated)} generated images · {len(reals.images)} real images · "
-             f"detectors: {', '.join(scores.values)}</p>", _verdict_block(summary)]
-    if run_decision:
-        parts.append(f"<p>Run file <code>run.txt</code>: {html.escape(run_decision)}.</p>")
-    labelled = reals.labels >= 0
-    if evaluation is not None:
-        res = evaluation["results"]
-        y = reals.labels[labelled]
+             f"{summary.get('generated', len(result.generated_paths))} generated images · {len(labels)} real images · "
+             f"detectors: {', '.join(result.scores)}</p>", _verdict_block(summary)]
+    if summary.get("run_decision"):
+        parts.append(f"<p>Run file <code>run.txt</code>: {html.escape(summary['run_decision'])}.</p>")
+    res = summary.get("development")
+    if res:
+        y = labels[labels >= 0]
         parts.append("<h2>How well each detector separates used from not-used images</h2>"
                      f"<p>Development images: {int((y == 1).sum())} used, {int((y == 0).sum())} not used. "
-                     f"Decisions are {cfg.folds}-fold cross-validated: every image is decided by a threshold "
-                     "(and combiner) fitted on the other folds. Brackets: bootstrap 95% intervals.</p>")
+                     f"Decisions are {summary.get('folds_used', 'k')}-fold cross-validated: every image is decided by "
+                     "a threshold (and combiner) fitted on the other folds. Brackets: bootstrap 95% intervals.</p>")
         head = "".join(f"<th>{h}</th>" for _, h in KEYS) + "<th>p (Holm)</th>"
         n0 = int((y == 0).sum())
         too_few = {"tpr_at_1pct_fpr": 100, "tpr_at_0.1pct_fpr": 1000}  # not-used images a 1% / 0.1% FPR needs
@@ -101,66 +137,53 @@ def write_report(out: Path, reals, generated, scores, evaluation, model, cfg, ru
             for n, r in res.items())
         parts.append(f"<table><tr><th>detector</th>{head}</tr>{rows}</table>")
         parts.append(_glossary() + _in_words(summary, res, y))
-        curves = {n: roc_curve(y, s)[:2] for n, s in evaluation["cv_scores"].items()}
-        parts.append("<h2>ROC curves</h2><p>The log-axis view shows whether any used image is identified "
-                     "confidently, at a low false-positive rate.</p>")
-        parts.append(_img(plots.roc_curves(curves, fig / "roc.png")) + _img(plots.roc_curves(curves, fig / "roc_log.png", log=True)))
-        parts.append("<h2>Score distributions</h2>" + _img(plots.score_histograms(evaluation["cv_scores"], y, fig / "histograms.png")))
+        if result.cv_scores:
+            curves = {n: roc_curve(y, s)[:2] for n, s in result.cv_scores.items()}
+            parts.append("<h2>ROC curves</h2><p>The log-axis view shows whether any used image is identified "
+                         "confidently, at a low false-positive rate.</p>")
+            parts.append(_img(plots.roc_curves(curves, fig / "roc.png"))
+                         + _img(plots.roc_curves(curves, fig / "roc_log.png", log=True)))
+            parts.append("<h2>Score distributions</h2>"
+                         + _img(plots.score_histograms(result.cv_scores, y, fig / "histograms.png")))
         parts.append("<p>p (Holm): the chance of an ROC-AUC this high if the labels were shuffled (2,000 "
                      "permutations), corrected for testing every detector. <i>auto</i> is the detector chosen on the "
                      "training folds; <i>combined</i> a regularised logistic combination. Peers are the literature's "
                      "methods, implemented from their papers.</p>")
-    parts.append(_evidence(reals, generated, scores, summary, fig, full_resolution))
-    if model is not None:
-        show = []
-        for g in ("member", "non_member", "unknown"):
-            show += list(np.flatnonzero(reals.groups == g)[:4])
-        sub = subset(reals.images, show)
-        rec = reconstruct(model, sub, keep=True, progress=False)
-        caps = [f"{reals.groups[i].replace('_', '-')}\nmse {m:.4f}" for i, m in zip(show, rec.mse)]
+    parts.append(_evidence(result, evidence or select_evidence(result), fig))
+    if reconstructions is not None:
         parts.append("<h2>Reconstructions by the autoencoder trained on the generated images</h2>"
-                     + _img(plots.image_pairs(sub.pixels, rec.images, fig / "reconstructions.png", captions=caps)))
+                     + _img(plots.image_pairs(reconstructions.inputs, reconstructions.outputs,
+                                              fig / "reconstructions.png", captions=reconstructions.captions)))
     parts.append(_reproduction(summary))
     path = out / "report.html"
-    path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>vitprint report</title>"
-                    f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>")
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>vitprint report</title>"
+            f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>")
+    atomic_write(path, lambda tmp: Path(tmp).write_text(page))
     return path
 
 
-def _evidence(reals, generated, scores, summary: dict, fig: Path, full_resolution=None) -> str:
-    """The most suspicious real images (every role) beside their nearest generated image, by one named detector."""
-    primary = (summary.get("run_decision_rule") or {}).get("primary") or summary.get("verdict", {}).get("primary")
-    name = primary if primary in scores.nearest else next((n for n in ("align_nn", "copy_nn", "pixel_nn")
-                                                           if n in scores.nearest), next(iter(scores.nearest), None))
-    if name is None:
+def _evidence(result, ev: Evidence | None, fig: Path) -> str:
+    """The most suspicious real images beside their nearest generated image, by one named detector."""
+    if ev is None:
         return ""
-    s = scores.values[name]
-    top = np.argsort(-s)[:8]
-    nearest = scores.nearest[name][top]
-    labels = reals.labels
-    bar = None
-    if (labels == 0).any():
-        bar = float(np.quantile(s[labels == 0], 0.99))
+    name, s, labels = ev.detector, result.scores[ev.detector], np.asarray(result.labels)
+    bar = float(np.quantile(s[labels == 0], 0.99)) if (labels == 0).any() else None
     caps = []
-    for i, j in zip(top, nearest):
-        role = {"member": "used", "non_member": "NOT USED (false alarm)", "unknown": "unknown"}[reals.groups[i]]
-        caps.append(f"{role}\n{Path(reals.images.ids[i]).stem}\n{name} {s[i]:.4f}\n{Path(generated.paths[j]).name}")
-    above = int((s[top] > bar).sum()) if bar is not None else None
+    for i, j in zip(ev.real_index, ev.generated_index):
+        role = {1: "used", 0: "NOT USED (false alarm)", -1: "unknown"}[int(labels[i])]
+        caps.append(f"{role}\n{Path(result.paths[i]).stem}\n{name} {s[i]:.4f}\n{Path(result.generated_paths[j]).name}")
     text = (f"<h2>Evidence: the real images {html.escape(name)} ranks most likely used, beside their nearest "
             f"generated image</h2><p>Each caption: the image's role, its id, the {html.escape(name)} score and the "
             "generated file it matches. ")
     if bar is not None:
+        above = int((s[ev.real_index] > bar).sum())
         text += (f"The bar for a near-copy: the 99th percentile of the not-used images' scores, {bar:.3f}. "
-                 + (f"{above} of these {len(top)} pairs lie above it." if above else
+                 + (f"{above} of these {len(ev.real_index)} pairs lie above it." if above else
                     "No pair lies above it: none of these is closer than a not-used image would be.") + "</p>")
     else:
         text += "No not-used images are labelled, so there is no measured bar for a near-copy.</p>"
-    real_px, gen_px = np.asarray(reals.images.pixels[top]), np.asarray(generated.pixels[nearest])
-    if full_resolution is not None:  # the pairs as the files hold them, not at the model's size
-        real_px = full_resolution([reals.images.paths[i] for i in top], real_px)
-        gen_px = full_resolution([generated.paths[j] for j in nearest], gen_px)
-    return text + _img(plots.image_pairs(real_px, gen_px, fig / "evidence.png", titles=("real", "nearest generated"),
-                                         captions=caps))
+    return text + _img(plots.image_pairs(ev.real_pixels, ev.generated_pixels, fig / "evidence.png",
+                                         titles=("real", "nearest generated"), captions=caps))
 
 
 def _glossary() -> str:

@@ -1,0 +1,109 @@
+"""What a detection found, in memory, and how it is written to a folder."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vitprint.data.imageset import atomic_write
+from vitprint.evaluation.report import write_report
+from vitprint.evaluation.runfile import run_id, write_run
+
+ROLES = {1: "member", 0: "non_member", -1: "unknown"}
+
+
+@dataclass
+class DetectionResult:
+    """Everything ``detect`` found: per real image its scores, nearest generated image, decision and
+    P(used); cross-validated metrics with intervals and the verdict in ``summary``.
+
+    ``paths`` name the real images (their files, or ids for arrays); ``real_pixels`` and
+    ``generated_pixels`` are the images as scored, kept for the report's evidence.
+    """
+
+    ids: list[str]
+    paths: list[str]
+    labels: np.ndarray  # 1 used, 0 not used, -1 unknown
+    scores: dict[str, np.ndarray]
+    nearest: dict[str, np.ndarray]  # detector -> index of the nearest generated image
+    generated_paths: list[str]
+    score: np.ndarray  # the score that decides (the primary detector's, or the combiner's)
+    decisions: np.ndarray  # 0/1 per real image (labelled ones out-of-fold)
+    p_used: np.ndarray
+    primary: str
+    peers: list[str] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+    cv_scores: dict[str, np.ndarray] = field(default_factory=dict)  # labelled images' out-of-fold scores
+    real_pixels: np.ndarray | None = field(default=None, repr=False)
+    generated_pixels: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def verdict(self) -> dict[str, Any] | None:
+        return self.summary.get("verdict")
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """Cross-validated metrics with 95% intervals per detector (empty without labels)."""
+        return self.summary.get("development", {})
+
+    @property
+    def roles(self) -> np.ndarray:
+        return np.asarray([ROLES[int(v)] for v in self.labels])
+
+    @property
+    def nearest_by(self) -> str | None:
+        """The detector whose nearest generated image is shown as evidence for a decision."""
+        return self.primary if self.primary in self.nearest else next(iter(self.nearest), None)
+
+    def run_ids(self, names: bool = False) -> list[str]:
+        """Each real image's id in a run file: its stem or, with ``names``, its file name."""
+        return [run_id(p, names) for p in self.paths]
+
+    def save(self, out: str | Path, run_names: bool = False, report: bool = False, **report_parts) -> Path:
+        """Write ``scores.csv``, ``decisions.csv``, ``run.txt`` (for unknown images), ``evaluation.json``
+        and, with ``report``, ``report.html`` (``report_parts`` go to ``write_report``).
+
+        Each file is replaced whole (written aside, then renamed), and ``evaluation.json``, which
+        identifies the run, comes last: a crash leaves either the old set or a complete new one
+        apart from the files not yet reached.
+        """
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        ids, roles = self.run_ids(run_names), self.roles
+        label = ["" if v < 0 else int(v) for v in self.labels]
+
+        def scores_csv(tmp):
+            with open(tmp, "w", newline="") as f:
+                w = csv.writer(f)
+                w.writerow(["id", "group", "label", "path", *self.scores])
+                for i in range(len(ids)):
+                    w.writerow([ids[i], roles[i], label[i], self.paths[i],
+                                *(f"{v[i]:.6g}" for v in self.scores.values())])
+
+        by = self.nearest_by
+
+        def decisions_csv(tmp):
+            with open(tmp, "w", newline="") as f:
+                w = csv.writer(f)
+                w.writerow(["id", "role", "label", "score", "p_used", "decision", "nearest_generated", "nearest_by"])
+                for i in range(len(ids)):
+                    near = self.generated_paths[self.nearest[by][i]] if by else ""
+                    w.writerow([ids[i], roles[i], label[i], f"{self.score[i]:.6g}", f"{self.p_used[i]:.4f}",
+                                int(self.decisions[i]), near, by or ""])
+
+        atomic_write(out / "scores.csv", scores_csv)
+        atomic_write(out / "decisions.csv", decisions_csv)
+        unknown = self.labels < 0
+        if unknown.any():
+            atomic_write(out / "run.txt", lambda tmp: write_run(tmp, [ids[i] for i in np.flatnonzero(unknown)],
+                                                                 self.decisions[unknown], names=True))
+        if report:
+            self.summary["report"] = str(write_report(self, out, **report_parts))
+        atomic_write(out / "evaluation.json",
+                     lambda tmp: Path(tmp).write_text(json.dumps(self.summary, indent=2, default=float)))
+        return out
