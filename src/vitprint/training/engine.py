@@ -9,6 +9,7 @@ What a step computes and how a model is scored are passed in.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -34,7 +35,9 @@ log = logging.getLogger(__name__)
 
 MIXED = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 
-StepFn = Callable[[nn.Module, Any], tuple[torch.Tensor, int]]
+# One training step: the loss (or named losses, one called "loss" when the loop should optimise it) and the
+# number of images it saw.
+StepFn = Callable[[nn.Module, Any], tuple["torch.Tensor | dict[str, torch.Tensor]", int]]
 EvalFn = Callable[[nn.Module, DataLoader, Accelerator], dict[str, float]]
 
 
@@ -96,7 +99,6 @@ def fit(
     """Train for ``run.epochs`` epochs; returns one metrics record per epoch run here."""
     out = prepare_out(run)
     last_path, best_path = checkpoint_paths(out)
-    metrics_path = out / "metrics.jsonl"
     start_epoch, best = 0, None
     if run.resume:
         meta = load_checkpoint(last_path, model, optimizer)
@@ -123,34 +125,15 @@ def fit(
 
     history = []
     for epoch in range(start_epoch, run.epochs):
-        set_seed(run.seed + epoch)
-        model.train()
-        total, seen, t0 = 0.0, 0, time.perf_counter()
-        bar = progress_bar(train_loader, enabled=acc.is_local_main_process,
-                           desc=f"epoch {epoch + 1}/{run.epochs}", unit="batch")
-        for batch in bar:
-            with acc.autocast():
-                loss, n = task.step(model, batch)
-            if not torch.isfinite(loss.detach()):
-                kept = f"the last good checkpoint is {last_path}" if last_path.is_file() else "no checkpoint was written yet"
-                raise VitprintError(
-                    f"loss became {loss.item()} in epoch {epoch + 1}; stopped ({kept}). Try a lower --lr or --precision fp32"
-                )
-            acc.backward(loss)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            total += loss.item() * n
-            seen += n
-            bar.set_postfix(loss=f"{total / seen:.4f}", img_s=f"{seen / (time.perf_counter() - t0):.1f}")
-        train_time = time.perf_counter() - t0
+        losses = train_one_epoch(model, train_loader, task.step, acc, epoch, run, optimizer, last_path)
         scheduler.step()
         model.eval()
         with torch.no_grad(), acc.autocast():
             scores = task.evaluate(model, val_loader, acc)
         record = {
             "epoch": epoch + 1,
-            "train_loss": total / max(seen, 1),
-            "images_per_s": seen / train_time,
+            "train_loss": losses.pop("loss"),
+            "images_per_s": losses.pop("images_per_s"),
             "lr": optimizer.param_groups[0]["lr"],
             **scores,
         }
@@ -160,8 +143,7 @@ def fit(
         if improved and math.isfinite(value):
             best = value
         if acc.is_main_process:
-            with metrics_path.open("a") as f:
-                f.write(json.dumps(record) + "\n")
+            append_record(out, record)
             meta = {**task.meta, "epoch": epoch, "best": best, "monitor": task.monitor,
                     "scheduler": scheduler.state_dict(), "metrics": record}
             raw = acc.unwrap_model(model)
@@ -173,6 +155,52 @@ def fit(
         log.info("epoch %d/%d: %s", epoch + 1, run.epochs,
                  ", ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "epoch"))
     return history
+
+
+def train_one_epoch(model: nn.Module, loader: DataLoader, step: StepFn, acc: Accelerator, epoch: int, run: RunConfig,
+                    optimizer: torch.optim.Optimizer | None = None, last_path: Path | None = None,
+                    show_batches: bool = True) -> dict[str, float]:
+    """One pass over ``loader``; returns the mean of each loss per image and the images per second.
+
+    The epoch is seeded with ``run.seed + epoch`` (shuffling and noise follow it, so a resumed run
+    repeats the uninterrupted one). With ``optimizer`` the loop runs ``step`` under autocast, then
+    back-propagates its ``"loss"`` and steps; without one, ``step`` updates the model itself and owns
+    its autocast (a GAN's two players). A non-finite loss stops training with the last good
+    checkpoint named.
+    """
+    set_seed(run.seed + epoch)
+    model.train()
+    sums: dict[str, float] = {}
+    seen, t0 = 0, time.perf_counter()
+    batches = progress_bar(loader, enabled=show_batches and acc.is_local_main_process,
+                           desc=f"epoch {epoch + 1}/{run.epochs}", unit="batch")
+    for batch in batches:
+        with acc.autocast() if optimizer is not None else contextlib.nullcontext():
+            out, n = step(model, batch)
+        losses = out if isinstance(out, dict) else {"loss": out}
+        bad = {k: v.item() for k, v in losses.items() if not torch.isfinite(v.detach())}
+        if bad:
+            kept = (f"the last good checkpoint is {last_path}" if last_path is not None and last_path.is_file()
+                    else "no checkpoint was written yet")
+            name, value = next(iter(bad.items()))
+            raise VitprintError(f"{name} became {value} in epoch {epoch + 1}; stopped ({kept}). "
+                                "Try a lower --lr or --precision fp32")
+        if optimizer is not None:
+            acc.backward(losses["loss"])
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        for k, v in losses.items():
+            sums[k] = sums.get(k, 0.0) + v.item() * n
+        seen += n
+        first = next(iter(sums))
+        batches.set_postfix({first: f"{sums[first] / seen:.4f}", "img_s": f"{seen / (time.perf_counter() - t0):.1f}"})
+    return {**{k: v / max(seen, 1) for k, v in sums.items()}, "images_per_s": seen / (time.perf_counter() - t0)}
+
+
+def append_record(out: Path, record: dict[str, float]) -> None:
+    """One epoch's metrics as a line of ``out/metrics.jsonl`` (``read_history`` reads them back)."""
+    with (Path(out) / "metrics.jsonl").open("a") as f:
+        f.write(json.dumps(record) + "\n")
 
 
 def read_history(out: str | Path) -> list[dict[str, float]]:

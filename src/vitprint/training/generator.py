@@ -11,16 +11,13 @@ Accelerate, per-epoch seeding, JSON-lines metrics, atomic checkpoints with
 
 from __future__ import annotations
 
-import json
 import logging
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from accelerate.utils import set_seed
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -32,7 +29,7 @@ from vitprint.errors import VitprintError
 from vitprint.models.dcgan import VAE, Discriminator, Generator
 from vitprint.progress import bar
 from vitprint.training.checkpoint import load_checkpoint, read_meta, save_checkpoint
-from vitprint.training.engine import checkpoint_paths, make_accelerator, prepare_out
+from vitprint.training.engine import append_record, checkpoint_paths, make_accelerator, prepare_out, train_one_epoch
 
 log = logging.getLogger(__name__)
 
@@ -77,39 +74,45 @@ def diff_translate(x: torch.Tensor, fraction: float = 0.125) -> torch.Tensor:
     return F.grid_sample(x, grid, padding_mode="border", align_corners=False)
 
 
-def _gan_step(model: GAN, opts, acc, x) -> dict[str, torch.Tensor]:
+def _gan_step(opts, acc):
+    """A step that updates the discriminator, then the generator, each back-propagated outside autocast."""
     opt_g, opt_d = opts["generator"], opts["discriminator"]
-    z = torch.randn(x.shape[0], model.generator.z_dim, device=x.device)
-    with acc.autocast():
-        fake = model.generator(z)
-        d_real, d_fake = model.discriminator(diff_translate(x)), model.discriminator(diff_translate(fake.detach()))
-        # One-sided label smoothing keeps the discriminator from winning outright
-        # on small training sets, which otherwise collapses the generator to one mode.
-        loss_d = F.binary_cross_entropy_with_logits(d_real, torch.full_like(d_real, 0.9)) + \
-            F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
-    opt_d.zero_grad(set_to_none=True)
-    acc.backward(loss_d)
-    opt_d.step()
-    with acc.autocast():
-        d_gen = model.discriminator(diff_translate(fake))
-        loss_g = F.binary_cross_entropy_with_logits(d_gen, torch.ones_like(d_gen))
-    opt_g.zero_grad(set_to_none=True)
-    acc.backward(loss_g)
-    opt_g.step()
-    return {"loss_d": loss_d, "loss_g": loss_g}
+
+    def step(model: GAN, x) -> tuple[dict[str, torch.Tensor], int]:
+        model = acc.unwrap_model(model)
+        z = torch.randn(x.shape[0], model.generator.z_dim, device=x.device)
+        with acc.autocast():
+            fake = model.generator(z)
+            d_real, d_fake = model.discriminator(diff_translate(x)), model.discriminator(diff_translate(fake.detach()))
+            # One-sided label smoothing keeps the discriminator from winning outright
+            # on small training sets, which otherwise collapses the generator to one mode.
+            loss_d = F.binary_cross_entropy_with_logits(d_real, torch.full_like(d_real, 0.9)) + \
+                F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
+        opt_d.zero_grad(set_to_none=True)
+        acc.backward(loss_d)
+        opt_d.step()
+        with acc.autocast():
+            d_gen = model.discriminator(diff_translate(fake))
+            loss_g = F.binary_cross_entropy_with_logits(d_gen, torch.ones_like(d_gen))
+        opt_g.zero_grad(set_to_none=True)
+        acc.backward(loss_g)
+        opt_g.step()
+        return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach()}, x.shape[0]
+
+    return step
 
 
-def _vae_step(model: VAE, opts, acc, x, beta: float = 1.0) -> dict[str, torch.Tensor]:
-    with acc.autocast():
+def _vae_step(beta: float = 1.0):
+    """The negative ELBO as ``"loss"`` (the loop optimises it), with its two parts for the log."""
+
+    def step(model: VAE, x) -> tuple[dict[str, torch.Tensor], int]:
         rec, mu, logvar = model(x)
-    # Per-image sums, averaged over the batch: the usual ELBO scaling.
-    recon = F.mse_loss(rec.float(), x, reduction="sum") / x.shape[0]
-    kl = -0.5 * torch.sum(1 + logvar.float() - mu.float().pow(2) - logvar.float().exp()) / x.shape[0]
-    loss = recon + beta * kl
-    opts["vae"].zero_grad(set_to_none=True)
-    acc.backward(loss)
-    opts["vae"].step()
-    return {"loss": loss, "recon": recon, "kl": kl}
+        # Per-image sums, averaged over the batch: the usual ELBO scaling.
+        recon = F.mse_loss(rec.float(), x, reduction="sum") / x.shape[0]
+        kl = -0.5 * torch.sum(1 + logvar.float() - mu.float().pow(2) - logvar.float().exp()) / x.shape[0]
+        return {"loss": recon + beta * kl, "recon": recon.detach(), "kl": kl.detach()}, x.shape[0]
+
+    return step
 
 
 def train_generator(images: ImageSet, run: RunConfig, family: str = "dcgan", z_dim: int = 100, base: int = 32,
@@ -127,10 +130,8 @@ def train_generator(images: ImageSet, run: RunConfig, family: str = "dcgan", z_d
     if family == "dcgan":
         opts = {"generator": torch.optim.Adam(model.generator.parameters(), lr=lr, betas=(0.5, 0.999)),
                 "discriminator": torch.optim.Adam(model.discriminator.parameters(), lr=lr, betas=(0.5, 0.999))}
-        step: Callable = _gan_step
     else:
         opts = {"vae": torch.optim.Adam(model.parameters(), lr=lr)}
-        step = _vae_step
     start = 0
     if run.resume:
         start = load_checkpoint(last_path, model, opts)["epoch"] + 1
@@ -141,29 +142,18 @@ def train_generator(images: ImageSet, run: RunConfig, family: str = "dcgan", z_d
     model, loader = prepared[0], prepared[-1]
     opts = dict(zip(opts, prepared[1:-1]))
     raw = acc.unwrap_model(model)
+    step, optimizer = (_gan_step(opts, acc), None) if family == "dcgan" else (_vae_step(), opts["vae"])
     meta = {"kind": "generator", "family": family, "image_size": images.size, "z_dim": z_dim, "base": base,
             "lr": lr, "run": to_dict(run), "train_images": len(images)}
     log.info("training a %d px %s on %d images for %d epochs on %s", images.size, family, len(images), run.epochs,
              acc.device)
     epochs = bar(range(start, run.epochs), desc=f"{family} epochs", unit="epoch", initial=start, total=run.epochs)
     for epoch in epochs:
-        set_seed(run.seed + epoch)
-        model.train()
-        t0, seen, sums = time.perf_counter(), 0, {}
-        for x in loader:
-            losses = step(raw, opts, acc, x)
-            if not all(torch.isfinite(v) for v in losses.values()):
-                raise VitprintError(f"{family} losses became non-finite in epoch {epoch + 1}; "
-                                    f"the last good checkpoint is {last_path}")
-            seen += x.shape[0]
-            for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + v.item() * x.shape[0]
-        record = {"epoch": epoch + 1, **{k: v / seen for k, v in sums.items()},
-                  "images_per_s": seen / (time.perf_counter() - t0)}
+        losses = train_one_epoch(model, loader, step, acc, epoch, run, optimizer, last_path, show_batches=False)
+        record = {"epoch": epoch + 1, **losses}
         epochs.set_postfix({k: f"{v:.3f}" for k, v in record.items() if k not in ("epoch", "images_per_s")})
         if acc.is_main_process:
-            with (out / "metrics.jsonl").open("a") as f:
-                f.write(json.dumps(record) + "\n")
+            append_record(out, record)
             save_checkpoint(last_path, raw, opts, {**meta, "epoch": epoch})
     gen = sampler(raw).eval()
     with torch.no_grad():
