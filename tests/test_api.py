@@ -4,6 +4,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 from scipy.ndimage import gaussian_filter
 
@@ -71,3 +72,22 @@ def test_the_readme_example_runs_as_written(tmp_path, monkeypatch):
     result = namespace["result"]
     assert result.verdict["verdict"] == "Leak detected"
     assert list(result.decisions[-10:]) == [1] * 5 + [0] * 5  # the copied used images among the unknown
+
+
+def test_an_autoencoder_trained_on_arrays_feeds_the_recon_detector(tmp_path):
+    from vitprint.config import RunConfig
+    from vitprint.training.checkpoint import load_checkpoint
+    from vitprint.models.autoencoder import Autoencoder
+
+    generated, real, labels = _case(2)
+    cfg = vitprint.model_config("micro", image_size=64)
+    model = vitprint.train_autoencoder(generated, cfg, RunConfig(out=str(tmp_path / "ae"), epochs=1, batch_size=8))
+    assert not model.training and model.summary["train_images"] + model.summary["val_images"] == len(generated)
+    again = Autoencoder(cfg)
+    load_checkpoint(tmp_path / "ae" / "checkpoints" / "best.safetensors", again)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+    result = vitprint.detect(generated, real, labels=labels, detectors=("recon", "pixel_nn"),
+                             options={"autoencoder": model}, n_boot=0)
+    assert set(result.scores) == {"recon", "pixel_nn"} and np.isfinite(result.scores["recon"]).all()
+    with pytest.raises(VitprintError, match="32 px but the model reads 64 px"):
+        vitprint.train_autoencoder(generated[:, ::2, ::2].copy(), cfg, RunConfig(out=str(tmp_path / "b")))

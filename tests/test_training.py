@@ -82,8 +82,9 @@ def _poisoned(folder, cfg, out, data_cfg):
 
 def test_autoencoder_learns_and_draws_its_grid(flat_folder, tmp_path, data_cfg):
     out = tmp_path / "ae"
-    summary = train_autoencoder([flat_folder], model_config("micro"), run_cfg(out, epochs=3),
-                                OptimConfig(lr=1e-3), data_cfg)
+    model = train_autoencoder([flat_folder], model_config("micro"), run_cfg(out, epochs=3),
+                              OptimConfig(lr=1e-3), data_cfg)
+    summary = model.summary
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert records[-1]["train_loss"] < records[0]["train_loss"]
     assert summary["best_val_loss"] == pytest.approx(min(r["val_loss"] for r in records))

@@ -40,7 +40,7 @@ from vitprint.membership.knn import knn_distances, pixel_vectors
 from vitprint.membership.scoring import ScoreConfig, compute_scores
 from vitprint.errors import VitprintError
 from vitprint.evaluation.metrics import binary_metrics
-from vitprint.inference import encode, load_autoencoder
+from vitprint.inference import encode
 from vitprint.models.presets import model_config
 from vitprint.progress import bar
 from vitprint.training.autoencoder import train_autoencoder
@@ -101,10 +101,6 @@ def patients(start: int, n: int, scale: Scale, stream: int) -> np.ndarray:
         px = phantom(np.random.default_rng([stream, 11, i]), CLASSES[i % len(CLASSES)], scale.phantom_size)
         out[k] = resize_to_uint8(px.astype(np.float32) / 255.0, scale.image_size)
     return out
-
-
-def _set(pixels: np.ndarray, prefix: str) -> ImageSet:
-    return ImageSet([f"{prefix}_{i:05d}" for i in range(len(pixels))], [Path(f"{prefix}_{i:05d}.png") for i in range(len(pixels))], pixels)
 
 
 BOUNDS = {"kappa": (-1.0, 1.0)}  # every other metric lies in [0, 1]
@@ -179,7 +175,7 @@ def run_cell(family: str, n: int, seed: int, scale: Scale, encoder: str | None, 
     reals = patients(0, 2 * n, scale, stream)
     reference = patients(2 * n, n, scale, stream)  # other patients the generator never saw
     labels = np.r_[np.ones(n, int), np.zeros(n, int)]
-    members = _set(reals[:n], "member")
+    members = ImageSet.from_pixels(reals[:n], "member")
     epochs = max(1, math.ceil(scale.gen_steps * scale.batch_size / n))
     t0 = time.perf_counter()
     train_generator(members, RunConfig(out=str(work / "gen"), epochs=epochs, batch_size=scale.batch_size, seed=seed),
@@ -189,14 +185,13 @@ def run_cell(family: str, n: int, seed: int, scale: Scale, encoder: str | None, 
     rate = copy_rate(samples, reals[:n], reals[n:])  # the generator's own memorisation, before any perturbation
     if perturbed:
         samples = perturb(samples, seed)
-    generated = _set(samples, "generated")
+    generated = ImageSet.from_pixels(samples, "generated")
     t_gen = time.perf_counter() - t0
-    train_autoencoder(generated, cfg, RunConfig(out=str(work / "ae"), epochs=scale.ae_epochs,
-                                                batch_size=scale.batch_size, seed=seed),
-                      OptimConfig(lr=scale.lr), DataConfig(no_cache=True, val_fraction=0.1), encoder_path=encoder)
-    ae = load_autoencoder(work / "ae" / "checkpoints" / "best.safetensors")
+    ae = train_autoencoder(generated, cfg, RunConfig(out=str(work / "ae"), epochs=scale.ae_epochs,
+                                                     batch_size=scale.batch_size, seed=seed),
+                           OptimConfig(lr=scale.lr), DataConfig(no_cache=True, val_fraction=0.1), encoder_path=encoder)
     cfg_scores = ScoreConfig(detectors=(*ScoreConfig().detectors, "domias"), pixel_size=scale.image_size)
-    scores = compute_scores(_set(reals, "real"), generated, cfg_scores.detectors,
+    scores = compute_scores(ImageSet.from_pixels(reals, "real"), generated, cfg_scores.detectors,
                             cfg_scores.options(autoencoder=ae, seed=seed, **dict(scale.detector_options)),
                             reference=reference)
     metrics = heldout_metrics(scores.values, labels, seed)
@@ -234,7 +229,7 @@ class PeakRSS:
         return self
 
     def _watch(self):
-        while not self._stop.is_set():
+        while not self._stop.isImageSet.from_pixels():
             self.peak = max(self.peak, self._proc.memory_info().rss)
             time.sleep(0.005)
 
@@ -257,9 +252,9 @@ def scoring_speed(scale: Scale, encoder: str | None, device: str = "cpu") -> lis
     enc = ViTEncoder(cfg).eval()
     init_encoder(enc, encoder_path=encoder)
     rng = np.random.default_rng(0)
-    queries = _set(rng.integers(0, 256, (scale.speed_queries, scale.image_size, scale.image_size), dtype=np.uint8), "q")
+    queries = ImageSet.from_pixels(rng.integers(0, 256, (scale.speed_queries, scale.image_size, scale.image_size), dtype=np.uint8), "q")
     t = time.perf_counter()
-    probe = _set(rng.integers(0, 256, (256, scale.image_size, scale.image_size), dtype=np.uint8), "p")
+    probe = ImageSet.from_pixels(rng.integers(0, 256, (256, scale.image_size, scale.image_size), dtype=np.uint8), "p")
     encode(enc, probe, progress=False)
     encode_rate = len(probe) / (time.perf_counter() - t)
     z_q = torch.from_numpy(encode(enc, queries, progress=False))

@@ -160,7 +160,7 @@ def cmd_train(a) -> int:
     model_cfg = _resumed_model_cfg(a, model_cfg)
     summary = train_autoencoder(a.images, model_cfg, _run_cfg(a), _optim_cfg(a), _data_cfg(a),
                                 encoder_path=a.encoder, vit_weights=a.encoder_weights,
-                                freeze_encoder=a.freeze_encoder, pretrained_hub=a.pretrained_hub)
+                                freeze_encoder=a.freeze_encoder, pretrained_hub=a.pretrained_hub).summary
     print(f"best validation MSE {summary['best_val_loss']:.5f}; checkpoint: {summary['checkpoint']}")
     print(f"reconstruction grid: {Path(a.out) / 'recon_grid.png'}")
     return 0

@@ -133,10 +133,11 @@ def _autoencoder(inputs_generated: ImageSet, model_cfg: ModelConfig, cfg: Detect
         stamp.write_text(digest + "\n")
         run = RunConfig(out=str(ae_dir), epochs=cfg.ae_epochs, batch_size=cfg.ae_batch_size, seed=cfg.seed,
                         resume=last.is_file(), device=cfg.device, precision=cfg.precision)
-        train_autoencoder(inputs_generated, model_cfg, run, OptimConfig(lr=cfg.ae_lr), data, encoder_path=cfg.encoder,
-                          vit_weights=cfg.encoder_weights, pretrained_hub=cfg.pretrained_hub)
-    else:
-        log.info("reusing the autoencoder in %s (trained on these generated images)", ae_dir)
+        model = train_autoencoder(inputs_generated, model_cfg, run, OptimConfig(lr=cfg.ae_lr), data,
+                                  encoder_path=cfg.encoder, vit_weights=cfg.encoder_weights,
+                                  pretrained_hub=cfg.pretrained_hub)
+        return model.to(device), str(best)
+    log.info("reusing the autoencoder in %s (trained on these generated images)", ae_dir)
     return load_autoencoder(best, device), str(best)
 
 

@@ -48,6 +48,15 @@ class ImageSet:
     def size(self) -> int:
         return int(self.pixels.shape[-1])
 
+    @classmethod
+    def from_pixels(cls, pixels: np.ndarray, prefix: str) -> "ImageSet":
+        """Images that come as an array, named ``<prefix>_00000.png`` ... (no file behind them)."""
+        pixels = np.asarray(pixels)
+        if pixels.ndim != 3 or pixels.dtype != np.uint8:
+            raise VitprintError(f"images must be a uint8 array (N, S, S), got {pixels.dtype} {pixels.shape}")
+        names = [f"{prefix}_{i:05d}" for i in range(len(pixels))]
+        return cls(names, [Path(n + ".png") for n in names], pixels)
+
 
 def _cache_key(files: list[Path], size: int, opts: ReadOptions) -> str:
     h = hashlib.sha1()

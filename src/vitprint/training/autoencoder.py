@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -14,6 +13,7 @@ import torch.nn.functional as F
 from vitprint.config import DataConfig, ModelConfig, OptimConfig, RunConfig, to_dict
 from vitprint.data.dataset import ImageTensors
 from vitprint.data.imageset import ImageSet
+from vitprint.errors import VitprintError
 from vitprint.data.sources import read_folders, split, subset
 from vitprint.evaluation.plots import image_pairs, loss_curve
 from vitprint.inference import reconstruct
@@ -27,7 +27,7 @@ AE_OPTIM = OptimConfig(lr=1e-4)
 
 
 def train_autoencoder(
-    folders: list[str | Path] | ImageSet,
+    images: list[str | Path] | ImageSet | np.ndarray,
     model_cfg: ModelConfig,
     run: RunConfig,
     optim: OptimConfig = AE_OPTIM,
@@ -37,14 +37,22 @@ def train_autoencoder(
     freeze_encoder: bool = False,
     pretrained_hub: bool = False,
     grid_size: int = 8,
-) -> dict[str, Any]:
-    """Train the autoencoder; returns a summary with the best validation MSE.
+) -> Autoencoder:
+    """Train the autoencoder on image folders, an ``ImageSet`` or uint8 images ``(N, S, S)``; returns the
+    model at its best validation epoch, in eval mode, with the run's summary (best validation MSE,
+    epochs, image counts) as ``model.summary``.
 
-    Writes to ``run.out``: checkpoints (``checkpoints/best.safetensors`` is the
-    one to use), ``metrics.jsonl``, ``loss_curve.png``, ``recon_grid.png``.
+    Writes to ``run.out``: checkpoints (``checkpoints/best.safetensors`` reloads
+    the returned model), ``metrics.jsonl``, ``loss_curve.png``, ``recon_grid.png``,
+    ``summary.json``.
     """
     out = prepare_out(run)
-    images = folders if isinstance(folders, ImageSet) else read_folders(folders, model_cfg.image_size, data)
+    if isinstance(images, np.ndarray):
+        images = ImageSet.from_pixels(images, "train")
+    elif not isinstance(images, ImageSet):
+        images = read_folders(images, model_cfg.image_size, data)
+    if images.size != model_cfg.image_size:
+        raise VitprintError(f"the images are {images.size} px but the model reads {model_cfg.image_size} px")
     train_set, val_set = split(images, data.val_fraction, run.seed)
     log.info("%d images: %d train, %d validation", len(images), len(train_set), len(val_set))
 
@@ -85,4 +93,5 @@ def train_autoencoder(
                "best_val_loss": min(r["val_loss"] for r in history) if history else None,
                "train_images": len(train_set), "val_images": len(val_set)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
+    model.summary = summary
+    return model
