@@ -10,7 +10,7 @@ from scipy.ndimage import gaussian_filter
 
 import vitprint
 from vitprint.errors import VitprintError
-from vitprint.evaluation.report import Reconstructions
+from vitprint.evaluation.report import ReconstructionPanel
 
 
 def _slices(rng, n, size=64):
@@ -42,7 +42,7 @@ def test_detect_on_arrays_in_memory(tmp_path):
     assert (result.nearest["align_nn"][:15] == np.arange(15)).all()
     shown = np.asarray(real[:2])
     out = result.save(tmp_path / "r", report=True,
-                      reconstructions=Reconstructions(shown, shown, ["first", "second"]))
+                      reconstructions=ReconstructionPanel(shown, shown, ["first", "second"]))
     assert (out / "run.txt").read_text().count("\n") == 10
     assert {"scores.csv", "decisions.csv", "evaluation.json", "run.txt", "report.html"} <= {p.name for p in out.iterdir()}
     report = (out / "report.html").read_text()

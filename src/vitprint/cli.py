@@ -15,7 +15,6 @@ import shlex
 import sys
 from pathlib import Path
 
-import numpy as np
 
 from vitprint import __version__
 from vitprint.errors import VitprintError
@@ -127,8 +126,6 @@ def cmd_make_phantoms(a) -> int:
     from vitprint.data.phantoms import CLASSES, make_phantoms
     from vitprint.progress import bar
 
-    if a.per_class < 3:
-        raise VitprintError(f"--per-class must be at least 3 (one image per split), got {a.per_class}")
     with bar(total=a.per_class * len(CLASSES), desc="phantoms", unit="img") as pbar:
         counts = make_phantoms(a.out, per_class=a.per_class, size=a.size, seed=a.seed, progress=pbar)
     print(f"wrote {sum(counts.values())} images to {a.out} ({', '.join(f'{k} {v}' for k, v in counts.items())})")
@@ -183,38 +180,11 @@ def _encoder_model_cfg(path: str, cfg):
 
 
 def cmd_reconstruct(a) -> int:
-    import csv
+    from vitprint.inference import reconstruct_folders
 
-    import numpy as np
-
-    from vitprint.data.sources import read_folders, subset
-    from vitprint.evaluation.plots import image_pairs
-    from vitprint.device import pick_device
-    from vitprint.inference import load_autoencoder, reconstruct
-
-    model = load_autoencoder(a.checkpoint, pick_device(a.device))
-    images = read_folders(a.images, model.cfg.image_size, _data_cfg(a))
-    rec = reconstruct(model, images, batch_size=a.batch_size, keep=a.save_images,
-                      precision=a.precision, progress=not a.quiet)
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    with (out / "errors.csv").open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["id", "path", "mse", "mae"])
-        for i, (mse, mae) in enumerate(zip(rec.mse, rec.mae)):
-            w.writerow([images.ids[i], str(images.paths[i]), f"{mse:.6g}", f"{mae:.6g}"])
-    show = subset(images, np.arange(min(8, len(images))))
-    shown = reconstruct(model, show, keep=True, precision=a.precision, progress=False)
-    image_pairs(show.pixels, shown.images, out / "recon_grid.png", captions=[f"mse {v:.4f}" for v in shown.mse])
-    if a.save_images:
-        from PIL import Image
-
-        img_dir = out / "reconstructions"
-        for i, img in enumerate(rec.images):
-            target = img_dir / (Path(images.ids[i].replace("#", "_")).with_suffix(".png"))
-            target.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(np.clip((img + 1) * 127.5, 0, 255).round().astype(np.uint8)).save(target)
-    print(f"{len(images)} images, mean MSE {rec.mse.mean():.5f}; errors: {out / 'errors.csv'}")
+    done = reconstruct_folders(a.checkpoint, a.images, a.out, a.batch_size, a.save_images, a.precision, a.device,
+                               _data_cfg(a), progress=not a.quiet)
+    print(f"{done['images']} images, mean MSE {done['mean_mse']:.5f}; errors: {done['errors']}")
     return 0
 
 
@@ -290,34 +260,22 @@ def _print_detection(summary, metric_table) -> None:
 
 def cmd_evaluate(a) -> int:
     from vitprint.evaluation.metrics import metric_table
-    from vitprint.evaluation.truth import evaluate_run, evaluate_scores, read_scores, read_truth
+    from vitprint.evaluation.truth import evaluate_file
 
     if bool(a.run) == bool(a.scores):
         raise VitprintError("give exactly one of --run RUN_FILE or --scores scores.csv")
-    truth = read_truth(a.truth) if a.truth else None
-    if a.run:
-        if truth is None:
-            raise VitprintError("evaluating a run file needs --truth (a development folder or an id,label CSV)")
-        results, missing = evaluate_run(a.run, truth, a.bootstrap, a.seed)
-        if missing:
-            log.warning("the run file has no decision for %d image(s) of the truth", missing)
-        keys = ("accuracy", "kappa", "precision", "recall", "f1")
-    else:
-        ids, values, labels = read_scores(a.scores)
-        if truth is not None:
-            labels = np.asarray([truth.get(Path(i).stem, -1) for i in ids])
-        keep = labels >= 0
-        if not keep.any():
-            raise VitprintError(f"no row of {a.scores} has a label; give --truth (a development folder or an id,label CSV)")
-        values, labels = {k: v[keep] for k, v in values.items()}, labels[keep]
-        evaluation = evaluate_scores(values, labels, a.folds, a.bootstrap, a.seed, a.target_fpr)
-        print(evaluation["verdict"]["sentence"])
-        results = {"verdict": evaluation["verdict"], **evaluation["results"]}
-        keys = ("accuracy", "kappa", "f1", "roc_auc", "tpr_at_1pct_fpr")
-    print(metric_table({k: v for k, v in results.items() if k != "verdict"}, keys))
+    if a.run and not a.truth:
+        raise VitprintError("evaluating a run file needs --truth (a development folder or an id,label CSV)")
+    ev = evaluate_file(a.run, a.scores, a.truth, a.folds, a.bootstrap, a.seed, a.target_fpr)
+    if ev["missing"]:
+        log.warning("the run file has no decision for %d image(s) of the truth", ev["missing"])
+    if "verdict" in ev:
+        print(ev["verdict"]["sentence"])
+    print(metric_table(ev["results"], ev["keys"]))
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(json.dumps(results, indent=2, default=float))
+        Path(a.out).write_text(json.dumps({**({"verdict": ev["verdict"]} if "verdict" in ev else {}), **ev["results"]},
+                                          indent=2, default=float))
         print(f"metrics: {a.out}")
     return 0
 
@@ -337,12 +295,11 @@ def cmd_validate_run(a) -> int:
 
 
 def cmd_train_generator(a) -> int:
-    from vitprint.config import RunConfig
+    from vitprint.config import RunConfig, check_image_size
     from vitprint.data.sources import read_folders
     from vitprint.training.generator import train_generator
 
-    if a.image_size < 32 or a.image_size & (a.image_size - 1):
-        raise VitprintError(f"--image-size must be a power of two >= 32, got {a.image_size}")
+    check_image_size(a.image_size, 32, what="the generated image size")  # before reading any image
     images = read_folders(a.images, a.image_size, _data_cfg(a), what="training images")
     run = RunConfig(out=a.out, epochs=a.epochs, batch_size=a.batch_size, precision=a.precision, seed=a.seed,
                     num_workers=a.num_workers, resume=a.resume, device=a.device)
@@ -402,15 +359,7 @@ def cmd_demo(a) -> int:
 
 # ---------------------------------------------------------------- parser
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="vitprint",
-        description="Find which real medical images were used to train a generative model, "
-                    "from the synthetic images it produced, with a ViT-based autoencoder.",
-    )
-    parser.add_argument("--version", action="version", version=f"vitprint {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
+def _parser_demo(sub) -> None:
     p = sub.add_parser("demo", help="run the whole story on built-in phantom data (no dataset needed)",
                        description="The whole membership story on built-in data: phantom CT patients split into members and non-members (the challenge's development and test layout), a DCGAN trained on the members only, generated images, encoder pretraining on separate public phantoms, detection with every score, cross-validated metrics with intervals, a run file checked against the hidden truth, and an HTML report. About 10 minutes on a 2-core CPU with the tiny preset; running it again reuses every finished step.")
     p.add_argument("--out", default="vitprint-demo", help="output folder (default: vitprint-demo)")
@@ -428,6 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_demo)
 
+
+def _parser_make_phantoms(sub) -> None:
     p = sub.add_parser("make-phantoms", help="write procedural CT-like chest slices in 4 classes",
                        description="Write phantom axial chest CT slices (lung window, 8-bit palette PNG) in the train/valid/test class-folder layout: classes normal, nodule, mass, effusion; every image a different random patient.")
     p.add_argument("--out", default="phantoms", help="output folder (default: phantoms)")
@@ -437,6 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_make_phantoms)
 
+
+def _parser_pretrain(sub) -> None:
     p = sub.add_parser("pretrain", help="pretrain the encoder as a classifier on a class-folder tree",
                        description="Supervised pretraining of the ViT encoder (plus a linear head) on labelled CT images: a tree with train/ and valid/ (and test/) class folders, or class folders split by --val-fraction. Writes encoder.safetensors (best epoch by validation macro-F1), checkpoints, metrics.jsonl, loss and confusion-matrix plots.")
     p.add_argument("data", help="class-folder tree (for example the Kaggle chest-CT layout)")
@@ -448,6 +401,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_pretrain)
 
+
+def _parser_train(sub) -> None:
     p = sub.add_parser("train", help="train the ViT autoencoder on image folders",
                        description="Train the ViT-based autoencoder (MSE loss) on every image below the given folders, holding out --val-fraction for validation. Writes checkpoints (best by validation MSE), metrics.jsonl, loss_curve.png and recon_grid.png.")
     p.add_argument("images", nargs="+", help="image folder(s)")
@@ -460,6 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_train)
 
+
+def _parser_reconstruct(sub) -> None:
     p = sub.add_parser("reconstruct", help="reconstruct a folder and write per-image errors",
                        description="Reconstruct every image below the folders with a trained autoencoder; writes errors.csv (id, path, mse, mae), recon_grid.png and, with --save-images, the reconstructions as PNG.")
     p.add_argument("checkpoint", help="autoencoder checkpoint (.safetensors from 'vitprint train')")
@@ -472,6 +429,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_reconstruct)
 
+
+def _parser_info(sub) -> None:
     p = sub.add_parser("info", help="parameters and GFLOPs per image of a preset",
                        description="Print the parameter count and GFLOP per image (encoder, autoencoder forward, training step) of a preset or timm ViT.")
     _add_model(p, "seed")
@@ -479,6 +438,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_info)
 
+
+def _parser_detect(sub) -> None:
     p = sub.add_parser("detect", help="score real images, decide which were used for training, write the run file and report",
                        description="Detect training-data usage. Give the challenge's folders (--dev with generated/, real_used/, real_not_used/; --test with generated/, real_unknown/) or explicit folders. Checks that no image sits in two roles, runs the detectors (training the ViT autoencoder on the generated images for recon/latent_nn, or loading --autoencoder), gives one verdict with controls that can fail (permutation null, blind baseline), cross-validates decisions on the labelled images, and writes scores.csv, decisions.csv, evaluation.json, run.txt (for unknown images) and report.html.")
     g = p.add_argument_group("inputs")
@@ -520,6 +481,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_detect)
 
+
+def _parser_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="metrics with confidence intervals for a run file or a scores file",
                        description="Accuracy, precision, recall, F1, Cohen's kappa (and for scores: ROC-AUC, average precision, TPR at 1%% and 0.1%% FPR, cross-validated decisions, permutation p-values and the verdict), each with a bootstrap 95%% interval.")
     p.add_argument("--run", metavar="RUN_FILE", help="a run file (<id>,<0|1> lines)")
@@ -533,6 +496,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_evaluate)
 
+
+def _parser_validate_run(sub) -> None:
     p = sub.add_parser("validate-run", help="check a run file against the task's rules",
                        description="Check a run file as the task's validator does: every line '<id>,<0|1>', ids of images in --images (stems or file names), none repeated, none missing. Prints each problem with its line number; exit status 1 when invalid.")
     p.add_argument("run", help="the run file")
@@ -540,6 +505,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_validate_run)
 
+
+def _parser_train_generator(sub) -> None:
     p = sub.add_parser("train-generator", help="train a DCGAN or VAE on real images (to build a membership setting)",
                        description="Train a standard DCGAN (or a convolutional VAE) on every image below the folders, to reproduce the situation vitprint audits: a generator trained on known members. Writes checkpoints/last.safetensors, metrics.jsonl and samples.png.")
     p.add_argument("images", nargs="+", help="training image folder(s): the members")
@@ -553,6 +520,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_train_generator)
 
+
+def _parser_bench(sub) -> None:
     p = sub.add_parser("bench", help="membership benchmark: every detector across generators and training-set sizes",
                        description="Build the membership setting from scratch where the truth is known: for each generator family and member-set size, train the generator on fresh phantom members only, generate, run every detector and the combiner, and evaluate on a held-out half with thresholds fitted on the other half; repeat over seeds (mean and 95%% t-interval). Also measures scoring speed and memory against 1k/10k/100k generated images. Results accumulate in OUT/results.json, so an interrupted run continues where it stopped.")
     p.add_argument("--scale", choices=["toy", "cpu", "gpu"], default="cpu", help="toy (seconds), cpu (about an hour on 2 cores, tiny preset at 64 px) or gpu (seed preset at 256 px) (default: cpu)")
@@ -567,6 +536,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_bench)
 
+
+def _parser_generate(sub) -> None:
     p = sub.add_parser("generate", help="sample images from a trained generator",
                        description="Write N samples of a generator checkpoint as 8-bit palette PNGs, generated_00000.png ...")
     p.add_argument("checkpoint", help="generator checkpoint (from 'vitprint train-generator')")
@@ -576,6 +547,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     _add_common(p)
     p.set_defaults(func=cmd_generate)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vitprint",
+        description="Find which real medical images were used to train a generative model, "
+                    "from the synthetic images it produced, with a ViT-based autoencoder.",
+    )
+    parser.add_argument("--version", action="version", version=f"vitprint {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in (_parser_demo, _parser_make_phantoms, _parser_pretrain, _parser_train, _parser_reconstruct, _parser_info, _parser_detect, _parser_evaluate, _parser_validate_run, _parser_train_generator, _parser_bench, _parser_generate):
+        add(sub)
     return parser
 
 

@@ -19,8 +19,13 @@ POOLINGS = ("cls", "mean")
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 
-def _power_of_two(n: int) -> bool:
-    return n > 0 and (n & (n - 1)) == 0
+def check_image_size(size: int, low: int = 32, high: int | None = None, what: str = "image_size") -> int:
+    """``size`` if it is a power of two in ``[low, high]``; otherwise one clear error."""
+    if not (isinstance(size, int) and size > 0 and size & (size - 1) == 0 and size >= low
+            and (high is None or size <= high)):
+        span = f"from {low} to {high}" if high else f">= {low}"
+        raise VitprintError(f"{what} must be a power of two {span}, got {size}")
+    return size
 
 
 @dataclass
@@ -42,10 +47,7 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.pooling not in POOLINGS:
             raise VitprintError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
-        if not (_power_of_two(self.image_size) and 32 <= self.image_size <= 512):
-            raise VitprintError(
-                f"image_size must be a power of two from 32 to 512, got {self.image_size}"
-            )
+        check_image_size(self.image_size, 32, 512)
         if self.latent_dim < 1:
             raise VitprintError(f"latent_dim must be positive, got {self.latent_dim}")
         if self.vit_img_size < 16:

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
-from vitprint.config import ModelConfig, from_dict
+from vitprint.config import DataConfig, ModelConfig, from_dict
 from vitprint.data.dataset import to_model_range
-from vitprint.data.imageset import ImageSet
+from vitprint.data.imageset import ImageSet, atomic_write
+from vitprint.data.sources import read_folders, subset
+from vitprint.device import pick_device
+from vitprint.evaluation.plots import image_pairs
 from vitprint.errors import VitprintError
 from vitprint.progress import bar
 from vitprint.models.autoencoder import Autoencoder
@@ -76,3 +81,35 @@ def encode(encoder: torch.nn.Module, images: ImageSet, batch_size: int = 64, pre
         with _autocast(device, precision):
             out.append(encoder(x).float().cpu().numpy())
     return np.concatenate(out)
+
+
+def reconstruct_folders(checkpoint: str | Path, folders: list[str | Path], out: str | Path, batch_size: int = 32,
+                        save_images: bool = False, precision: str = "fp32", device: str = "auto",
+                        data: DataConfig = DataConfig(), progress: bool = True) -> dict:
+    """Reconstruct every image below ``folders`` with a trained autoencoder. Writes ``out/errors.csv``
+    (id, path, mse, mae), ``out/recon_grid.png`` and, with ``save_images``, each reconstruction as PNG
+    under ``out/reconstructions``. Returns the image count, the mean MSE and the files written."""
+    model = load_autoencoder(checkpoint, pick_device(device))
+    images = read_folders(folders, model.cfg.image_size, data)
+    rec = reconstruct(model, images, batch_size=batch_size, keep=save_images, precision=precision, progress=progress)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def errors_csv(tmp):
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["id", "path", "mse", "mae"])
+            for i, (mse, mae) in enumerate(zip(rec.mse, rec.mae)):
+                w.writerow([images.ids[i], str(images.paths[i]), f"{mse:.6g}", f"{mae:.6g}"])
+
+    atomic_write(out / "errors.csv", errors_csv)
+    show = subset(images, np.arange(min(8, len(images))))
+    shown = reconstruct(model, show, keep=True, precision=precision, progress=False)
+    image_pairs(show.pixels, shown.images, out / "recon_grid.png", captions=[f"mse {v:.4f}" for v in shown.mse])
+    if save_images:
+        for i, img in enumerate(rec.images):
+            target = out / "reconstructions" / Path(images.ids[i].replace("#", "_")).with_suffix(".png")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.clip((img + 1) * 127.5, 0, 255).round().astype(np.uint8)).save(target)
+    return {"images": len(images), "mean_mse": float(rec.mse.mean()), "errors": str(out / "errors.csv"),
+            "grid": str(out / "recon_grid.png")}

@@ -27,7 +27,7 @@ from vitprint.data.sources import cache_dir, read_files, read_folders, subset
 from vitprint.membership.base import unique_images
 from vitprint.detection.inputs import Inputs
 from vitprint.detection.roles import check_roles
-from vitprint.evaluation.report import Reconstructions, select_evidence
+from vitprint.evaluation.report import ReconstructionPanel, select_evidence
 from vitprint.evaluation.runfile import run_id, validate_run
 from vitprint.membership.decisions import DECISIONS
 from vitprint.membership.registry import detector_class
@@ -248,7 +248,7 @@ def _report_parts(result: DetectionResult, reals: RealSet, model, data: DataConf
         show = [i for g in GROUPS for i in np.flatnonzero(reals.groups == g)[:4]]
         sub = subset(reals.images, show)
         rec = reconstruct(model, sub, keep=True, progress=False)
-        parts["reconstructions"] = Reconstructions(
+        parts["reconstructions"] = ReconstructionPanel(
             np.asarray(sub.pixels), rec.images,
             [f"{reals.groups[i].replace('_', '-')}\nmse {m:.4f}" for i, m in zip(show, rec.mse)])
     return parts

@@ -18,6 +18,7 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter
 
 from vitprint.data.readers import WINDOWS
+from vitprint.errors import VitprintError
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +184,8 @@ def make_phantoms(
     Each image draws from its own generator seeded by ``(seed, class, index)``,
     so a dataset can be regenerated exactly and any subset is reproducible.
     """
+    if per_class < 3:
+        raise VitprintError(f"images per class must be at least 3 (one per split), got {per_class}")
     out = Path(out)
     counts = {s: 0 for s in SPLITS}
     # Every split gets at least one image per class.

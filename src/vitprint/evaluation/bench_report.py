@@ -20,7 +20,7 @@ def _cell(v) -> str:
 
 
 def chance_note(auc) -> str:
-    m, lo, hi = auc[0], auc[1], auc[2]
+    lo, hi = auc[1], auc[2]
     if np.isnan(lo):
         return ""
     if lo <= 0.5 <= hi:

@@ -78,7 +78,7 @@ class Evidence:
 
 
 @dataclass
-class Reconstructions:
+class ReconstructionPanel:
     """Some real images and what an autoencoder made of them, with one caption each."""
 
     inputs: np.ndarray
@@ -100,7 +100,7 @@ def select_evidence(result, k: int = 8) -> Evidence | None:
 
 
 def write_report(result, out: Path, evidence: Evidence | None = None,
-                 reconstructions: Reconstructions | None = None) -> Path:
+                 reconstructions: ReconstructionPanel | None = None) -> Path:
     """Write ``out/report.html`` (every figure embedded; also kept as PNG in ``out/figures``) for a
     ``DetectionResult``. ``evidence`` defaults to ``select_evidence(result)``; nothing is computed here
     beyond what is drawn."""

@@ -104,3 +104,31 @@ def evaluate_scores(values: dict[str, np.ndarray], labels: np.ndarray, folds: in
     return {"results": out, "cv_scores": cv.scores, "cv_decisions": cv.decisions, "auto_choices": cv.auto_choices,
             "folds": cv.folds,
             "verdict": verdict.to_dict()}
+
+
+RUN_KEYS = ("accuracy", "kappa", "precision", "recall", "f1")
+SCORE_KEYS = ("accuracy", "kappa", "f1", "roc_auc", "tpr_at_1pct_fpr")
+
+
+def evaluate_file(run: str | Path | None = None, scores: str | Path | None = None, truth: str | Path | None = None,
+                  folds: int = 5, n_boot: int = 1000, seed: int = 0,
+                  target_fpr: float | None = None) -> dict[str, Any]:
+    """Evaluate exactly one of a run file (against ``truth``) or a ``scores.csv`` (its own labels, or
+    ``truth``'s). Returns ``{"results": {name: {metrics, intervals, ...}}, "keys": the metrics worth
+    printing, "verdict": ... (scores only), "missing": truth ids the run file has no line for}``."""
+    if (run is None) == (scores is None):
+        raise VitprintError("give exactly one run file or one scores file to evaluate")
+    labels_from = read_truth(truth) if truth else None
+    if run is not None:
+        if labels_from is None:
+            raise VitprintError("evaluating a run file needs the truth (a development folder or an id,label CSV)")
+        results, missing = evaluate_run(run, labels_from, n_boot, seed)
+        return {"results": results, "keys": RUN_KEYS, "missing": missing}
+    ids, values, labels = read_scores(scores)
+    if labels_from is not None:
+        labels = np.asarray([labels_from.get(Path(i).stem, -1) for i in ids])
+    keep = labels >= 0
+    if not keep.any():
+        raise VitprintError(f"no row of {scores} has a label; give the truth (a development folder or an id,label CSV)")
+    evaluation = evaluate_scores({k: v[keep] for k, v in values.items()}, labels[keep], folds, n_boot, seed, target_fpr)
+    return {"results": evaluation["results"], "keys": SCORE_KEYS, "verdict": evaluation["verdict"], "missing": 0}

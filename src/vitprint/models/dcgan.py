@@ -11,6 +11,8 @@ import math
 import torch
 from torch import nn
 
+from vitprint.config import check_image_size
+
 
 def _widths(image_size: int, base: int) -> list[int]:
     steps = int(math.log2(image_size)) - 2  # 4 -> image_size
@@ -22,8 +24,7 @@ class Generator(nn.Module):
 
     def __init__(self, image_size: int = 64, z_dim: int = 100, base: int = 32):
         super().__init__()
-        if image_size < 32 or image_size & (image_size - 1):
-            raise ValueError(f"image_size must be a power of two >= 32, got {image_size}")
+        check_image_size(image_size, 32)
         self.z_dim = z_dim
         w = _widths(image_size, base)
         layers: list[nn.Module] = [nn.ConvTranspose2d(z_dim, w[0], 4, 1, 0, bias=False), nn.BatchNorm2d(w[0]), nn.ReLU(True)]

@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from vitprint.config import check_image_size
+
 START = 8  # spatial size after the linear layer
 START_CHANNELS = 256
 MIN_CHANNELS = 8
@@ -44,12 +46,11 @@ def decoder_channels(image_size: int) -> list[int]:
 
 
 class Decoder(nn.Module):
-    """``(B, latent_dim) -> (B, out_chans, S, S)`` in [-1, 1], S a power of two >= 32."""
+    """``(B, latent_dim) -> (B, out_chans, S, S)`` in [-1, 1], S a power of two >= 16."""
 
     def __init__(self, latent_dim: int, image_size: int, out_chans: int = 1):
         super().__init__()
-        if image_size < 2 * START or image_size & (image_size - 1):
-            raise ValueError(f"image_size must be a power of two >= 16, got {image_size}")
+        check_image_size(image_size, 2 * START)
         chans = decoder_channels(image_size)
         self.fc = nn.Sequential(nn.Linear(latent_dim, START_CHANNELS * START * START), nn.ReLU(True))
         layers: list[nn.Module] = []
