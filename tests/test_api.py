@@ -72,6 +72,12 @@ def test_the_readme_example_runs_as_written(tmp_path, monkeypatch):
     result = namespace["result"]
     assert result.verdict["verdict"] == "Leak detected"
     assert list(result.decisions[-10:]) == [1] * 5 + [0] * 5  # the copied used images among the unknown
+    assert (tmp_path / "vitprint-api-example" / "report.html").is_file()
+    section = readme[readme.index("## Python API"):]
+    second = re.findall(r"```python\n(.*?)```", section, re.S)[1]
+    assert "train_autoencoder" in second
+    exec(compile(second.replace("epochs=5", "epochs=1"), "README.md", "exec"), namespace)  # one epoch is enough here
+    assert {"recon", "latent_nn", "align_nn"} == set(namespace["result"].scores)
 
 
 def test_an_autoencoder_trained_on_arrays_feeds_the_recon_detector(tmp_path):

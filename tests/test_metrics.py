@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from vitprint.evaluation.metrics import binary_metrics, bootstrap_intervals, tpr_at_fpr
+from vitprint.evaluation.metrics import binary_metrics, bootstrap_intervals, rates_from_counts, tpr_at_fpr
 from vitprint.evaluation.truth import evaluate_run, read_truth
 
 
@@ -38,6 +38,30 @@ def test_bootstrap_intervals_contain_the_estimate_and_shrink_with_data():
         for key in ("accuracy", "kappa", "f1"):
             assert ci[key][0] <= m[key] <= ci[key][1], key  # the same sample's estimate lies inside
     assert small["accuracy"][1] - small["accuracy"][0] > big["accuracy"][1] - big["accuracy"][0]
+
+
+def test_the_bootstraps_rates_equal_scikit_learns_on_every_corner_case():
+    rng = np.random.default_rng(1)
+    cases = [(rng.integers(0, 2, n), rng.integers(0, 2, n)) for n in (2, 5, 30) for _ in range(40)]
+    cases += [([0, 0, 0], [0, 0, 0]), ([1, 1], [1, 1]), ([0, 1], [1, 1]), ([0, 1], [0, 0]), ([1, 1, 0], [0, 0, 0])]
+    for y, p in cases:
+        m = binary_metrics(y, p)
+        fast = rates_from_counts(m["tn"], m["fp"], m["fn"], m["tp"])
+        for key, v in fast.items():
+            assert float(v) == pytest.approx(m[key], abs=1e-12), (key, y, p)
+
+
+def test_score_intervals_hold_the_estimate_and_say_nan_only_when_undefined():
+    rng = np.random.default_rng(2)
+    y = np.r_[np.ones(30), np.zeros(30)].astype(int)
+    s = y + rng.normal(0, 1.0, 60)
+    ci = bootstrap_intervals(y, (s > 0.5).astype(int), s, n_boot=300)
+    m = binary_metrics(y, (s > 0.5).astype(int), s)
+    for key in ("roc_auc", "average_precision", "accuracy"):
+        assert ci[key][0] <= m[key] <= ci[key][1], key
+    assert 0.5 < ci["roc_auc"][0] < ci["roc_auc"][1] < 1.0
+    one_class = bootstrap_intervals(np.ones(5, int), np.ones(5, int), np.arange(5.0), n_boot=20)
+    assert np.isnan(one_class["roc_auc"][0]) and one_class["accuracy"] == (1.0, 1.0)
 
 
 def test_evaluate_run_against_a_truth_csv(tmp_path):
