@@ -167,7 +167,7 @@ def test_validate_run_reports_broken_lines(tmp_path, capsys, flat_folder):
         (["evaluate"], "exactly one of --run"),
         (["generate", "{tmp}/none.safetensors"], "checkpoint not found"),
         (["detect", "--generated", "{tmp}", "--unknown", "{tmp}", "--detectors", "pixel_nn", "--decision", "recon"],
-         "--decision must be one of auto, combined, pixel_nn"),
+         "decision must be one of auto, combined, pixel_nn, got 'recon' (--decision)"),
         (["train-generator", "{tmp}", "--image-size", "48"], "power of two"),
     ],
 )

@@ -47,7 +47,7 @@ def test_challenge_layouts_are_found_and_mismatches_explained(tmp_path):
         challenge_folder(tmp_path)
     with pytest.raises(VitprintError, match="looks like a test folder"):
         resolve_inputs(dev=str(test))
-    with pytest.raises(VitprintError, match="both --members"):
+    with pytest.raises(VitprintError, match="both members"):
         resolve_inputs(generated=[str(dev / "generated")], members=[str(dev / "real_used")])
     with pytest.raises(VitprintError, match="no generated images"):
         resolve_inputs(members=[str(dev / "real_used")], non_members=[str(dev / "real_not_used")])

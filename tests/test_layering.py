@@ -64,3 +64,20 @@ def test_the_leaves_import_nothing_of_vitprint():
 def test_the_report_renders_and_never_runs_a_model():
     targets = [t for t, _ in _imports(ROOT / "evaluation" / "report.py")]
     assert not [t for t in targets if t.split(".")[0] in ("inference", "models", "training", "membership")], targets
+
+
+def test_library_errors_name_settings_not_command_line_flags():
+    """The CLI adds its flags for an error's ``settings``; the library's own words never name one."""
+    import re
+
+    problems = []
+    for path in ROOT.rglob("*.py"):
+        if path.name == "cli.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "VitprintError" and node.args:
+                text = "".join(c.value for c in ast.walk(node.args[0])
+                               if isinstance(c, ast.Constant) and isinstance(c.value, str))
+                if re.search(r"(^|[\s(/'])--[a-z]", text):
+                    problems.append(f"{path.relative_to(ROOT)}:{node.lineno}: {text[:60]}")
+    assert not problems, "\n".join(problems)

@@ -292,10 +292,10 @@ def run_benchmark(scale_name: str, out: str | Path, families=None, sizes=None, s
     path = out / "results.json"
     results = json.loads(path.read_text()) if path.is_file() else {}
     if results.get("scale") not in (None, scale_name):
-        raise VitprintError(f"{path} holds a '{results['scale']}' benchmark; choose another --out")
+        raise VitprintError(f"{path} holds a '{results['scale']}' benchmark; choose another output folder", "out")
     if results.get("perturbed", perturbed) != perturbed:
         raise VitprintError(f"{path} holds a benchmark {'with' if results['perturbed'] else 'without'} perturbed "
-                            "generated images; choose another --out")
+                            "generated images; choose another output folder", "out")
     results.update({"scale": scale_name, "perturbed": perturbed, "config": dataclasses.asdict(scale), "machine": machine(),
                     "started": results.get("started", time.strftime("%Y-%m-%d %H:%M"))})
     results.setdefault("cells", [])

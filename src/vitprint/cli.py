@@ -581,6 +581,15 @@ def _apply_yaml(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Na
     return parser.parse_args(argv)
 
 
+def _flags_for(parser: argparse.ArgumentParser, args, settings) -> list[str]:
+    """The command's flags for the settings an error names (the library speaks of settings, not flags)."""
+    if args is None or not settings:
+        return []
+    sub = parser._subparsers._group_actions[0].choices[args.command]  # noqa: SLF001
+    known = {o for a in sub._actions for o in a.option_strings}  # noqa: SLF001
+    return [f for f in (f"--{name.replace('_', '-')}" for name in settings) if f in known]
+
+
 def _setup_logging(args) -> None:
     level = logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(message)s" if not args.debug else "%(levelname)s %(name)s: %(message)s")
@@ -596,6 +605,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     debug = "--debug" in argv
+    args = None
     try:
         args = _apply_yaml(parser, argv)
         args.argv_used = [str(x) for x in argv]
@@ -604,7 +614,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:  # VitprintError and the bad values models reject: the input's fault
         if debug:
             raise
-        print(f"vitprint: error: {exc}", file=sys.stderr)
+        flags = _flags_for(parser, args, getattr(exc, "settings", ()))
+        print(f"vitprint: error: {exc}" + (f" ({', '.join(flags)})" if flags else ""), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("vitprint: interrupted", file=sys.stderr)

@@ -16,7 +16,7 @@ def pick_device(device: str = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if device == "cuda" and not torch.cuda.is_available():
-        raise VitprintError("--device cuda was asked for, but no CUDA GPU is available")
+        raise VitprintError("device cuda was asked for, but no CUDA GPU is available", "device")
     if device == "mps" and not torch.backends.mps.is_available():
-        raise VitprintError("--device mps was asked for, but MPS is not available")
+        raise VitprintError("device mps was asked for, but MPS is not available", "device")
     return torch.device(device)

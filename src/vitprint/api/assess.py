@@ -128,8 +128,8 @@ def decide_all(values, labels, unknown, evaluation, cfg: AssessConfig, candidate
         return d
     if cfg.assume_prevalence is None:
         raise VitprintError("no labelled development images to fit a decision: give used and not-used images "
-                            "(--dev, or --members and --non-members), or state the expected share of used images "
-                            "with --assume-prevalence")
+                            "(members and non-members), or state the expected share of used images (an assumed "
+                            "prevalence)", ("members", "non_members", "assume_prevalence"))
     name = cfg.decision if cfg.decision in values else (candidates or list(values))[0]
     if cfg.decision not in values:
         log.warning("no labels to choose a detector with: deciding by %s (name one with --decision)", name)

@@ -121,7 +121,8 @@ def _autoencoder(inputs_generated: ImageSet, model_cfg: ModelConfig, cfg: Detect
     digest = hashlib.sha1(np.ascontiguousarray(inputs_generated.pixels).tobytes() + settings.encode()).hexdigest()
     if stamp.is_file() and stamp.read_text().strip() != digest:
         raise VitprintError(f"{ae_dir} holds an autoencoder trained on other generated images or with other "
-                            "settings; choose another --out (or pass --autoencoder to reuse it on purpose)")
+                            "settings; choose another output folder (or name that autoencoder to reuse it on purpose)",
+                            ("out", "autoencoder"))
     if not best.is_file() or not (ae_dir / "summary.json").is_file():
         log.info("training the %s autoencoder on %d generated images", model_cfg.vit, len(inputs_generated))
         if device.type == "cpu" and "base" in model_cfg.vit:
@@ -146,10 +147,10 @@ def detect(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, data: Data
     lonely = [d for d in cfg.scores.detectors if detector_class(d).needs_reference]
     if lonely and not inputs.reference:
         raise VitprintError(f"{', '.join(lonely)} needs a reference set (real images the generator never saw): "
-                            "give --reference")
+                            "give a reference set", "reference")
     allowed = [*DECISIONS, *score_names(cfg.scores.detectors, bool(inputs.reference))]
     if cfg.decision not in allowed:
-        raise VitprintError(f"--decision must be one of {', '.join(allowed)}, got {cfg.decision!r}")
+        raise VitprintError(f"decision must be one of {', '.join(allowed)}, got {cfg.decision!r}", "decision")
     out = Path(cfg.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -293,5 +294,5 @@ def _check_overwrite(out: Path, stamp: str, force: bool) -> None:
     except (OSError, ValueError):
         old = None
     if old != stamp:
-        raise VitprintError(f"{out} holds a run file made with other inputs or settings; choose another --out "
-                            "or pass --force to replace it")
+        raise VitprintError(f"{out} holds a run file made with other inputs or settings; choose another "
+                            "output folder or force the replacement", ("out", "force"))

@@ -56,14 +56,16 @@ def resolve_inputs(dev: str | None = None, test: str | None = None, generated=()
     if dev:
         d = challenge_folder(dev)
         if "real_used" not in d:
-            raise VitprintError(f"--dev {dev} must hold real_used/ and real_not_used/ (it looks like a test folder)")
+            raise VitprintError(f"the development folder {dev} must hold real_used/ and real_not_used/ (it looks like a "
+                                "test folder)", "dev")
         inp.generated.append(d["generated"])
         inp.members.append(d["real_used"])
         inp.non_members.append(d["real_not_used"])
     if test:
         t = challenge_folder(test)
         if "real_unknown" not in t:
-            raise VitprintError(f"--test {test} must hold real_unknown/ (it looks like a development folder)")
+            raise VitprintError(f"the test folder {test} must hold real_unknown/ (it looks like a development folder)",
+                                "test")
         if not dev:
             inp.generated.append(t["generated"])
         elif t["generated"].resolve() != inp.generated[0].resolve():
@@ -72,11 +74,14 @@ def resolve_inputs(dev: str | None = None, test: str | None = None, generated=()
             inp.generated.append(t["generated"])
         inp.unknown.append(t["real_unknown"])
     if not inp.generated:
-        raise VitprintError("no generated images: give --dev/--test challenge folders or --generated")
+        raise VitprintError("no generated images: give the challenge's folders or generated-image folders",
+                            ("dev", "test", "generated"))
     if bool(inp.members) != bool(inp.non_members):
-        raise VitprintError("labelled reals need both --members (used) and --non-members (not used)")
+        raise VitprintError("labelled real images need both members (used) and non-members (not used)",
+                            ("members", "non_members"))
     if not inp.labelled and not inp.unknown:
-        raise VitprintError("no real images to score: give --members and --non-members, or --unknown")
+        raise VitprintError("no real images to score: give members and non-members, or unknown images",
+                            ("members", "non_members", "unknown"))
     for p in [*inp.generated, *inp.members, *inp.non_members, *inp.unknown, *inp.reference]:
         if not p.is_dir():
             raise VitprintError(f"not a folder: {p}")

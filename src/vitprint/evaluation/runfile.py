@@ -21,7 +21,7 @@ def write_run(path: str | Path, ids: list[str], labels, names: bool = False) -> 
     for i, lab in zip(ids, labels):
         rid = run_id(i, names)
         if rid in seen:
-            raise VitprintError(f"two test images share the id {rid!r}; use file names (--run-names)")
+            raise VitprintError(f"two test images share the id {rid!r}; write file names instead of stems", "run_names")
         seen.add(rid)
         lines.append(f"{rid},{int(lab)}")
     path = Path(path)

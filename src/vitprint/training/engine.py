@@ -44,7 +44,7 @@ EvalFn = Callable[[nn.Module, DataLoader, Accelerator], dict[str, float]]
 def make_accelerator(run: RunConfig) -> Accelerator:
     """An Accelerator for ``run.device`` (auto picks cuda, then mps, then cpu) and ``run.precision``."""
     if run.precision == "fp16" and pick_device(run.device).type != "cuda":
-        raise VitprintError("fp16 needs a GPU; on the CPU use --precision bf16 or fp32")
+        raise VitprintError("fp16 needs a GPU; on the CPU use precision bf16 or fp32", "precision")
     # Accelerate keeps one process-wide state; a library may train several times
     # in one process (the demo does), each with its own precision.
     AcceleratorState._reset_state(reset_partial_state=True)
@@ -59,9 +59,9 @@ def prepare_out(run: RunConfig) -> Path:
     out = Path(run.out)
     last, _ = checkpoint_paths(out)
     if run.resume and not last.is_file():
-        raise VitprintError(f"--resume: no checkpoint to resume from at {last}")
+        raise VitprintError(f"no checkpoint to resume from at {last}", "resume")
     if not run.resume and last.is_file():
-        raise VitprintError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+        raise VitprintError(f"{out} already holds a run; resume it or choose another output folder", ("resume", "out"))
     out.mkdir(parents=True, exist_ok=True)
     return out
 
@@ -184,7 +184,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, step: StepFn, acc: Acc
                     else "no checkpoint was written yet")
             name, value = next(iter(bad.items()))
             raise VitprintError(f"{name} became {value} in epoch {epoch + 1}; stopped ({kept}). "
-                                "Try a lower --lr or --precision fp32")
+                                "Try a lower learning rate or fp32 precision", ("lr", "precision"))
         if optimizer is not None:
             acc.backward(losses["loss"])
             optimizer.step()
