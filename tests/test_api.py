@@ -97,3 +97,9 @@ def test_an_autoencoder_trained_on_arrays_feeds_the_recon_detector(tmp_path):
     assert set(result.scores) == {"recon", "pixel_nn"} and np.isfinite(result.scores["recon"]).all()
     with pytest.raises(VitprintError, match="32 px but the model reads 64 px"):
         vitprint.train_autoencoder(generated[:, ::2, ::2].copy(), cfg, RunConfig(out=str(tmp_path / "b")))
+
+
+def test_arrays_of_the_wrong_kind_are_one_clear_error():
+    generated, real, labels = _case(3)
+    with pytest.raises(VitprintError, match=r"the real images must be a uint8 array \(N, S, S\), got float64"):
+        vitprint.detect(generated, real.astype(float), labels=labels, detectors=("pixel_nn",))

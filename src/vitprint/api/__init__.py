@@ -17,6 +17,7 @@ import numpy as np
 
 from vitprint.config import DataConfig
 from vitprint.data.folders import list_images
+from vitprint.data.imageset import ImageSet
 from vitprint.data.sources import read_files
 from vitprint.api.assess import AssessConfig, assess
 from vitprint.api.result import DetectionResult
@@ -32,10 +33,8 @@ CONTEXT = ("autoencoder", "device", "cache_dir", "batch_size", "precision")  # s
 def _as_images(source, size: int | None, data: DataConfig, what: str) -> tuple[list[str], list[str], np.ndarray]:
     """ids, paths and uint8 ``(N, S, S)`` pixels from an array, a folder, or a list of files/folders."""
     if isinstance(source, np.ndarray):
-        if source.ndim != 3 or source.dtype != np.uint8:
-            raise VitprintError(f"{what} must be a uint8 array (N, S, S), got {source.dtype} {source.shape}")
-        ids = [f"{what}_{i:05d}" for i in range(len(source))]
-        return ids, ids, source
+        images = ImageSet.from_pixels(source, what)
+        return images.ids, images.ids, images.pixels
     items = [source] if isinstance(source, (str, Path)) else list(source)
     files = []
     for item in items:

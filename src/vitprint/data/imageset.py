@@ -53,7 +53,7 @@ class ImageSet:
         """Images that come as an array, named ``<prefix>_00000.png`` ... (no file behind them)."""
         pixels = np.asarray(pixels)
         if pixels.ndim != 3 or pixels.dtype != np.uint8:
-            raise VitprintError(f"images must be a uint8 array (N, S, S), got {pixels.dtype} {pixels.shape}")
+            raise VitprintError(f"the {prefix} images must be a uint8 array (N, S, S), got {pixels.dtype} {pixels.shape}")
         names = [f"{prefix}_{i:05d}" for i in range(len(pixels))]
         return cls(names, [Path(n + ".png") for n in names], pixels)
 
