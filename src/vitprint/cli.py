@@ -24,6 +24,8 @@ from vitprint.evaluation.verdict import LEAK
 
 log = logging.getLogger("vitprint")
 
+LOCKED = ("train", "pretrain", "train-generator", "detect", "bench", "demo")  # commands that write a run folder
+
 
 # ---------------------------------------------------------------- option groups
 
@@ -610,7 +612,12 @@ def main(argv: list[str] | None = None) -> int:
         args = _apply_yaml(parser, argv)
         args.argv_used = [str(x) for x in argv]
         _setup_logging(args)
-        return args.func(args)
+        if args.command not in LOCKED:
+            return args.func(args)
+        from vitprint.data.runlock import run_lock
+
+        with run_lock(args.out):  # one run per output folder; a second one gets one line naming the holder
+            return args.func(args)
     except ValueError as exc:  # VitprintError and the bad values models reject: the input's fault
         if debug:
             raise
