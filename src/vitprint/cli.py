@@ -17,6 +17,7 @@ from pathlib import Path
 
 
 from vitprint import __version__
+from vitprint.config import DEFAULT_MAX_PIXELS
 from vitprint.errors import VitprintError
 from vitprint.membership.registry import available_detectors
 from vitprint.membership.scoring import DEFAULT_DETECTORS
@@ -79,6 +80,7 @@ def _add_data(p: argparse.ArgumentParser, val_fraction: float = 0.1) -> None:
     g.add_argument("--no-cache", action="store_true", help="decode images every time")
     g.add_argument("--strict", action="store_true", help="stop on an unreadable image instead of skipping it with a warning")
     g.add_argument("--val-fraction", type=float, default=val_fraction, help=f"fraction held out for validation when the data has no split (default: {val_fraction})")
+    g.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help=f"largest image read, in pixels; a larger file (a decompression bomb, a giant scan) is skipped as unreadable, or an error with --strict (default: {DEFAULT_MAX_PIXELS}, about 12000 x 12000)")
 
 
 # ---------------------------------------------------------------- config builders
@@ -119,7 +121,7 @@ def _data_cfg(a):
     from vitprint.config import DataConfig
 
     return DataConfig(window=a.window, cache_dir=a.cache_dir, no_cache=a.no_cache, strict=a.strict,
-                      val_fraction=a.val_fraction)
+                      val_fraction=a.val_fraction, max_pixels=a.max_pixels)
 
 
 # ---------------------------------------------------------------- commands

@@ -130,6 +130,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+DEFAULT_MAX_PIXELS = 150_000_000  # about 12,000 x 12,000
+
+
 @dataclass
 class DataConfig:
     """How images are read: CT window, decode cache, and strictness about bad files."""
@@ -139,7 +142,10 @@ class DataConfig:
     no_cache: bool = False
     strict: bool = False
     val_fraction: float = 0.1
+    max_pixels: int = DEFAULT_MAX_PIXELS  # larger images are unreadable files (skipped, or an error when strict)
 
     def __post_init__(self) -> None:
         if not 0 < self.val_fraction < 1:
             raise VitprintError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.max_pixels < 1:
+            raise VitprintError(f"max_pixels must be positive, got {self.max_pixels}", "max_pixels")

@@ -60,7 +60,7 @@ class ImageSet:
 
 def _cache_key(files: list[Path], size: int, opts: ReadOptions) -> str:
     h = hashlib.sha1()
-    h.update(json.dumps({"size": size, "window": opts.window, "v": 1}).encode())
+    h.update(json.dumps({"size": size, "window": opts.window, "max_pixels": opts.max_pixels, "v": 2}).encode())
     for f in files:
         st = f.stat()
         h.update(f"{f.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
@@ -102,6 +102,25 @@ def _decode(files: list[Path], size: int, opts: ReadOptions, show_progress: bool
     return ids, sources, pixels, skipped
 
 
+def _read_cache(meta_path: Path, npy_path: Path, size: int):
+    """A cache entry's ``(ids, sources, pixels, skipped)``, or None when there is none. A damaged entry
+    (cut short by a crash or a full disk, edited by hand) is discarded with a warning and rebuilt."""
+    if not (meta_path.is_file() and npy_path.is_file()):
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+        ids, sources, skipped = meta["ids"], meta["sources"], meta["skipped"]
+        pixels = np.load(npy_path, mmap_mode="r")
+        if pixels.dtype != np.uint8 or pixels.shape[1:] != (size, size) or not len(pixels) == len(ids) == len(sources):
+            raise ValueError(f"holds {pixels.dtype} {pixels.shape} for {len(ids)} ids")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("the decode cache entry %s is damaged (%s); decoding the images again", npy_path, exc)
+        for path in (meta_path, npy_path):
+            path.unlink(missing_ok=True)
+        return None
+    return ids, sources, pixels, skipped
+
+
 def load_images(
     files: list[Path],
     size: int,
@@ -123,13 +142,12 @@ def load_images(
     key = _cache_key(files, size, opts)
     meta_path = cache_dir / f"{key}.json" if cache_dir else None
     npy_path = cache_dir / f"{key}.npy" if cache_dir else None
-    if meta_path is not None and meta_path.is_file() and npy_path.is_file():
-        meta = json.loads(meta_path.read_text())
-        ids, sources, skipped = meta["ids"], meta["sources"], meta["skipped"]
-        pixels = np.load(npy_path, mmap_mode="r")
+    cached = _read_cache(meta_path, npy_path, size) if meta_path is not None else None
+    if cached is not None:
+        ids, sources, pixels, skipped = cached
         log.debug("read %d %s from cache %s", len(ids), what, npy_path)
     else:
-        ids, sources, pixels, skipped = _decode(files, size, opts, show_progress)
+        ids, sources, pixels, skipped = _decode(files, size, opts.for_size(size), show_progress)
         if cache_dir is not None:
             cache_dir.mkdir(parents=True, exist_ok=True)
             atomic_write(npy_path, lambda tmp: save_npy(tmp, pixels))

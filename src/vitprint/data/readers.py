@@ -8,12 +8,14 @@ nibabel (one image per axial slice). A CT window maps Hounsfield units to
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from vitprint.config import DEFAULT_MAX_PIXELS
 from vitprint.errors import VitprintError
 
 RASTER_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
@@ -61,9 +63,16 @@ def parse_window(text: str | None) -> tuple[float, float] | None:
 
 @dataclass(frozen=True)
 class ReadOptions:
-    """How intensities become [0, 1]: a CT window, else the image's own range."""
+    """How intensities become [0, 1] (a CT window, else the image's own range), the largest image
+    accepted (``max_pixels``; a decompression bomb is refused before it is decoded) and, when known,
+    the size the images are wanted at (``target``: a large raster is reduced while it is decoded)."""
 
     window: tuple[float, float] | None = None
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    target: int | None = None
+
+    def for_size(self, size: int) -> "ReadOptions":
+        return replace(self, target=size)
 
 
 def _min_max(a: np.ndarray) -> np.ndarray:
@@ -81,9 +90,29 @@ def _apply_window(hu: np.ndarray, window: tuple[float, float] | None) -> np.ndar
     return np.clip((hu.astype(np.float32) - (centre - width / 2)) / width, 0.0, 1.0)
 
 
-def _read_raster(path: Path) -> list[np.ndarray]:
+def _read_raster(path: Path, opts: ReadOptions = ReadOptions()) -> list[np.ndarray]:
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the limit below decides
+            pillow_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # opening reads the header only
+            try:
+                im = Image.open(path)
+            finally:
+                Image.MAX_IMAGE_PIXELS = pillow_limit
+        with im:
+            w, h = im.size
+            if w * h > opts.max_pixels:
+                raise UnreadableImage(f"{w} x {h} pixels is more than the limit of {opts.max_pixels:,} "
+                                      "(raise max_pixels to read it)")
+            if opts.target and min(w, h) >= 4 * opts.target:
+                # Decode at a fraction of the size where the format allows (JPEG), then reduce by box
+                # averaging: a huge image never sits in memory as float32 at full size.
+                im.draft(im.mode if im.mode in ("L", "RGB") else None, (2 * opts.target, 2 * opts.target))
+                im.load()
+                factor = min(im.size) // (2 * opts.target)
+                if factor > 1 and im.mode in ("L", "LA", "RGB", "RGBA", "I", "F", "P"):
+                    im = im.convert("L") if im.mode == "P" else im
+                    im = im.reduce(factor)
             im.load()
             mode = im.mode
             if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
@@ -98,7 +127,7 @@ def _read_raster(path: Path) -> list[np.ndarray]:
                 # Palette ("8-bit colormap"), RGB, RGBA, CMYK...: through the
                 # palette/colours to luminance, never the raw indices.
                 arr = np.asarray(im.convert("L"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
         raise UnreadableImage(str(exc) or type(exc).__name__) from None
     return [arr.astype(np.float32) / 255.0]
 
@@ -152,7 +181,7 @@ def read_file(path: str | Path, opts: ReadOptions = ReadOptions()) -> list[np.nd
         return _read_dicom(p, opts)
     if s in NIFTI_SUFFIXES:
         return _read_nifti(p, opts)
-    return _read_raster(p)
+    return _read_raster(p, opts)
 
 
 def resize_to_uint8(img: np.ndarray, size: int) -> np.ndarray:

@@ -13,7 +13,7 @@ from vitprint.data.readers import ReadOptions, parse_window
 
 
 def read_options(data: DataConfig) -> ReadOptions:
-    return ReadOptions(window=parse_window(data.window))
+    return ReadOptions(window=parse_window(data.window), max_pixels=data.max_pixels)
 
 
 def cache_dir(data: DataConfig) -> Path | None:

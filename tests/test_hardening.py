@@ -1,0 +1,78 @@
+"""Files that could sink a job: decompression bombs, giant scans, damaged cache entries."""
+
+import logging
+import tracemalloc
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vitprint.config import DataConfig
+from vitprint.data.imageset import load_images
+from vitprint.data.readers import ReadOptions, UnreadableImage, read_file
+from vitprint.data.sources import read_folders
+from vitprint.errors import VitprintError
+
+
+def _bomb(path, side=30000):
+    """A PNG that claims side x side pixels in a few hundred kilobytes (one colour compresses to nothing)."""
+    Image.new("1", (side, side)).save(path)  # 1-bit: about 110 MB in memory, a few hundred KB on disk
+    return path
+
+
+def test_a_decompression_bomb_is_an_unreadable_file_named_not_a_crash(tmp_path, caplog):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    Image.fromarray(np.full((32, 32), 90, np.uint8)).save(folder / "ok.png")
+    _bomb(folder / "bomb.png")
+    with caplog.at_level(logging.WARNING):
+        images = read_folders([folder], 32, DataConfig(no_cache=True))
+    assert [p.name for p in images.paths] == ["ok.png"]
+    assert "bomb.png" in caplog.text and "more than the limit" in caplog.text
+    with pytest.raises(VitprintError, match="bomb.png.*more than the limit"):
+        read_folders([folder], 32, DataConfig(no_cache=True, strict=True))
+
+
+def test_the_pixel_limit_is_a_setting(tmp_path):
+    path = tmp_path / "wide.png"
+    Image.fromarray(np.zeros((100, 300), np.uint8)).save(path)
+    with pytest.raises(UnreadableImage, match="300 x 100 pixels"):
+        read_file(path, ReadOptions(max_pixels=20_000))
+    assert read_file(path, ReadOptions(max_pixels=30_000))[0].shape == (100, 300)
+
+
+def test_a_large_scan_is_reduced_while_it_is_decoded(tmp_path):
+    path = tmp_path / "big.png"
+    big = np.tile(np.linspace(0, 255, 4096, dtype=np.float32), (4096, 1)).astype(np.uint8)  # 16.8 MP
+    Image.fromarray(big).save(path)
+    img = read_file(path, ReadOptions(target=64))[0]
+    assert img.shape == (128, 128) and abs(float(img[0, -1]) - 1.0) < 0.02  # reduced 32x to twice the target
+    # numpy's share of the decode's peak memory (tracemalloc sees numpy's buffers): at full size the
+    # float32 copies alone take 130 MB.
+    peaks = {}
+    for target in (64, None):
+        tracemalloc.start()
+        read_file(path, ReadOptions(target=target))
+        peaks[target] = tracemalloc.get_traced_memory()[1] / 2**20
+        tracemalloc.stop()
+    assert peaks[64] < 5 and peaks[None] > 60, peaks
+
+
+def test_a_damaged_cache_entry_is_rebuilt_with_a_warning(tmp_path, caplog):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((16, 16), 40 * i, np.uint8)).save(folder / f"{i}.png")
+    files = sorted(folder.glob("*.png"))
+    cache = tmp_path / "cache"
+    first = load_images(files, 16, cache_dir=cache, show_progress=False)
+    (npy,) = cache.glob("*.npy")
+    npy.write_bytes(npy.read_bytes()[:100])  # cut short, as by a crash or a full disk
+    with caplog.at_level(logging.WARNING):
+        again = load_images(files, 16, cache_dir=cache, show_progress=False)
+    assert "damaged" in caplog.text and str(npy) in caplog.text
+    assert np.array_equal(np.asarray(again.pixels), np.asarray(first.pixels))
+    (meta,) = cache.glob("*.json")
+    meta.write_text("{not json")
+    assert np.array_equal(np.asarray(load_images(files, 16, cache_dir=cache, show_progress=False).pixels),
+                          np.asarray(first.pixels))
