@@ -36,6 +36,33 @@ def test_make_phantoms_pretrain_train_reconstruct(tmp_path, capsys):
     assert len(list((tmp_path / "rec" / "reconstructions").rglob("*.png"))) == 4
 
 
+@pytest.mark.parametrize("text, message", [
+    ("epochs: 1.7", "epochs: 1.7 is not a whole number"),
+    ("batch_size: [8]", "batch_size: [8] is not a whole number"),
+    ("resume: 'no'", "resume: 'no' is not true or false"),
+    ("strict: 'false'", "strict: 'false' is not true or false"),
+    ("lr: fast", "lr: 'fast' is not a number"),
+    ("precision: fp64", "precision: 'fp64' is not one of fp32, bf16, fp16"),
+    ("window: 40", "window: 40 is not a string (quote it)"),
+    ("seed: null", "seed: None is not a value"),
+])
+def test_yaml_values_of_the_wrong_type_are_one_line(text, message, tmp_path, capsys, flat_folder):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text + "\n")
+    rc, _, err = _run(capsys, "train", flat_folder, "--preset", "micro", "--config", cfg, "--out", tmp_path / "y")
+    assert rc == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "y" / "checkpoints").exists()
+
+
+def test_yaml_lists_and_nulls_that_fit_are_taken(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("families: [vae]\nsizes: [8]\nseeds: 1\nno_speed: true\n")
+    from vitprint.cli import _apply_yaml, build_parser
+
+    args = _apply_yaml(build_parser(), ["bench", "--config", str(cfg), "--scale", "toy"])
+    assert args.families == ["vae"] and args.sizes == [8] and args.seeds == 1 and args.no_speed is True
+
+
 def test_yaml_config_with_command_line_override(tmp_path, capsys, flat_folder):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("preset: micro\nepochs: 2\nbatch-size: 4\nlr: 0.001\n")

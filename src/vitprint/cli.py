@@ -574,15 +574,45 @@ def _apply_yaml(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Na
 
     data = load_yaml(args.config)
     sub = parser._subparsers._group_actions[0].choices[args.command]  # noqa: SLF001 (argparse has no public accessor)
-    known = {a.dest for a in sub._actions}  # noqa: SLF001
+    known = {a.dest: a for a in sub._actions}  # noqa: SLF001
     defaults = {}
     for key, value in data.items():
         dest = key.replace("-", "_")
         if dest not in known or dest in ("config", "help"):
             raise VitprintError(f"config file {args.config}: unknown option {key!r} for '{args.command}'")
+        problem = _yaml_type_problem(known[dest], value)
+        if problem:
+            raise VitprintError(f"config file {args.config}: {key}: {value!r} is not {problem}")
         defaults[dest] = value
     sub.set_defaults(**defaults)
     return parser.parse_args(argv)
+
+
+def _yaml_type_problem(action: argparse.Action, value) -> str | None:
+    """What a YAML value lacks to stand for ``action``'s option (None when it fits): the types the
+    command line would parse, so ``epochs: 1.7`` or ``resume: "no"`` is refused, never half-read."""
+    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):  # noqa: SLF001
+        return None if isinstance(value, bool) else "true or false"
+    if value is None:  # null: the option's default, where that is "not given"
+        return None if action.default is None else "a value (null stands for no value here)"
+    many = action.nargs in ("+", "*") or isinstance(action, argparse._AppendAction)  # noqa: SLF001
+    if many:
+        if not isinstance(value, list) or (action.nargs == "+" and not value):
+            return "a list"
+        items = value
+    else:
+        items = [value]
+    kind = action.type or str
+    for item in items:
+        if kind is int and (isinstance(item, bool) or not isinstance(item, int)):
+            return "a whole number"
+        if kind is float and (isinstance(item, bool) or not isinstance(item, (int, float))):
+            return "a number"
+        if kind is str and not isinstance(item, str):
+            return "a string (quote it)" if isinstance(item, (int, float, bool)) else "a string"
+        if action.choices is not None and item not in action.choices:
+            return f"one of {', '.join(map(str, action.choices))}"
+    return None
 
 
 def _flags_for(parser: argparse.ArgumentParser, args, settings) -> list[str]:
