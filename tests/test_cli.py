@@ -27,6 +27,10 @@ def test_make_phantoms_pretrain_train_reconstruct(tmp_path, capsys):
                         "--batch-size", 4, "--out", tmp_path / "ae", "--encoder", tmp_path / "pre" / "encoder.safetensors")
     assert rc == 0, err
     assert "best validation MSE" in out
+    # A micro encoder with the tiny preset asked for explicitly is a contradiction, refused before any work.
+    rc, _, err = _run(capsys, "train", ph / "train", "--preset", "tiny", "--epochs", 1, "--out", tmp_path / "ae2",
+                      "--encoder", tmp_path / "pre" / "encoder.safetensors")
+    assert rc == 2 and "another architecture than --preset asks for" in err and not (tmp_path / "ae2" / "checkpoints").exists()
 
     ck = tmp_path / "ae" / "checkpoints" / "best.safetensors"
     rc, out, err = _run(capsys, "reconstruct", ck, ph / "test", "--out", tmp_path / "rec", "--save-images")

@@ -157,7 +157,7 @@ def cmd_train(a) -> int:
 
     model_cfg = _model_cfg(a)
     if a.encoder:
-        model_cfg = _encoder_model_cfg(a.encoder, model_cfg)
+        model_cfg = _encoder_model_cfg(a, model_cfg)
     model_cfg = _resumed_model_cfg(a, model_cfg)
     summary = train_autoencoder(a.images, model_cfg, _run_cfg(a), _optim_cfg(a), _data_cfg(a),
                                 encoder_path=a.encoder, vit_weights=a.encoder_weights,
@@ -167,20 +167,35 @@ def cmd_train(a) -> int:
     return 0
 
 
-def _encoder_model_cfg(path: str, cfg):
-    """A pretrained encoder brings its own architecture; the image size may still change."""
+def _encoder_model_cfg(a, cfg):
+    """A pretrained encoder brings its own architecture; the image size may still change. A model
+    option given on the command line that the encoder contradicts is refused; the preset's default
+    is replaced, in one line that says so."""
     import dataclasses
 
     from vitprint.config import ModelConfig, from_dict
     from vitprint.training.checkpoint import read_meta
 
+    path = a.encoder
     if not Path(path).is_file():
         raise VitprintError(f"encoder weights not found: {path}")
     meta = read_meta(path) if path.endswith(".safetensors") else {}
     if "model" not in meta:
         return cfg
-    enc = from_dict(ModelConfig, meta["model"])
-    return dataclasses.replace(enc, image_size=cfg.image_size)
+    enc = dataclasses.replace(from_dict(ModelConfig, meta["model"]), image_size=cfg.image_size)
+    fields = ("vit", "vit_kwargs", "vit_img_size", "latent_dim", "pooling")
+    differ = [f for f in fields if getattr(enc, f) != getattr(cfg, f)]
+    if differ:
+        given = set(getattr(a, "argv_used", ()))
+        asked = {"--preset": ("vit", "vit_kwargs", "vit_img_size", "latent_dim", "pooling"),
+                 "--vit-img-size": ("vit_img_size",), "--latent-dim": ("latent_dim",), "--pooling": ("pooling",)}
+        clash = [flag for flag, touched in asked.items() if flag in given and set(touched) & set(differ)]
+        what = ", ".join(f"{f} {getattr(enc, f)} (not {getattr(cfg, f)})" for f in differ)
+        if clash:
+            raise VitprintError(f"the encoder {path} is another architecture than {', '.join(clash)} asks for: {what}; "
+                                "drop the option to use the encoder's, or choose another encoder")
+        log.info("the model follows the encoder %s: %s", path, what)
+    return enc
 
 
 def cmd_reconstruct(a) -> int:
@@ -216,7 +231,7 @@ def cmd_detect(a) -> int:
                             a.unknown or (), a.reference or ())
     model_cfg = _model_cfg(a)
     if a.encoder:
-        model_cfg = _encoder_model_cfg(a.encoder, model_cfg)
+        model_cfg = _encoder_model_cfg(a, model_cfg)
     scores = ScoreConfig(detectors=tuple(a.detectors), k=a.k, latent_metric=a.latent_metric,
                          pixel_size=a.pixel_size, batch_size=a.batch_size, precision=a.precision,
                          extra=_key_values(a.detector_option))
