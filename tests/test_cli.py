@@ -264,3 +264,37 @@ def test_report_says_how_to_reproduce_and_what_cannot_be_estimated(tmp_path, cap
     # every used image's nearest generated file is its own copy
     used = [r.split(",") for r in rows[1:] if ",member," in r]
     assert all(Path(r[6]).name == "g_" + r[0] + ".png" for r in used)
+
+
+def test_every_option_of_every_command_is_read_by_it():
+    """No option in --help is silently ignored: each one's value is read by its command (or a config
+    builder the command calls), or it is one of the options main() itself acts on."""
+    import inspect
+    import re
+
+    import vitprint.cli as cli
+
+    handled_by_main = {"help", "config", "debug", "quiet", "version", "command_line"}
+
+    def reads(fn, seen=None) -> set[str]:
+        seen = seen if seen is not None else set()
+        if fn in seen:
+            return set()
+        seen.add(fn)
+        src = inspect.getsource(fn)
+        out = set(re.findall(r"\ba\.(\w+)", src))
+        for name in re.findall(r"\b(_\w+)\(", src):
+            helper = getattr(cli, name, None)
+            if inspect.isfunction(helper):
+                out |= reads(helper, seen)
+        return out
+
+    parser = cli.build_parser()
+    subs = parser._subparsers._group_actions[0].choices
+    unread = []
+    for name, sub in subs.items():
+        used = reads(sub.get_default("func")) | ({"out"} if name in cli.LOCKED else set())
+        for action in sub._actions:
+            if action.dest not in handled_by_main and action.dest not in used:
+                unread.append(f"{name} {'/'.join(action.option_strings) or action.dest}")
+    assert not unread, unread

@@ -37,7 +37,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--quiet", action="store_true", help="only warnings and errors, no progress bars")
 
 
-def _add_model(p: argparse.ArgumentParser, default_preset: str) -> None:
+def _add_model(p: argparse.ArgumentParser, default_preset: str, weights: bool = True) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--preset", default=default_preset,
                    help=f"model size: 'seed' (ViT-B/16, 256 px, latent 512), 'tiny' (small ViT, 64 px, quick on a CPU), or any timm ViT name (default: {default_preset})")
@@ -45,6 +45,8 @@ def _add_model(p: argparse.ArgumentParser, default_preset: str) -> None:
     g.add_argument("--vit-img-size", type=int, help="input size of the ViT; images are resized to it inside the encoder (default: the preset's)")
     g.add_argument("--latent-dim", type=int, help="latent size (default: the preset's)")
     g.add_argument("--pooling", choices=["cls", "mean"], help="pool the class token (the seed's) or the mean patch token (default: the preset's)")
+    if not weights:  # the command describes a model, it loads none
+        return
     g.add_argument("--vit-weights", "--encoder-weights", dest="encoder_weights", metavar="PATH", help="initialise only the ViT backbone from a foreign local state dict (.safetensors/.pth, timm or torchvision vit_b_16 layout; position embeddings resampled to fit); for a whole vitprint encoder use --pretrained-encoder")
     g.add_argument("--pretrained-hub", action="store_true", help="download the timm ViT's pretrained weights from the hub (needs internet; off by default)")
 
@@ -452,7 +454,7 @@ def _parser_reconstruct(sub) -> None:
 def _parser_info(sub) -> None:
     p = sub.add_parser("info", help="parameters and GFLOPs per image of a preset",
                        description="Print the parameter count and GFLOP per image (encoder, autoencoder forward, training step) of a preset or timm ViT.")
-    _add_model(p, "seed")
+    _add_model(p, "seed", weights=False)
     p.add_argument("--json", action="store_true", help="print JSON")
     _add_common(p)
     p.set_defaults(func=cmd_info)
