@@ -76,3 +76,51 @@ def test_a_damaged_cache_entry_is_rebuilt_with_a_warning(tmp_path, caplog):
     meta.write_text("{not json")
     assert np.array_equal(np.asarray(load_images(files, 16, cache_dir=cache, show_progress=False).pixels),
                           np.asarray(first.pixels))
+
+
+def _files(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_outputs_are_replaced_as_one_set_even_across_a_crash(tmp_path, monkeypatch):
+    import os
+
+    from vitprint.data import outputs
+    from vitprint.data.outputs import finish_swap, replaced_outputs
+
+    out = tmp_path / "out"
+    names = ("a.csv", "run.txt", "figures")
+    with replaced_outputs(out, names) as stage:
+        (stage / "a.csv").write_text("old")
+        (stage / "run.txt").write_text("old")
+        (stage / "figures").mkdir()
+        (stage / "figures" / "f.png").write_text("old")
+    (out / "keep.txt").write_text("not an output")  # anything else in the folder is left alone
+
+    # A failure while the new set is written: the old set stands, no staging folder is left.
+    with pytest.raises(RuntimeError):
+        with replaced_outputs(out, names) as stage:
+            (stage / "a.csv").write_text("half")
+            raise RuntimeError("killed")
+    assert _files(out) == {"a.csv": b"old", "run.txt": b"old", "figures/f.png": b"old", "keep.txt": b"not an output"}
+
+    # A crash after the journal was written and the first file moved: the next job finishes the move.
+    real_replace, moved = os.replace, []
+
+    def crash_after_one(src, dst):
+        if len(moved) == 2:  # the journal (written aside, then renamed) and a.csv
+            raise KeyboardInterrupt
+        moved.append(dst)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(outputs.os, "replace", crash_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        with replaced_outputs(out, names) as stage:  # the new set has no run file
+            (stage / "a.csv").write_text("new")
+            (stage / "figures").mkdir()
+            (stage / "figures" / "g.png").write_text("new")
+    assert (out / outputs.JOURNAL).is_file() and (out / "a.csv").read_text() == "new"
+    monkeypatch.setattr(outputs.os, "replace", real_replace)
+    finish_swap(out)
+    assert _files(out) == {"a.csv": b"new", "figures/g.png": b"new", "keep.txt": b"not an output"}
+    assert not list(out.glob(".*"))  # no journal, no staging folder

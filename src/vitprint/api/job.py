@@ -23,6 +23,7 @@ import numpy as np
 from vitprint import __version__
 from vitprint.config import DataConfig, ModelConfig, OptimConfig, RunConfig
 from vitprint.data.imageset import ImageSet
+from vitprint.data.outputs import finish_swap
 from vitprint.data.sources import cache_dir, read_files, read_folders, subset
 from vitprint.membership.base import unique_images
 from vitprint.detection.inputs import Inputs
@@ -159,6 +160,7 @@ def detect(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, data: Data
     if not os.access(out, os.W_OK):
         raise VitprintError(f"cannot write to the output folder {out}")
     stamp = _stamp(inputs, model_cfg, cfg)
+    finish_swap(out)  # a job stopped while it replaced its outputs: finish that first
     _check_overwrite(out, stamp, cfg.force)
     device = pick_device(cfg.device)
     size = model_cfg.image_size

@@ -10,11 +10,12 @@ from typing import Any
 
 import numpy as np
 
-from vitprint.data.imageset import atomic_write
+from vitprint.data.outputs import replaced_outputs
 from vitprint.evaluation.report import write_report
 from vitprint.evaluation.runfile import run_id, write_run
 
 ROLES = {1: "member", 0: "non_member", -1: "unknown"}
+OUTPUTS = ("scores.csv", "decisions.csv", "run.txt", "evaluation.json", "report.html", "figures")  # one set per job
 
 
 @dataclass
@@ -66,44 +67,35 @@ class DetectionResult:
 
     def save(self, out: str | Path, run_names: bool = False, report: bool = False, **report_parts) -> Path:
         """Write ``scores.csv``, ``decisions.csv``, ``run.txt`` (for unknown images), ``evaluation.json``
-        and, with ``report``, ``report.html`` (``report_parts`` go to ``write_report``).
+        and, with ``report``, ``report.html`` and ``figures/`` (``report_parts`` go to ``write_report``).
 
-        Each file is replaced whole (written aside, then renamed), and ``evaluation.json``, which
-        identifies the run, comes last: a crash leaves either the old set or a complete new one
-        apart from the files not yet reached.
+        The files replace those of an earlier job in ``out`` as one set (``replaced_outputs``): a crash
+        never leaves new files beside old ones, and an old file the new set lacks is removed.
         """
         out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
         ids, roles = self.run_ids(run_names), self.roles
         label = ["" if v < 0 else int(v) for v in self.labels]
-
-        def scores_csv(tmp):
-            with open(tmp, "w", newline="") as f:
+        by = self.nearest_by
+        with replaced_outputs(out, OUTPUTS) as stage:
+            with open(stage / "scores.csv", "w", newline="") as f:
                 w = csv.writer(f)
                 w.writerow(["id", "group", "label", "path", *self.scores])
                 for i in range(len(ids)):
                     w.writerow([ids[i], roles[i], label[i], self.paths[i],
                                 *(f"{v[i]:.6g}" for v in self.scores.values())])
-
-        by = self.nearest_by
-
-        def decisions_csv(tmp):
-            with open(tmp, "w", newline="") as f:
+            with open(stage / "decisions.csv", "w", newline="") as f:
                 w = csv.writer(f)
                 w.writerow(["id", "role", "label", "score", "p_used", "decision", "nearest_generated", "nearest_by"])
                 for i in range(len(ids)):
                     near = self.generated_paths[self.nearest[by][i]] if by else ""
                     w.writerow([ids[i], roles[i], label[i], f"{self.score[i]:.6g}", f"{self.p_used[i]:.4f}",
                                 int(self.decisions[i]), near, by or ""])
-
-        atomic_write(out / "scores.csv", scores_csv)
-        atomic_write(out / "decisions.csv", decisions_csv)
-        unknown = self.labels < 0
-        if unknown.any():
-            atomic_write(out / "run.txt", lambda tmp: write_run(tmp, [ids[i] for i in np.flatnonzero(unknown)],
-                                                                 self.decisions[unknown], names=True))
-        if report:
-            self.summary["report"] = str(write_report(self, out, **report_parts))
-        atomic_write(out / "evaluation.json",
-                     lambda tmp: Path(tmp).write_text(json.dumps(self.summary, indent=2, default=float)))
+            unknown = self.labels < 0
+            if unknown.any():
+                write_run(stage / "run.txt", [ids[i] for i in np.flatnonzero(unknown)], self.decisions[unknown],
+                          names=True)
+            if report:
+                write_report(self, stage, **report_parts)
+                self.summary["report"] = str(out / "report.html")
+            (stage / "evaluation.json").write_text(json.dumps(self.summary, indent=2, default=float))
         return out
