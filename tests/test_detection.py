@@ -96,3 +96,47 @@ def test_detect_checks_weights_and_output_before_work(tmp_path):
 
     with pytest.raises(VitprintError, match="encoder weights not found"):
         DetectConfig(encoder_weights=str(tmp_path / "missing.safetensors"))
+
+
+def _challenge_like(tmp_path, unknown_names=("u_0.png", "u_1.png", "u_2.png", "u_3.png")):
+    rng = np.random.default_rng(0)
+    folders = {}
+    for name, files in (("gen", [f"g_{i}.png" for i in range(12)]), ("used", [f"m_{i}.png" for i in range(4)]),
+                        ("not_used", [f"n_{i}.png" for i in range(4)]), ("unknown", unknown_names)):
+        d = tmp_path / name
+        d.mkdir()
+        for f in files:
+            Image.fromarray(rng.integers(0, 256, (32, 32), dtype=np.uint8)).save(d / f)
+        folders[name] = d
+    return folders
+
+
+def _detect_args(f, out, *extra):
+    return ["detect", "--generated", str(f["gen"]), "--members", str(f["used"]), "--non-members", str(f["not_used"]),
+            "--unknown", str(f["unknown"]), "--detectors", "pixel_nn", "--preset", "micro", "--bootstrap", "0",
+            "--pixel-size", "32", "--out", str(out), *extra]
+
+
+def test_an_unreadable_unknown_image_is_answered_and_flagged_or_refused_when_strict(tmp_path, capsys, caplog):
+    from vitprint.cli import main
+
+    f = _challenge_like(tmp_path)
+    (f["unknown"] / "u_4.png").write_bytes(b"\x89PNG broken")
+    with caplog.at_level("WARNING"):
+        assert main(_detect_args(f, tmp_path / "out")) == 0
+    run = (tmp_path / "out" / "run.txt").read_text().splitlines()
+    assert len(run) == 5 and "u_4,0" in run and validate_run(tmp_path / "out" / "run.txt", f["unknown"]) == []
+    assert "could not be read" in caplog.text and "u_4.png" in caplog.text
+    assert "u_4.png" in (tmp_path / "out" / "report.html").read_text()
+    assert main(_detect_args(f, tmp_path / "strict", "--strict")) == 2
+    assert "unreadable" in capsys.readouterr().err and not (tmp_path / "strict" / "scores.csv").exists()
+
+
+def test_an_id_the_run_file_cannot_carry_is_refused_before_any_work(tmp_path, capsys):
+    from vitprint.cli import main
+
+    f = _challenge_like(tmp_path, ("u_0.png", "a,b.png"))
+    assert main(_detect_args(f, tmp_path / "out")) == 2
+    err = capsys.readouterr().err
+    assert "cannot be ids in a run file" in err and "'a,b.png'" in err
+    assert not (tmp_path / "out" / "scores.csv").exists()

@@ -22,6 +22,7 @@ import numpy as np
 
 from vitprint import __version__
 from vitprint.config import DataConfig, ModelConfig, OptimConfig, RunConfig
+from vitprint.data.folders import list_images
 from vitprint.data.imageset import ImageSet
 from vitprint.data.outputs import finish_swap
 from vitprint.data.sources import cache_dir, read_files, read_folders, subset
@@ -176,6 +177,11 @@ def detect(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, data: Data
                     len(generated))
         generated = subset(generated, keep)
     reals = read_reals(inputs, size, data)
+    read = {Path(p).resolve() for p in reals.images.paths}
+    undecided = [str(f) for folder in inputs.unknown for f in list_images(folder) if f.resolve() not in read]
+    if undecided:
+        log.warning("%d unknown image(s) could not be read; the run file answers 0 (no evidence of use) for each: "
+                    "%s (--strict refuses instead)", len(undecided), ", ".join(Path(f).name for f in undecided[:5]))
     reference = read_folders(inputs.reference, size, data, what="reference images") if inputs.reference else None
     roles = check_roles(reals.images.paths, reals.groups, reals.images.pixels, generated.paths,
                         reference.paths if reference is not None else None,
@@ -212,22 +218,24 @@ def detect(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, data: Data
                                              AssessConfig(cfg.folds, cfg.n_boot, cfg.seed, cfg.target_fpr, cfg.decision,
                                                           cfg.assume_prevalence), not_for_verdict=scores.cross_fitted)
     summary.update(assessment)
+    if undecided:
+        summary["undecided"] = {"files": undecided, "decision": 0,
+                                "why": "unreadable; answered 0 (no evidence of use) so the run file covers every image"}
     paths = [str(p) for p in reals.images.paths]
     result = DetectionResult([run_id(p, cfg.run_names) for p in paths], paths, reals.labels, scores.values,
                              scores.nearest, [str(p) for p in generated.paths], decided.score, decided.labels,
                              decided.p_used, decided.primary, scores.peers, summary,
                              evaluation["cv_scores"] if evaluation else {}, np.asarray(reals.images.pixels),
-                             np.asarray(generated.pixels))
-    if unknown.any():
+                             np.asarray(generated.pixels), undecided=undecided)
+    if unknown.any() or undecided:
         summary["run_file"] = str(out / "run.txt")
         log.info("run file: %s: %s", summary["run_file"], decided.sentence)
     parts = _report_parts(result, reals, model, data) if cfg.report else {}
     result.save(out, run_names=cfg.run_names, report=cfg.report, **parts)
-    if unknown.any() and len(inputs.unknown) == 1:  # the task validator's own checks on what we handed in
+    if (unknown.any() or undecided) and len(inputs.unknown) == 1:  # the task validator's own checks on what we handed in
         problems = validate_run(out / "run.txt", inputs.unknown[0])
         if problems:
-            raise VitprintError(f"the run file {out / 'run.txt'} does not pass the validator: {'; '.join(problems[:3])} "
-                                "(an unreadable test image is skipped; fix or remove it)")
+            raise RuntimeError(f"the run file {out / 'run.txt'} does not pass the validator: {'; '.join(problems[:3])}")
     return summary
 
 

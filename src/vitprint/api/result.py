@@ -42,6 +42,7 @@ class DetectionResult:
     cv_scores: dict[str, np.ndarray] = field(default_factory=dict)  # labelled images' out-of-fold scores
     real_pixels: np.ndarray | None = field(default=None, repr=False)
     generated_pixels: np.ndarray | None = field(default=None, repr=False)
+    undecided: list[str] = field(default_factory=list)  # unknown images that could not be read: 0 in the run file
 
     @property
     def verdict(self) -> dict[str, Any] | None:
@@ -91,9 +92,11 @@ class DetectionResult:
                     w.writerow([ids[i], roles[i], label[i], f"{self.score[i]:.6g}", f"{self.p_used[i]:.4f}",
                                 int(self.decisions[i]), near, by or ""])
             unknown = self.labels < 0
-            if unknown.any():
-                write_run(stage / "run.txt", [ids[i] for i in np.flatnonzero(unknown)], self.decisions[unknown],
-                          names=True)
+            if unknown.any() or self.undecided:
+                # An unknown image that could not be read is still answered: "0", no evidence it was used.
+                write_run(stage / "run.txt", [ids[i] for i in np.flatnonzero(unknown)]
+                          + [run_id(p, run_names) for p in self.undecided],
+                          [*self.decisions[unknown], *[0] * len(self.undecided)], names=True)
             if report:
                 write_report(self, stage, **report_parts)
                 self.summary["report"] = str(out / "report.html")

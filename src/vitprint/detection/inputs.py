@@ -87,7 +87,21 @@ def resolve_inputs(dev: str | None = None, test: str | None = None, generated=()
             raise VitprintError(f"not a folder: {p}")
     for p in [*inp.members, *inp.non_members, *inp.unknown]:
         _check_stems(p)
+    for p in inp.unknown:
+        _check_run_ids(p)
     return inp
+
+
+def _check_run_ids(folder: Path) -> None:
+    """A run file line is ``<id>,<0|1>``: an id with a comma or a line break cannot be written."""
+    try:
+        files = list_images(folder)
+    except VitprintError:
+        return
+    bad = [f.name for f in files if any(c in f.name for c in ",\n\r")]
+    if bad:
+        raise VitprintError(f"{len(bad)} image name(s) in {folder} cannot be ids in a run file (a comma or a line "
+                            f"break), e.g. {bad[0]!r}; rename them")
 
 
 def _check_stems(folder: Path) -> None:

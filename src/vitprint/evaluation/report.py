@@ -114,6 +114,11 @@ def write_report(result, out: Path, evidence: Evidence | None = None,
              f"detectors: {', '.join(result.scores)}</p>", _verdict_block(summary)]
     if summary.get("run_decision"):
         parts.append(f"<p>Run file <code>run.txt</code>: {html.escape(summary['run_decision'])}.</p>")
+    if summary.get("undecided"):
+        files = summary["undecided"]["files"]
+        parts.append(f'<p class="warn">{len(files)} unknown image(s) could not be read and are answered 0 (no '
+                     f"evidence of use) in the run file: {html.escape(', '.join(Path(f).name for f in files[:20]))}"
+                     + (" …" if len(files) > 20 else "") + ".</p>")
     res = summary.get("development")
     if res:
         y = labels[labels >= 0]
