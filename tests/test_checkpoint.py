@@ -119,3 +119,23 @@ def test_missing_or_foreign_weights_are_clear_errors(tmp_path):
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(VitprintError, match="cannot read"):
         load_vit_weights(enc.vit, tmp_path / "junk.pth")
+
+
+class _Payload:
+    """Unpickling this calls open(marker, "w"): proof that code in a pickle ran."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_pickled_code_payload_never_runs(tmp_path):
+    marker = tmp_path / "payload_ran"
+    evil = tmp_path / "evil.pth"
+    torch.save({"pos_embed": _Payload(marker)}, evil)
+    enc = ViTEncoder(model_config("micro"))
+    with pytest.raises(VitprintError, match="cannot read"):
+        load_vit_weights(enc.vit, evil)
+    assert not marker.exists()
