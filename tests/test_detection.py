@@ -140,3 +140,15 @@ def test_an_id_the_run_file_cannot_carry_is_refused_before_any_work(tmp_path, ca
     err = capsys.readouterr().err
     assert "cannot be ids in a run file" in err and "'a,b.png'" in err
     assert not (tmp_path / "out" / "scores.csv").exists()
+
+
+def test_an_id_shared_by_two_roles_is_prefixed_in_the_tables_not_in_the_run_file(tmp_path, caplog):
+    from vitprint.cli import main
+
+    f = _challenge_like(tmp_path, ("u_0.png", "m_0.png"))  # m_0 is also a used image (other pixels)
+    with caplog.at_level("WARNING"):
+        assert main(_detect_args(f, tmp_path / "out")) == 0
+    ids = [line.split(",")[0] for line in (tmp_path / "out" / "scores.csv").read_text().splitlines()[1:]]
+    assert len(ids) == len(set(ids)) and {"member/m_0", "unknown/m_0"} <= set(ids)
+    assert sorted(line.split(",")[0] for line in (tmp_path / "out" / "run.txt").read_text().split()) == ["m_0", "u_0"]
+    assert "more than one role" in caplog.text

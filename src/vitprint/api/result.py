@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ import numpy as np
 from vitprint.data.outputs import replaced_outputs
 from vitprint.evaluation.report import write_report
 from vitprint.evaluation.runfile import run_id, write_run
+
+log = logging.getLogger(__name__)
 
 ROLES = {1: "member", 0: "non_member", -1: "unknown"}
 OUTPUTS = ("scores.csv", "decisions.csv", "run.txt", "evaluation.json", "report.html", "figures")  # one set per job
@@ -66,6 +69,7 @@ class DetectionResult:
         """Each real image's id in a run file: its stem or, with ``names``, its file name."""
         return [run_id(p, names) for p in self.paths]
 
+
     def save(self, out: str | Path, run_names: bool = False, report: bool = False, **report_parts) -> Path:
         """Write ``scores.csv``, ``decisions.csv``, ``run.txt`` (for unknown images), ``evaluation.json``
         and, with ``report``, ``report.html`` and ``figures/`` (``report_parts`` go to ``write_report``).
@@ -74,7 +78,7 @@ class DetectionResult:
         never leaves new files beside old ones, and an old file the new set lacks is removed.
         """
         out = Path(out)
-        ids, roles = self.run_ids(run_names), self.roles
+        ids, roles, run_ids = self.ids, self.roles, self.run_ids(run_names)
         label = ["" if v < 0 else int(v) for v in self.labels]
         by = self.nearest_by
         with replaced_outputs(out, OUTPUTS) as stage:
@@ -94,7 +98,7 @@ class DetectionResult:
             unknown = self.labels < 0
             if unknown.any() or self.undecided:
                 # An unknown image that could not be read is still answered: "0", no evidence it was used.
-                write_run(stage / "run.txt", [ids[i] for i in np.flatnonzero(unknown)]
+                write_run(stage / "run.txt", [run_ids[i] for i in np.flatnonzero(unknown)]
                           + [run_id(p, run_names) for p in self.undecided],
                           [*self.decisions[unknown], *[0] * len(self.undecided)], names=True)
             if report:
@@ -102,3 +106,18 @@ class DetectionResult:
                 self.summary["report"] = str(out / "report.html")
             (stage / "evaluation.json").write_text(json.dumps(self.summary, indent=2, default=float))
         return out
+
+
+def unique_ids(ids: list[str], labels) -> list[str]:
+    """Ids unique within a job: an id that two roles share (``zz`` used and ``zz`` unknown) gets its role
+    as a prefix (``member/zz``, ``unknown/zz``) in the tables, said once. Run files keep file stems."""
+    roles = [ROLES[int(v)] for v in labels]
+    count: dict[str, set[str]] = {}
+    for i, r in zip(ids, roles):
+        count.setdefault(i, set()).add(r)
+    shared = {i for i, r in count.items() if len(r) > 1}
+    if not shared:
+        return list(ids)
+    log.warning("%d id(s) name images in more than one role (e.g. %r); in scores.csv and decisions.csv they are "
+                "prefixed with the role", len(shared), sorted(shared)[0])
+    return [f"{r}/{i}" if i in shared else i for i, r in zip(ids, roles)]
