@@ -126,3 +126,14 @@ def test_the_demo_split_is_not_confounded(tmp_path):
         y = np.r_[np.ones(len(used)), np.zeros(len(not_used))].astype(int)
         aucs.append(blind_baseline(pixels, y, n_boot=0)["auc"])
     assert np.mean(aucs) < 0.58, aucs
+
+
+def test_a_leak_must_hold_out_of_fold():
+    from vitprint.evaluation.verdict import LEAK, NO_EVIDENCE, Verdict, confirm_out_of_fold
+
+    def leak():
+        return Verdict(LEAK, "Leak detected: x.", "x", 0.68, 0.03)
+
+    assert confirm_out_of_fold(leak(), 0.71).verdict == LEAK
+    v = confirm_out_of_fold(leak(), 0.46)
+    assert v.verdict == NO_EVIDENCE and "does not hold out of fold" in v.sentence and v.cv_auc == 0.46

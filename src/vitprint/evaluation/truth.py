@@ -12,7 +12,7 @@ from vitprint.data.folders import list_images
 from vitprint.errors import VitprintError
 from vitprint.evaluation.metrics import binary_metrics, bootstrap_intervals
 from vitprint.evaluation.runfile import parse_run
-from vitprint.evaluation.verdict import decide_verdict
+from vitprint.evaluation.verdict import confirm_out_of_fold, decide_verdict
 from vitprint.membership.decisions import cross_validate
 
 
@@ -98,9 +98,7 @@ def evaluate_scores(values: dict[str, np.ndarray], labels: np.ndarray, folds: in
                      "intervals": bootstrap_intervals(labels, cv.decisions[name], s, n_boot, seed) if n_boot else {}}
         if name in tests:
             out[name].update(p_value=tests[name]["p_value"], p_holm=tests[name]["p_holm"])
-    auto_auc = out["auto"]["metrics"]["roc_auc"]
-    verdict.sentence += f" The detector chosen inside cross-validation reaches ROC-AUC {auto_auc:.2f} out of fold."
-    verdict.cv_auc = auto_auc
+    confirm_out_of_fold(verdict, out["auto"]["metrics"]["roc_auc"])
     return {"results": out, "cv_scores": cv.scores, "cv_decisions": cv.decisions, "auto_choices": cv.auto_choices,
             "folds": cv.folds,
             "verdict": verdict.to_dict()}

@@ -168,3 +168,20 @@ def decide_verdict(values: dict[str, np.ndarray], labels, blind: dict[str, float
                       f"permutation p = {p_best:.3g}; the smallest effect this sample could detect: "
                       f"AUC {detectable:.2f}).")
     return v, per
+
+
+def confirm_out_of_fold(v: Verdict, cv_auc: float) -> Verdict:
+    """A leak must also hold out of fold: the detector chosen inside cross-validation, scored on images
+    its choice never saw, must separate them (ROC-AUC above 0.5). The permutation test picks the best
+    detector on all images; this second condition can only make "Leak detected" rarer where there is none."""
+    v.cv_auc = cv_auc
+    held = cv_auc > 0.5
+    if v.verdict == LEAK and not held:
+        v.verdict = NO_EVIDENCE
+        v.sentence = (f"No evidence of a leak: {v.primary} reaches ROC-AUC {v.primary_auc:.2f} on all images "
+                      f"(permutation p = {v.p_value:.3g}), but the detector chosen inside cross-validation reaches "
+                      f"only {cv_auc:.2f} on the images its choice never saw, so the separation does not hold out "
+                      "of fold.")
+    else:
+        v.sentence += f" The detector chosen inside cross-validation reaches ROC-AUC {cv_auc:.2f} out of fold."
+    return v
