@@ -15,7 +15,10 @@ def test_membership_benchmark_end_to_end_at_toy_size(tmp_path, capsys):
             "--out", str(tmp_path / "b"), "--docs", str(doc)]
     assert main(argv) == 0, capsys.readouterr().err
     res = json.loads((tmp_path / "b" / "results.json").read_text())
-    assert len(res["cells"]) == 4
+    assert len(res["cells"]) == 8  # 2 families x 2 seeds, and as many null-generator cells
+    assert sum(c["null"] for c in res["cells"]) == 4
+    assert {c["verdict"]["verdict"] for c in res["cells"]} <= {"Leak detected", "No evidence of a leak", "Inconclusive"}
+    assert set(res["summary"]) == {"dcgan", "vae", "dcgan (null generator)", "vae (null generator)"}
     cell = res["cells"][0]["detectors"]
     assert set(cell) == {"recon", "latent_nn", "pixel_nn", "mc", "align_nn", "copy_nn", "domias", "combined",
                          "latent_nn_cal", "pixel_nn_cal", "mc_cal", "align_nn_cal"}
@@ -25,10 +28,12 @@ def test_membership_benchmark_end_to_end_at_toy_size(tmp_path, capsys):
     assert {r["generated"] for r in res["speed"]} == {100, 200}
     text = doc.read_text()
     assert "kept text" in text and "#### dcgan" in text and "#### vae" in text and "Target" in text
+    assert "#### dcgan (null generator)" in text and "null-generator cells: \"Leak detected\" in" in text
+    assert "*verdict of `vitprint detect` per seed*" in text
     assert (tmp_path / "figures" / "membership_toy_dcgan.png").is_file()
     # Running again continues instead of recomputing, and replaces the section in place.
     assert main(argv) == 0
-    assert len(json.loads((tmp_path / "b" / "results.json").read_text())["cells"]) == 4
+    assert len(json.loads((tmp_path / "b" / "results.json").read_text())["cells"]) == 8
     assert doc.read_text().count("<!-- membership-toy -->") == 1
     assert "pixel_nn (peer)" in doc.read_text() and "copy rate" in doc.read_text()
 
@@ -68,6 +73,21 @@ def test_mean_interval_and_summary():
               "detectors": {"x": {"roc_auc": a, "tpr_at_1pct_fpr": 0, "kappa": 0, "accuracy": 0.5}}}
              for s, a in enumerate([0.5, 0.6, 0.7])]
     assert summarise(cells)["dcgan"]["8"]["x"]["roc_auc"][0] == pytest.approx(0.6)
+
+
+def test_the_control_check_can_fail():
+    from vitprint.evaluation.bench_report import control_check
+
+    def cell(null, verdict, copy_rate, auc):
+        return {"family": "dcgan", "members": 8, "seed": 0, "null": null, "copy_rate": copy_rate,
+                "verdict": {"verdict": verdict},
+                "detectors": {"x": {"roc_auc": auc, "tpr_at_1pct_fpr": 0, "kappa": 0, "accuracy": 0.5}}}
+
+    cells = [cell(True, "Leak detected", 0.0, a) for a in (0.8, 0.85)] + [cell(False, "No evidence of a leak", 0.3, 0.9)]
+    text = "\n".join(control_check({"cells": cells, "summary": summarise(cells)}))
+    assert "every detector at chance — **not met** (x)" in text
+    assert "null-generator cells: \"Leak detected\" in 2 of 2 — **not met**" in text
+    assert "leaking cells (copy rate ≥ 5%): \"Leak detected\" in 0 of 1 — **not met**" in text
 
 
 def test_update_section_appends_then_replaces(tmp_path):

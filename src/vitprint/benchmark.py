@@ -38,6 +38,7 @@ from vitprint.data.readers import resize_to_uint8
 from vitprint.membership.decisions import Combiner, Threshold
 from vitprint.membership.knn import knn_distances, pixel_vectors
 from vitprint.membership.scoring import ScoreConfig, compute_scores
+from vitprint.api.assess import AssessConfig, assess
 from vitprint.errors import VitprintError
 from vitprint.evaluation.metrics import binary_metrics
 from vitprint.inference import encode
@@ -168,17 +169,22 @@ def copy_rate(generated: np.ndarray, members: np.ndarray, non_members: np.ndarra
 
 
 def run_cell(family: str, n: int, seed: int, scale: Scale, encoder: str | None, work: Path,
-             perturbed: bool = False) -> dict[str, Any]:
-    """One (family, member-set size, seed) cell; returns per-detector held-out metrics."""
+             perturbed: bool = False, null: bool = False) -> dict[str, Any]:
+    """One (family, member-set size, seed) cell; returns per-detector held-out metrics and the verdict.
+
+    A ``null`` cell trains the generator on other patients than the members (the same count): nothing
+    of the members can leak, so every detector must sit at chance and the verdict must not find a leak.
+    """
     cfg = _model_cfg(scale)
     stream = 1000 * seed + n
     reals = patients(0, 2 * n, scale, stream)
     reference = patients(2 * n, n, scale, stream)  # other patients the generator never saw
     labels = np.r_[np.ones(n, int), np.zeros(n, int)]
-    members = ImageSet.from_pixels(reals[:n], "member")
+    trained_on = patients(3 * n, n, scale, stream) if null else reals[:n]
     epochs = max(1, math.ceil(scale.gen_steps * scale.batch_size / n))
     t0 = time.perf_counter()
-    train_generator(members, RunConfig(out=str(work / "gen"), epochs=epochs, batch_size=scale.batch_size, seed=seed),
+    train_generator(ImageSet.from_pixels(trained_on, "train"),
+                    RunConfig(out=str(work / "gen"), epochs=epochs, batch_size=scale.batch_size, seed=seed),
                     family=family)
     gen = load_generator(work / "gen" / "checkpoints" / "last.safetensors")
     samples = np.concatenate(list(sample(gen, scale.n_generated, seed=seed)))
@@ -195,9 +201,13 @@ def run_cell(family: str, n: int, seed: int, scale: Scale, encoder: str | None, 
                             cfg_scores.options(autoencoder=ae, seed=seed, **dict(scale.detector_options)),
                             reference=reference)
     metrics = heldout_metrics(scores.values, labels, seed)
-    return {"family": family, "members": n, "seed": seed, "generator_epochs": epochs, "perturbed": perturbed,
-            "copy_rate": rate, "peers": [d for d in scores.values if d in scores.peers],
-            "seconds": time.perf_counter() - t0, "generator_seconds": t_gen, "detectors": metrics}
+    # The verdict as `vitprint detect` gives it on these images (all of them labelled; no bootstrap needed).
+    _, assessment, _ = assess(scores.values, labels, np.zeros(len(labels), bool), reals, AssessConfig(n_boot=0, seed=seed))
+    v = assessment["verdict"]
+    return {"family": family, "members": n, "seed": seed, "null": null, "generator_epochs": epochs,
+            "perturbed": perturbed, "copy_rate": rate, "peers": [d for d in scores.values if d in scores.peers],
+            "seconds": time.perf_counter() - t0, "generator_seconds": t_gen, "detectors": metrics,
+            "verdict": {k: v[k] for k in ("verdict", "primary", "primary_auc", "p_value", "blind_auc", "cv_auc")}}
 
 
 def _pretrained_encoder(scale: Scale, out: Path) -> str:
@@ -280,7 +290,7 @@ def scoring_speed(scale: Scale, encoder: str | None, device: str = "cpu") -> lis
 
 
 def run_benchmark(scale_name: str, out: str | Path, families=None, sizes=None, seeds=None,
-                  speed: bool = True, perturbed: bool = False) -> dict[str, Any]:
+                  speed: bool = True, perturbed: bool = False, null_cells: bool = True) -> dict[str, Any]:
     """Run (or continue) the benchmark; results accumulate in ``out/results.json``."""
     if scale_name not in SCALES:
         raise VitprintError(f"scale must be one of {', '.join(SCALES)}, got {scale_name!r}")
@@ -299,15 +309,18 @@ def run_benchmark(scale_name: str, out: str | Path, families=None, sizes=None, s
     results.update({"scale": scale_name, "perturbed": perturbed, "config": dataclasses.asdict(scale), "machine": machine(),
                     "started": results.get("started", time.strftime("%Y-%m-%d %H:%M"))})
     results.setdefault("cells", [])
-    done = {(c["family"], c["members"], c["seed"]) for c in results["cells"]}
+    done = {(c["family"], c["members"], c["seed"], c.get("null", False)) for c in results["cells"]}
     encoder = _pretrained_encoder(scale, out)
-    todo = [(f, n, s) for f in scale.families for n in scale.sizes for s in range(scale.seeds) if (f, n, s) not in done]
-    for family, n, seed in bar(todo, desc="benchmark cells", unit="cell"):
+    # Every (family, size, seed), and per family a null cell at the smallest size (a generator of other patients).
+    wanted = [(f, n, s, False) for f in scale.families for n in scale.sizes for s in range(scale.seeds)]
+    wanted += [(f, min(scale.sizes), s, True) for f in scale.families for s in range(scale.seeds)] if null_cells else []
+    todo = [c for c in wanted if c not in done]
+    for family, n, seed, null in bar(todo, desc="benchmark cells", unit="cell"):
         with tempfile.TemporaryDirectory(dir=out) as work:
-            cell = run_cell(family, n, seed, scale, encoder, Path(work), perturbed)
+            cell = run_cell(family, n, seed, scale, encoder, Path(work), perturbed, null)
         results["cells"].append(cell)
         path.write_text(json.dumps(results, indent=2, default=float))
-        log.info("%s, %d members, seed %d: %s (%.0f s)", family, n, seed,
+        log.info("%s%s, %d members, seed %d: %s (%.0f s)", family, " (null generator)" if null else "", n, seed,
                  ", ".join(f"{d} AUC {m['roc_auc']:.3f}" for d, m in cell["detectors"].items()), cell["seconds"])
     ran_speed = speed and "speed" not in results
     if ran_speed:
@@ -325,17 +338,23 @@ def machine() -> dict[str, str]:
             "gpu": dev, "torch": torch.__version__}
 
 
+def family_key(cell: dict) -> str:
+    """The table a cell belongs to: its generator family, or that family's null-generator control."""
+    return f"{cell['family']} (null generator)" if cell.get("null") else cell["family"]
+
+
 def summarise(cells: list[dict]) -> dict[str, dict[str, dict[str, dict[str, list[float]]]]]:
     """``family -> members -> detector -> metric -> [mean, low, high]`` over seeds (``copy_rate`` as a detector
     row of its own, with its value in every metric's place)."""
     out: dict = {}
     for c in cells:
         rows = dict(c["detectors"])
+        family = family_key(c)
         if "copy_rate" in c:
             rows["copy_rate"] = {k: c["copy_rate"] for k in METRICS}
         for det, m in rows.items():
             for k in METRICS:
-                out.setdefault(c["family"], {}).setdefault(str(c["members"]), {}).setdefault(det, {}).setdefault(k, []).append(m[k])
+                out.setdefault(family, {}).setdefault(str(c["members"]), {}).setdefault(det, {}).setdefault(k, []).append(m[k])
     for fam in out.values():
         for by_det in fam.values():
             for det, ms in by_det.items():

@@ -341,7 +341,8 @@ def cmd_bench(a) -> int:
     from vitprint.benchmark import run_benchmark
     from vitprint.evaluation.bench_report import auc_figures, markdown, update_section
 
-    results = run_benchmark(a.scale, a.out, a.families, a.sizes, a.seeds, speed=not a.no_speed, perturbed=a.perturb)
+    results = run_benchmark(a.scale, a.out, a.families, a.sizes, a.seeds, speed=not a.no_speed, perturbed=a.perturb,
+                            null_cells=not a.no_null)
     command = "vitprint bench " + " ".join(shlex.quote(x) for x in sys.argv[2:]) if a.command_line is None else a.command_line
     if a.docs:
         doc = Path(a.docs)
@@ -544,7 +545,7 @@ def _parser_train_generator(sub) -> None:
 
 def _parser_bench(sub) -> None:
     p = sub.add_parser("bench", help="membership benchmark: every detector across generators and training-set sizes",
-                       description="Build the membership setting from scratch where the truth is known: for each generator family and member-set size, train the generator on fresh phantom members only, generate, run every detector and the combiner, and evaluate on a held-out half with thresholds fitted on the other half; repeat over seeds (mean and 95%% t-interval). Also measures scoring speed and memory against 1k/10k/100k generated images. Results accumulate in OUT/results.json, so an interrupted run continues where it stopped.")
+                       description="Build the membership setting from scratch where the truth is known: for each generator family and member-set size, train the generator on fresh phantom members only, generate, run every detector and the combiner, and evaluate on a held-out half with thresholds fitted on the other half; repeat over seeds (mean and 95%% t-interval), with the verdict of 'vitprint detect' per cell. Per family, null-generator cells (a generator trained on other patients) check that every detector sits at chance there. Also measures scoring speed and memory against 1k/10k/100k generated images. Results accumulate in OUT/results.json, so an interrupted run continues where it stopped.")
     p.add_argument("--scale", choices=["toy", "cpu", "gpu"], default="cpu", help="toy (seconds), cpu (about an hour on 2 cores, tiny preset at 64 px) or gpu (seed preset at 256 px) (default: cpu)")
     p.add_argument("--out", default="runs/bench", help="working and results folder (default: runs/bench)")
     p.add_argument("--docs", metavar="MARKDOWN", help="write the tables into this markdown file (for example docs/benchmarks.md), replacing this scale's section")
@@ -552,6 +553,7 @@ def _parser_bench(sub) -> None:
     p.add_argument("--sizes", nargs="+", type=int, help="member-set sizes (default: the scale's)")
     p.add_argument("--seeds", type=int, help="seeds per cell (default: the scale's)")
     p.add_argument("--no-speed", action="store_true", help="skip the scoring-speed measurements")
+    p.add_argument("--no-null", action="store_true", help="skip the null-generator cells (per family, a generator trained on other patients than the members: every detector must sit at chance there)")
     p.add_argument("--perturb", action="store_true", help="shift (4-8%%), re-window and add noise to the generated images before scoring, as a generator does to a slice it copies")
     p.add_argument("--command-line", help=argparse.SUPPRESS)
     _add_common(p)

@@ -42,6 +42,49 @@ def combiner_check(summary) -> list[str]:
     return lines
 
 
+LEAKING_COPY_RATE = 0.05  # a cell whose generator copies at least this share of its images is a leaking cell
+
+
+def cell_verdicts(cells: list[dict]) -> dict[tuple[str, str], list[str]]:
+    """``(table, size) -> [verdict per seed]`` (cells run before verdicts were recorded have none)."""
+    out: dict[tuple[str, str], list[str]] = {}
+    for c in cells:
+        if "verdict" in c:
+            fam = f"{c['family']} (null generator)" if c.get("null") else c["family"]
+            out.setdefault((fam, str(c["members"])), []).append(c["verdict"]["verdict"])
+    return out
+
+
+def verdict_counts(verdicts: list[str]) -> str:
+    counts = {v: verdicts.count(v) for v in dict.fromkeys(verdicts)}
+    return ", ".join(f"{v} {k}/{len(verdicts)}" for v, k in counts.items())
+
+
+def control_check(results: dict) -> list[str]:
+    """Null cells: every detector at chance, no leak found. Leaking cells: a leak found."""
+    lines = []
+    for fam, by_size in results["summary"].items():
+        if "null" not in fam:
+            continue
+        for size, by_det in by_size.items():
+            off = [d for d, v in by_det.items() if d != "copy_rate" and chance_note(v["roc_auc"]) not in ("", "no better than chance")]
+            lines.append(f"- {fam}, {size} members: every detector at chance — "
+                         + ("met" if not off else f"**not met** ({', '.join(off)})"))
+    cells = results.get("cells", [])
+    null = [c["verdict"]["verdict"] for c in cells if c.get("null") and "verdict" in c]
+    leaking = [c["verdict"]["verdict"] for c in cells
+               if not c.get("null") and "verdict" in c and c.get("copy_rate", 0) >= LEAKING_COPY_RATE]
+    if null:
+        found = null.count("Leak detected")
+        lines.append(f"- null-generator cells: \"Leak detected\" in {found} of {len(null)} — "
+                     + ("met" if found == 0 else "**not met**"))
+    if leaking:
+        found = leaking.count("Leak detected")
+        lines.append(f"- leaking cells (copy rate ≥ {LEAKING_COPY_RATE:.0%}): \"Leak detected\" in {found} of "
+                     f"{len(leaking)} — " + ("met" if found == len(leaking) else "**not met**"))
+    return lines
+
+
 def markdown(results: dict, command: str, figures: dict[str, str]) -> str:
     cfg, mach = results["config"], results["machine"]
     seeds = cfg["seeds"]
@@ -60,13 +103,19 @@ def markdown(results: dict, command: str, figures: dict[str, str]) -> str:
         + ("Generated images perturbed (shift 4-8%, contrast +-10%, offset, noise) before scoring. "
            if results.get("perturbed") else "")
         + "Peers (the literature's methods) are marked; the copy rate is the share of generated images that are "
-          "near-copies of a member.",
+          "near-copies of a member. Null-generator tables: the generator is trained on as many other patients as "
+          "there are members (never a member), so every detector must sit at chance and no leak may be found. "
+          "The verdict row is `vitprint detect`'s verdict on all the cell's real images.",
         "",
     ]
+    verdicts = cell_verdicts(results.get("cells", []))
     for fam, by_size in results["summary"].items():
-        lines += [f"#### {fam}", "", "| members | detector | " + " | ".join(h for _, h in COLUMNS) + " | verdict |",
+        lines += [f"#### {fam}", "", "| members | detector | " + " | ".join(h for _, h in COLUMNS) + " | |",
                   "|---|---|" + "---|" * len(COLUMNS) + "---|"]
         for size, by_det in sorted(by_size.items(), key=lambda kv: int(kv[0])):
+            if (fam, size) in verdicts:
+                lines.append(f"| {size} | *verdict of `vitprint detect` per seed* | "
+                             f"{verdict_counts(verdicts[fam, size])} |" + " |" * len(COLUMNS))
             if "copy_rate" in by_det:
                 lines.append(f"| {size} | *copy rate of the generated set* | {_cell(by_det['copy_rate']['roc_auc'])} |"
                              + " |" * len(COLUMNS))
@@ -80,7 +129,8 @@ def markdown(results: dict, command: str, figures: dict[str, str]) -> str:
             lines += ["", f"![ROC-AUC against member-set size, {fam}]({figures[fam]})"]
         lines.append("")
     lines += ["Target — the combiner at least as good as the best single detector on AUC, per cell:", ""]
-    lines += combiner_check(results["summary"])
+    lines += combiner_check({f: v for f, v in results["summary"].items() if "null" not in f})
+    lines += ["", "Targets — controls that can fail:", ""] + control_check(results)
     if "speed" in results:
         lines += ["", "Scoring speed (exact search, CPU, real images scored against N generated; "
                   "peak memory above the level before the search; latent_nn also has to encode the generated set once):",
