@@ -93,3 +93,59 @@ def test_copy_nn_reuses_its_cached_embedding(tmp_path, caplog):
     (tmp_path / "copy_nn" / files[0]).write_bytes(b"")  # a damaged entry is rebuilt, not fatal
     third = create_detector("copy_nn", **opts).fit(generated)
     assert hasattr(third, "losses_")
+
+
+class _SubspaceAE(__import__("torch").nn.Module):
+    """An ideal small autoencoder: projects onto the top principal components of what it was trained on."""
+
+    def __init__(self, pixels, dims=4):
+        import torch
+        from types import SimpleNamespace
+
+        super().__init__()
+        x = pixels.reshape(len(pixels), -1).astype(np.float64) / 127.5 - 1
+        self.mean = torch.nn.Parameter(torch.tensor(x.mean(0), dtype=torch.float32), requires_grad=False)
+        basis = np.linalg.svd(x - x.mean(0), full_matrices=False)[2][:dims]
+        self.basis = torch.nn.Parameter(torch.tensor(basis, dtype=torch.float32), requires_grad=False)
+        self.cfg = SimpleNamespace(image_size=pixels.shape[-1])
+        self.summary = {"epochs": 1}
+
+    def forward(self, x):
+        flat = x.flatten(1) - self.mean
+        return ((flat @ self.basis.T) @ self.basis + self.mean).reshape(x.shape)
+
+
+def test_recon_cal_is_the_reference_models_error_minus_the_generated_ones(monkeypatch):
+    """With ideal autoencoders (one per set), images like the generated set score high, images like the
+    reference low; a real image that is also in the reference is scored by a model trained without it."""
+    from vitprint.membership.detectors import recon_cal
+
+    trained = []
+
+    def fake_training(images, *args, **kwargs):
+        trained.append(len(images))
+        return _SubspaceAE(np.asarray(images))
+
+    monkeypatch.setattr(recon_cal, "train_autoencoder", fake_training)
+    rng = np.random.default_rng(4)
+    yy, xx = np.mgrid[0:32, 0:32]
+
+    def stripes(n, grid):
+        return np.clip([128 + 100 * np.sin(rng.uniform(0.2, 0.4) * grid + rng.uniform(0, 6.3)) for _ in range(n)],
+                       0, 255).astype(np.uint8)
+
+    generated, reference = stripes(40, yy), stripes(40, xx)
+    real = np.concatenate([stripes(10, yy), stripes(10, xx)])
+    y = np.r_[np.ones(10), np.zeros(10)]
+    gen_ae = _SubspaceAE(generated)
+    det = create_detector("recon_cal", autoencoder=gen_ae, ref_folds=2).fit(generated, reference)
+    assert roc_auc_score(y, det.score_samples(real)) == 1.0 and trained == [40]
+    assert roc_auc_score(y, create_detector("recon", autoencoder=gen_ae).fit(generated).score_samples(real)) > 0.9
+    # Half of the not-used images are also the reference: each fold's model is trained without them.
+    mixed = np.concatenate([reference[:30], real[10:]])
+    det = create_detector("recon_cal", autoencoder=gen_ae, ref_folds=2).fit(generated, mixed)
+    s = det.score_samples(real)
+    assert det.cross_fitted == 10 and trained[1:] == [40, 20, 20]
+    assert roc_auc_score(y, s) == 1.0
+    with pytest.raises(Exception, match="reference"):
+        create_detector("recon_cal", autoencoder=gen_ae).fit(generated, None)

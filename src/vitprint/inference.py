@@ -31,6 +31,7 @@ def load_autoencoder(path: str | Path, device: torch.device | str = "cpu") -> Au
         raise VitprintError(f"{path} is not an autoencoder checkpoint (it holds {meta.get('kind', 'unknown')!r})")
     model = Autoencoder(from_dict(ModelConfig, meta["model"]))
     load_checkpoint(path, model)
+    model.summary = {"checkpoint": str(path), "epochs": meta.get("run", {}).get("epochs")}  # how it was trained
     return model.to(device).eval()
 
 

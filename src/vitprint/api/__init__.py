@@ -27,7 +27,7 @@ from vitprint.membership.base import unique_images
 from vitprint.membership.scoring import check_options, compute_scores, resize_pixels
 
 API_DETECTORS = ("pixel_nn", "mc", "align_nn", "copy_nn")
-CONTEXT = ("autoencoder", "device", "cache_dir", "batch_size", "precision")  # shared by any detector that wants them
+CONTEXT = ("autoencoder", "device", "cache_dir", "batch_size", "precision", "encoder_path")  # shared by any detector that wants them
 
 
 def _as_images(source, size: int | None, data: DataConfig, what: str) -> tuple[list[str], list[str], np.ndarray]:

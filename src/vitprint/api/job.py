@@ -202,7 +202,7 @@ def detect(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, data: Data
 
     cache = cache_dir(data)
     options = cfg.scores.options(autoencoder=model, device=str(device), seed=cfg.seed,
-                                 cache_dir=str(cache) if cache else None)
+                                 cache_dir=str(cache) if cache else None, encoder_path=cfg.encoder)
     scores = compute_scores(reals.images, generated, cfg.scores.detectors, options, reference, at_size)
 
     summary: dict[str, Any] = {"config_stamp": stamp, "generated": len(generated),

@@ -81,6 +81,7 @@ def create_detector(name: str, **options) -> Detector:
     detector that uses a reference set comes wrapped so that it cross-fits
     (no real image is ever its own reference).
     """
+    _discover()
     folds, seed = options.get("ref_folds", 5), options.get("seed", 0)
     if name.endswith("_cal") and name not in _REGISTRY:
         base = detector_class(name[: -len("_cal")])
