@@ -48,6 +48,7 @@ def test_detect_on_arrays_in_memory(tmp_path):
     report = (out / "report.html").read_text()
     assert "Evidence: the real images align_nn ranks" in report and "Reconstructions by the autoencoder" in report
     assert (out / "figures" / "evidence.png").is_file() and not list(out.glob("*.tmp"))
+    assert "Best-matching regions" in report and (out / "figures" / "regions.png").is_file()
     decisions = (out / "decisions.csv").read_text().splitlines()
     assert decisions[1].split(",")[-2:] == ["generated_00000", "align_nn"]  # the first used image and its copy
 

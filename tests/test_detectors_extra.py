@@ -149,3 +149,19 @@ def test_recon_cal_is_the_reference_models_error_minus_the_generated_ones(monkey
     assert roc_auc_score(y, s) == 1.0
     with pytest.raises(Exception, match="reference"):
         create_detector("recon_cal", autoencoder=gen_ae).fit(generated, None)
+
+
+def test_the_best_region_is_the_copied_one_wherever_the_copy_was_moved():
+    from vitprint.membership.regions import best_region
+
+    rng = np.random.default_rng(5)
+    real, gen = (_textures(rng, 1, 128)[0] for _ in range(2))
+    gen = gen.copy()
+    gen[20:68, 70:118] = real[25:73, 67:115]  # a 48-px region of the real slice, moved by (-5, +3)
+    region = best_region(real, gen, window=0.25)  # 32-px tiles at a stride of 16: one lies inside the region
+    assert region.shift == (5, -3) and region.ncc > 0.99
+    assert 25 <= region.y <= 73 - 32 and 67 <= region.x <= 115 - 32
+    a, b = region.crops(real, gen)
+    assert np.array_equal(a, b)
+    unrelated = best_region(real, _textures(rng, 1, 128)[0])
+    assert unrelated.ncc < 0.7

@@ -36,7 +36,7 @@ from vitprint.membership.registry import detector_class
 from vitprint.membership.scoring import ScoreConfig, compute_scores, score_names
 from vitprint.errors import VitprintError
 from vitprint.api.assess import AssessConfig, assess
-from vitprint.api.result import DetectionResult, unique_ids
+from vitprint.api.result import DetectionResult, unique_ids, with_regions
 from vitprint.device import pick_device
 from vitprint.inference import load_autoencoder, reconstruct
 from vitprint.training.autoencoder import train_autoencoder
@@ -254,7 +254,7 @@ def _report_parts(result: DetectionResult, reals: RealSet, model, data: DataConf
                                                generated_pixels=np.asarray(gen.pixels))
         except VitprintError:
             pass  # the pairs at the size they were scored at
-        parts["evidence"] = evidence
+        parts["evidence"] = with_regions(evidence)
     if model is not None:
         show = [i for g in GROUPS for i in np.flatnonzero(reals.groups == g)[:4]]
         sub = subset(reals.images, show)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass, field
@@ -12,8 +13,9 @@ from typing import Any
 import numpy as np
 
 from vitprint.data.outputs import replaced_outputs
-from vitprint.evaluation.report import write_report
+from vitprint.evaluation.report import Evidence, select_evidence, write_report
 from vitprint.evaluation.runfile import run_id, write_run
+from vitprint.membership.regions import best_region
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +104,10 @@ class DetectionResult:
                           + [run_id(p, run_names) for p in self.undecided],
                           [*self.decisions[unknown], *[0] * len(self.undecided)], names=True)
             if report:
-                write_report(self, stage, **report_parts)
+                parts = dict(report_parts)
+                if "evidence" not in parts:
+                    parts["evidence"] = with_regions(select_evidence(self))
+                write_report(self, stage, **parts)
                 self.summary["report"] = str(out / "report.html")
             (stage / "evaluation.json").write_text(json.dumps(self.summary, indent=2, default=float))
         return out
@@ -121,3 +126,15 @@ def unique_ids(ids: list[str], labels) -> list[str]:
     log.warning("%d id(s) name images in more than one role (e.g. %r); in scores.csv and decisions.csv they are "
                 "prefixed with the role", len(shared), sorted(shared)[0])
     return [f"{r}/{i}" if i in shared else i for i, r in zip(ids, roles)]
+
+
+def with_regions(evidence: Evidence | None) -> Evidence | None:
+    """The evidence pairs with their best-matching regions (real crop, aligned generated crop, caption)."""
+    if evidence is None:
+        return None
+    regions = []
+    for real, gen in zip(np.asarray(evidence.real_pixels), np.asarray(evidence.generated_pixels)):
+        region = best_region(real, gen)
+        a, b = region.crops(real, gen)
+        regions.append((a, b, f"local r {region.ncc:.2f}"))
+    return dataclasses.replace(evidence, regions=regions)

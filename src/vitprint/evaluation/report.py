@@ -6,7 +6,7 @@ import base64
 import datetime
 import html
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +75,7 @@ class Evidence:
     generated_index: np.ndarray
     real_pixels: np.ndarray
     generated_pixels: np.ndarray
+    regions: list[tuple[np.ndarray, np.ndarray, str]] = field(default_factory=list)  # (real crop, generated crop, caption)
 
 
 @dataclass
@@ -187,8 +188,16 @@ def _evidence(result, ev: Evidence | None, fig: Path) -> str:
                     "No pair lies above it: none of these is closer than a not-used image would be.") + "</p>")
     else:
         text += "No not-used images are labelled, so there is no measured bar for a near-copy.</p>"
-    return text + _img(plots.image_pairs(ev.real_pixels, ev.generated_pixels, fig / "evidence.png",
-                                         titles=("real", "nearest generated"), captions=caps))
+    text += _img(plots.image_pairs(ev.real_pixels, ev.generated_pixels, fig / "evidence.png",
+                                   titles=("real", "nearest generated"), captions=caps))
+    if ev.regions:
+        text += ("<h3>Best-matching regions</h3><p>For the same pairs: the window (a quarter of the image's side) "
+                 "where the real image and the generated one, aligned, correlate most — generators often copy a "
+                 "region rather than a whole slice. Caption: the local correlation (1 = identical detail).</p>"
+                 + _img(plots.image_pairs(np.stack([r[0] for r in ev.regions]), np.stack([r[1] for r in ev.regions]),
+                                          fig / "regions.png", titles=("real region", "generated region"),
+                                          captions=[r[2] for r in ev.regions])))
+    return text
 
 
 def _glossary() -> str:
