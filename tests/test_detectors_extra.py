@@ -165,3 +165,21 @@ def test_the_best_region_is_the_copied_one_wherever_the_copy_was_moved():
     assert np.array_equal(a, b)
     unrelated = best_region(real, _textures(rng, 1, 128)[0])
     assert unrelated.ncc < 0.7
+
+
+def test_logan_scores_what_the_generator_over_represents_and_sits_at_chance_otherwise():
+    rng = np.random.default_rng(6)
+    # The generator copied the members, which are brighter than the reference's images; the
+    # not-used images look like the reference.
+    members = np.clip(_textures(rng, 20).astype(int) + 25, 0, 255).astype(np.uint8)
+    non = _textures(rng, 20)
+    generated = np.concatenate([np.stack([_noisy(members[i % 20], rng, 3) for i in range(60)])])
+    reference = _textures(rng, 60)
+    y = np.r_[np.ones(20), np.zeros(20)]
+    real = np.concatenate([members, non])
+    det = create_detector("logan", pixel_size=32, seed=0).fit(generated, reference)
+    assert det.peer and roc_auc_score(y, det.score_samples(real)) > 0.95
+    independent = create_detector("logan", pixel_size=32).fit(_textures(rng, 60), reference)
+    assert 0.2 < roc_auc_score(y, independent.score_samples(np.concatenate([_textures(rng, 20), non]))) < 0.8
+    with pytest.raises(Exception, match="reference"):
+        create_detector("logan").fit(generated, None)

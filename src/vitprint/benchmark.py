@@ -196,7 +196,7 @@ def run_cell(family: str, n: int, seed: int, scale: Scale, encoder: str | None, 
     ae = train_autoencoder(generated, cfg, RunConfig(out=str(work / "ae"), epochs=scale.ae_epochs,
                                                      batch_size=scale.batch_size, seed=seed),
                            OptimConfig(lr=scale.lr), DataConfig(no_cache=True, val_fraction=0.1), encoder_path=encoder)
-    cfg_scores = ScoreConfig(detectors=(*ScoreConfig().detectors, "domias", "recon_cal"), pixel_size=scale.image_size)
+    cfg_scores = ScoreConfig(detectors=(*ScoreConfig().detectors, "domias", "logan", "recon_cal"), pixel_size=scale.image_size)
     scores = compute_scores(ImageSet.from_pixels(reals, "real"), generated, cfg_scores.detectors,
                             cfg_scores.options(autoencoder=ae, seed=seed, encoder_path=encoder, ref_lr=scale.lr,
                                                **dict(scale.detector_options)),
