@@ -83,3 +83,9 @@ def pixel_vectors(size: int) -> Callable[[np.ndarray], torch.Tensor]:
         return x.flatten(1)
 
     return convert
+
+
+def thumbnails(images, size: int) -> np.ndarray:
+    """``(m, size*size)`` float64 thumbnails in [-1, 1] of uint8 images (the density and classifier peers'
+    feature space)."""
+    return pixel_vectors(size)(np.asarray(getattr(images, "pixels", images))).numpy().astype(np.float64)

@@ -17,7 +17,7 @@ from sklearn.decomposition import PCA
 
 from vitprint.errors import VitprintError
 from vitprint.membership.base import Detector, as_pixels
-from vitprint.membership.knn import pixel_vectors
+from vitprint.membership.knn import thumbnails
 from vitprint.membership.registry import register_detector
 
 
@@ -33,7 +33,7 @@ class Domias(Detector):
         self.pixel_size, self.dims, self.seed = pixel_size, domias_dims, seed
 
     def _features(self, pixels) -> np.ndarray:
-        return pixel_vectors(self.pixel_size)(as_pixels(pixels)).numpy().astype(np.float64)
+        return thumbnails(as_pixels(pixels), self.pixel_size)
 
     def fit(self, generated, reference=None) -> "Domias":
         if reference is None:

@@ -20,7 +20,7 @@ from sklearn.preprocessing import StandardScaler
 
 from vitprint.errors import VitprintError
 from vitprint.membership.base import Detector, as_pixels
-from vitprint.membership.knn import pixel_vectors
+from vitprint.membership.knn import thumbnails
 from vitprint.membership.registry import register_detector
 
 
@@ -36,7 +36,7 @@ class Logan(Detector):
         self.pixel_size, self.dims, self.c, self.seed = pixel_size, logan_dims, logan_c, seed
 
     def _features(self, pixels) -> np.ndarray:
-        return pixel_vectors(self.pixel_size)(as_pixels(pixels)).numpy().astype(np.float64)
+        return thumbnails(as_pixels(pixels), self.pixel_size)
 
     def fit(self, generated, reference=None) -> "Logan":
         if reference is None:
