@@ -200,3 +200,33 @@ def test_reduced_settings_are_said_not_silent(caplog):
     assert s.notes == ["mc_k=50 is more than the 3 generated images; 3 are used"] and "mc_k=50" in caplog.text
     cv = cross_validate({"a": np.arange(6.0)}, np.array([0, 0, 0, 1, 1, 1]), folds=10)
     assert cv.folds == 3 and "10 folds asked for" in caplog.text
+
+
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+def test_every_index_answers_like_exact_search(metric):
+    from vitprint.membership.knn import knn_distances
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(3000, 16)).astype(np.float32)
+    queries = base[:200] + rng.normal(0, 0.05, (200, 16)).astype(np.float32)  # each near its own base vector
+    d0, i0 = knn_distances(queries, base, k=3, metric=metric, progress=False)
+    for index in ("flat", "ivf", "hnsw"):
+        d, i = knn_distances(queries, base, k=3, metric=metric, progress=False, index=index)
+        recall = (i[:, 0] == i0[:, 0]).mean()
+        assert recall >= (1.0 if index == "flat" else 0.95), (index, recall)
+        assert np.allclose(d[i[:, 0] == i0[:, 0], 0], d0[i[:, 0] == i0[:, 0], 0], atol=1e-4)
+    with pytest.raises(VitprintError, match="index must be one of"):
+        knn_distances(queries, base, index="kdtree")
+
+
+def test_auto_index_is_exact_below_its_threshold_and_says_so_above(monkeypatch, caplog):
+    from vitprint.membership import knn
+
+    rng = np.random.default_rng(1)
+    base = rng.normal(size=(500, 8)).astype(np.float32)
+    exact = knn.knn_distances(base[:20], base, k=1, progress=False)
+    assert np.array_equal(knn.knn_distances(base[:20], base, k=1, progress=False, index="auto")[1], exact[1])
+    monkeypatch.setattr(knn, "AUTO_EXACT_BELOW", 100)
+    with caplog.at_level("INFO"):
+        _, idx = knn.knn_distances(base[:20], base, k=1, progress=False, index="auto")
+    assert "hnsw index (approximate)" in caplog.text and (idx[:, 0] == np.arange(20)).mean() >= 0.95

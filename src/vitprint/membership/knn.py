@@ -1,12 +1,17 @@
-"""Exact k-nearest-neighbour distances, batched on the device and memory-bounded.
+"""k-nearest-neighbour distances: one interface for every detector, exact or through a FAISS index.
 
-The reference set is streamed in chunks (it may be a memory-mapped uint8 array
-of hundreds of thousands of images) and a running top-k is kept per query, so
-memory is bounded by ``query_chunk x ref_chunk`` whatever the set sizes.
+``index="exact"`` streams the reference set in chunks (it may be a memory-mapped
+uint8 array of hundreds of thousands of images) and keeps a running top-k per
+query, batched on the device, so memory is bounded by ``query_chunk x ref_chunk``
+whatever the set sizes. ``flat`` (FAISS's exact index), ``ivf`` (inverted lists)
+and ``hnsw`` (a navigable small-world graph) hand the search to FAISS, the
+field's standard; ``auto`` is exact below ``AUTO_EXACT_BELOW`` reference vectors
+and HNSW above, and says which it chose.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Callable
 
 import numpy as np
@@ -18,6 +23,10 @@ from vitprint.errors import VitprintError
 from vitprint.progress import bar
 
 METRICS = ("l2", "cosine")
+INDEXES = ("auto", "exact", "flat", "ivf", "hnsw")
+AUTO_EXACT_BELOW = 200_000  # exact search is cheap below this many reference vectors
+
+log = logging.getLogger(__name__)
 
 
 def _distances(q: torch.Tensor, r: torch.Tensor, metric: str) -> torch.Tensor:
@@ -39,14 +48,18 @@ def knn_distances(
     query_chunk: int = 1024,
     ref_chunk: int = 4096,
     progress: bool = True,
+    index: str = "exact",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Distances ``(N, k)`` (ascending) and indices ``(N, k)`` of each query's k nearest refs.
 
     ``refs`` is anything sliceable along its first axis (array, memmap, tensor);
-    ``to_vectors`` turns a slice into ``(m, D)`` float vectors (default: flatten).
+    ``to_vectors`` turns a slice into ``(m, D)`` float vectors (default: flatten);
+    ``index`` is one of ``INDEXES``.
     """
     if metric not in METRICS:
-        raise VitprintError(f"metric must be one of {METRICS}, got {metric!r}")
+        raise VitprintError(f"metric must be one of {METRICS}, got {metric!r}", "latent_metric")
+    if index not in INDEXES:
+        raise VitprintError(f"index must be one of {', '.join(INDEXES)}, got {index!r}", "index")
     n_ref = len(refs)
     if n_ref == 0:
         raise VitprintError("the reference set for nearest-neighbour search is empty")
@@ -54,6 +67,12 @@ def knn_distances(
     device = torch.device(device)
     convert = to_vectors or (lambda a: torch.as_tensor(np.asarray(a, dtype=np.float32)).flatten(1))
     q_all = convert(queries) if not isinstance(queries, torch.Tensor) else queries.float().flatten(1)
+    if index == "auto":
+        index = "exact" if n_ref < AUTO_EXACT_BELOW else "hnsw"
+        if index != "exact":
+            log.info("nearest-neighbour search over %d vectors: the %s index (approximate)", n_ref, index)
+    if index != "exact":
+        return _faiss_search(q_all, refs, k, metric, convert, ref_chunk, index)
     out_d = np.empty((len(q_all), k), np.float32)
     out_i = np.empty((len(q_all), k), np.int64)
     for qs in range(0, len(q_all), query_chunk):
@@ -83,6 +102,37 @@ def pixel_vectors(size: int) -> Callable[[np.ndarray], torch.Tensor]:
         return x.flatten(1)
 
     return convert
+
+
+def _faiss_search(q_all: torch.Tensor, refs, k: int, metric: str, convert, chunk: int, kind: str):
+    """The same answer through a FAISS index (exact for ``flat``; approximate for ``ivf`` and ``hnsw``)."""
+    import faiss
+
+    def vectors(t: torch.Tensor) -> np.ndarray:
+        v = np.ascontiguousarray(t.detach().cpu().numpy(), dtype=np.float32)
+        if metric == "cosine":
+            faiss.normalize_L2(v)
+        return v
+
+    n, dim = len(refs), int(q_all.shape[1])
+    space = faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
+    if kind == "flat":
+        idx = faiss.IndexFlatIP(dim) if metric == "cosine" else faiss.IndexFlatL2(dim)
+    elif kind == "hnsw":
+        idx = faiss.IndexHNSWFlat(dim, 32, space)
+        idx.hnsw.efConstruction, idx.hnsw.efSearch = 80, max(64, 2 * k)
+    else:  # ivf: about 4 sqrt(n) lists, trained on a sample, 1/8 of them probed (at least 8)
+        lists = max(1, min(int(4 * np.sqrt(n)), n // 39))
+        quantizer = faiss.IndexFlatIP(dim) if metric == "cosine" else faiss.IndexFlatL2(dim)
+        idx = faiss.IndexIVFFlat(quantizer, dim, lists, space)
+        sample = np.sort(np.random.default_rng(0).choice(n, min(n, 64 * lists), replace=False))
+        idx.train(vectors(convert(np.asarray(refs[sample]) if not isinstance(refs, torch.Tensor) else refs[sample])))
+        idx.nprobe = max(8, lists // 8)
+    for start in range(0, n, chunk):
+        idx.add(vectors(convert(refs[start:start + chunk])))
+    d, i = idx.search(vectors(q_all), k)
+    d = 1.0 - d if metric == "cosine" else np.sqrt(np.clip(d, 0, None))
+    return d.astype(np.float32), i.astype(np.int64)
 
 
 def thumbnails(images, size: int) -> np.ndarray:

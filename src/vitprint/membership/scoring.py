@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from vitprint.errors import VitprintError
 from vitprint.membership.base import as_pixels
+from vitprint.membership.knn import INDEXES
 from vitprint.membership.registry import accepted_options, available_detectors, create_detector, detector_class
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class ScoreConfig:
     pixel_size: int = 64
     batch_size: int = 64
     precision: str = "fp32"
+    index: str = "auto"  # nearest-neighbour search: auto, exact, flat, ivf or hnsw (knn.INDEXES)
     extra: dict[str, Any] = field(default_factory=dict)  # detector-specific options (align_size=128, ...)
 
     def __post_init__(self) -> None:
@@ -54,12 +56,15 @@ class ScoreConfig:
             raise VitprintError(f"k must be >= 1, got {self.k}")
         if self.pixel_size < 4:
             raise VitprintError(f"pixel_size must be >= 4, got {self.pixel_size}")
+        if self.index not in INDEXES:
+            raise VitprintError(f"index must be one of {', '.join(INDEXES)}, got {self.index!r}", "index")
         check_options(self.detectors, self.extra)
 
     def options(self, **context) -> dict[str, Any]:
         """The options handed to every detector, plus the job's context (autoencoder, device, seed)."""
         return {"k": self.k, "latent_metric": self.latent_metric, "pixel_size": self.pixel_size,
-                "batch_size": self.batch_size, "precision": self.precision, **self.extra, **context}
+                "batch_size": self.batch_size, "precision": self.precision, "index": self.index, **self.extra,
+                **context}
 
 
 @dataclass

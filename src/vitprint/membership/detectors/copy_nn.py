@@ -44,7 +44,7 @@ class CopyNN(Detector):
     image_size = 96
 
     def __init__(self, copy_size: int = 96, copy_k: int = 1, copy_steps: int = 300, copy_width: int = 16, seed: int = 0,
-                 cache_dir: str | Path | None = None, device: str = "cpu"):
+                 cache_dir: str | Path | None = None, device: str = "cpu", index: str = "auto"):
         if copy_size < 32:
             raise VitprintError(f"copy_size must be >= 32, got {copy_size}")
         if copy_k < 1:
@@ -52,7 +52,7 @@ class CopyNN(Detector):
         self.image_size, self.k = copy_size, copy_k
         self.train_cfg = ContrastiveConfig(steps=copy_steps, width=copy_width, seed=seed)
         self.cache_dir = Path(cache_dir) / "copy_nn" if cache_dir else None
-        self.device = torch.device(device)
+        self.device, self.index = torch.device(device), index
 
     def _key(self, pixels) -> str:
         h = hashlib.sha1(json.dumps({"cfg": asdict(self.train_cfg), "shape": list(pixels.shape), "v": 1}).encode())
@@ -89,5 +89,5 @@ class CopyNN(Detector):
 
     def _score(self, real):
         d, idx = knn_distances(self.embed(real), self.embeddings_, k=self.k, metric="cosine", device=self.device,
-                               progress=False)
+                               progress=False, index=self.index)
         return -d.mean(1).astype(np.float64), idx[:, 0]

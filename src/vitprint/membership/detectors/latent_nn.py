@@ -22,7 +22,7 @@ class LatentNN(Detector):
     calibratable = True
 
     def __init__(self, autoencoder=None, k: int = 5, latent_metric: str = "cosine", batch_size: int = 64,
-                 precision: str = "fp32", device: str = "cpu"):
+                 precision: str = "fp32", device: str = "cpu", index: str = "auto"):
         if autoencoder is None:
             raise VitprintError("latent_nn needs a trained autoencoder")
         if k < 1:
@@ -30,7 +30,7 @@ class LatentNN(Detector):
         if latent_metric not in METRICS:
             raise VitprintError(f"latent metric must be one of {METRICS}, got {latent_metric!r}")
         self.autoencoder, self.k, self.metric = autoencoder, k, latent_metric
-        self.batch_size, self.precision, self.device = batch_size, precision, device
+        self.batch_size, self.precision, self.device, self.index = batch_size, precision, device, index
 
     def _encode(self, pixels) -> torch.Tensor:
         return torch.from_numpy(encode(self.autoencoder.encoder, pixels, self.batch_size, self.precision))
@@ -40,5 +40,6 @@ class LatentNN(Detector):
         return self
 
     def _score(self, real):
-        d, idx = knn_distances(self._encode(real), self.latents_, k=self.k, metric=self.metric, device=self.device)
+        d, idx = knn_distances(self._encode(real), self.latents_, k=self.k, metric=self.metric, device=self.device,
+                               index=self.index)
         return -d.mean(1).astype(np.float64), idx[:, 0]

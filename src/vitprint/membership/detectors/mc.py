@@ -26,12 +26,13 @@ class MonteCarlo(Detector):
     calibratable = True
     peer = True
 
-    def __init__(self, pixel_size: int = 64, mc_k: int = 50, mc_quantile: float = 0.5, device: str = "cpu"):
+    def __init__(self, pixel_size: int = 64, mc_k: int = 50, mc_quantile: float = 0.5, device: str = "cpu",
+                 index: str = "auto"):
         if mc_k < 1:
             raise VitprintError(f"mc_k must be >= 1, got {mc_k}")
         if not 0 < mc_quantile < 1:
             raise VitprintError(f"mc_quantile must be in (0, 1), got {mc_quantile}")
-        self.pixel_size, self.k, self.quantile, self.device = pixel_size, mc_k, mc_quantile, device
+        self.pixel_size, self.k, self.quantile, self.device, self.index = pixel_size, mc_k, mc_quantile, device, index
 
     def fit(self, generated, reference=None) -> "MonteCarlo":
         self.generated_ = as_pixels(generated)
@@ -39,6 +40,7 @@ class MonteCarlo(Detector):
             raise VitprintError("mc needs at least 2 generated images")
         convert = pixel_vectors(self.pixel_size)
         d, _ = knn_distances(convert(self.generated_), self.generated_, k=2, metric="l2", to_vectors=convert,
+                             index=self.index,
                              device=self.device, progress=False)
         # Column 0 is the image itself (or a pixel-identical duplicate): the nearest other image is column 1.
         self.epsilon_ = max(float(np.quantile(d[:, 1], self.quantile)), 1e-6)
@@ -47,6 +49,7 @@ class MonteCarlo(Detector):
     def _score(self, real):
         convert = pixel_vectors(self.pixel_size)
         d, idx = knn_distances(convert(real), self.generated_, k=self.k, metric="l2", to_vectors=convert,
+                               index=self.index,
                                device=self.device, progress=False)
         # log of the smoothed count, computed in the log domain so far images still rank
         return logsumexp(-0.5 * (d.astype(np.float64) / self.epsilon_) ** 2, axis=1), idx[:, 0]

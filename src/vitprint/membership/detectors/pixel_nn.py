@@ -20,10 +20,10 @@ class PixelNN(Detector):
     calibratable = True
     peer = True
 
-    def __init__(self, pixel_size: int = 64, device: str = "cpu"):
+    def __init__(self, pixel_size: int = 64, device: str = "cpu", index: str = "auto"):
         if pixel_size < 4:
             raise VitprintError(f"pixel_size must be >= 4, got {pixel_size}")
-        self.pixel_size, self.device = pixel_size, device
+        self.pixel_size, self.device, self.index = pixel_size, device, index
 
     def fit(self, generated, reference=None) -> "PixelNN":
         self.generated_ = as_pixels(generated)
@@ -32,5 +32,6 @@ class PixelNN(Detector):
     def _score(self, real):
         convert = pixel_vectors(self.pixel_size)
         d, idx = knn_distances(convert(real), self.generated_, k=1, metric="l2", to_vectors=convert,
+                               index=self.index,
                                device=self.device)
         return -d[:, 0].astype(np.float64), idx[:, 0]
