@@ -114,7 +114,7 @@ def test_a_new_detector_needs_only_its_class():
     with pytest.raises(VitprintError, match="unknown detector 'nope'"):
         create_detector("nope")
     with pytest.raises(VitprintError, match="no calibrated variant"):
-        create_detector("recon_cal")
+        create_detector("brightness_for_test_cal")
 
 
 def test_threshold_maximises_kappa_by_hand():
