@@ -96,3 +96,15 @@ def test_update_section_appends_then_replaces(tmp_path):
     update_section(doc, "k", "two\n", "Title")
     text = doc.read_text()
     assert "two" in text and "one" not in text and text.count("## Title") == 1
+
+
+def test_peak_memory_is_sampled_while_the_block_runs():
+    import time
+
+    from vitprint.benchmark import PeakRSS
+
+    with PeakRSS() as mem:
+        block = np.ones(128 * 2**20 // 8)  # 128 MB, freed before the block ends
+        time.sleep(0.05)
+        del block
+    assert mem._thread.is_alive() is False and mem.extra_mb > 32

@@ -240,7 +240,7 @@ class PeakRSS:
         return self
 
     def _watch(self):
-        while not self._stop.isImageSet.from_pixels():
+        while not self._stop.is_set():
             self.peak = max(self.peak, self._proc.memory_info().rss)
             time.sleep(0.005)
 
