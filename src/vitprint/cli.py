@@ -339,22 +339,12 @@ def cmd_generate(a) -> int:
 
 def cmd_bench(a) -> int:
     from vitprint.benchmark import run_benchmark
-    from vitprint.evaluation.bench_report import auc_figures, markdown, update_section
+    from vitprint.evaluation.bench_report import write_tables
 
     results = run_benchmark(a.scale, a.out, a.families, a.sizes, a.seeds, speed=not a.no_speed, perturbed=a.perturb,
                             null_cells=not a.no_null)
-    command = "vitprint bench " + " ".join(shlex.quote(x) for x in sys.argv[2:]) if a.command_line is None else a.command_line
-    if a.docs:
-        doc = Path(a.docs)
-        figs = auc_figures(results, doc.parent / "figures", f"membership_{a.scale}")
-        rel = {k: str(Path(v).relative_to(doc.parent)) for k, v in figs.items()}
-        update_section(doc, f"membership-{a.scale}", markdown(results, command, rel),
-                       f"Membership benchmark, --scale {a.scale}")
-        print(f"tables: {doc}")
-    else:
-        figs = auc_figures(results, Path(a.out), "auc")
-        (Path(a.out) / "results.md").write_text(markdown(results, command, {k: Path(v).name for k, v in figs.items()}))
-        print(f"tables: {Path(a.out) / 'results.md'}")
+    command = a.command_line or shlex.join(["vitprint", *a.argv_used])
+    print(f"tables: {write_tables(results, command, Path(a.docs) if a.docs else None, Path(a.out))}")
     print(f"results: {Path(a.out) / 'results.json'}")
     return 0
 

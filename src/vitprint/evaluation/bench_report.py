@@ -151,7 +151,8 @@ def auc_figures(results: dict, folder: Path, stem: str) -> dict[str, Path]:
             for det, v in by_det.items():
                 m, lo, hi = v["roc_auc"][:3]
                 table.setdefault(det, {})[int(size)] = (m, lo if not np.isnan(lo) else m, hi if not np.isnan(hi) else m)
-        out[fam] = plots.metric_vs_size(table, folder / f"{stem}_{fam}.png", title=f"{fam}: held-out ROC-AUC")
+        safe = re.sub(r"[^a-z0-9]+", "_", fam.lower()).strip("_")
+        out[fam] = plots.metric_vs_size(table, folder / f"{stem}_{safe}.png", title=f"{fam}: held-out ROC-AUC")
     return out
 
 
@@ -166,3 +167,19 @@ def update_section(doc: Path, key: str, body: str, title: str) -> None:
         text = text.rstrip() + f"\n\n## {title}\n\n{block}\n"
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text(text)
+
+
+def write_tables(results: dict, command: str, doc: Path | None, out: Path) -> Path:
+    """The tables and AUC plots: into ``doc``'s section for this scale (and perturbation), replacing it,
+    or into ``out/results.md``. Returns the markdown file written."""
+    key = f"membership-{results['scale']}" + ("-perturbed" if results.get("perturbed") else "")
+    if doc is None:
+        figs = auc_figures(results, out, "auc")
+        path = out / "results.md"
+        path.write_text(markdown(results, command, {k: Path(v).name for k, v in figs.items()}))
+        return path
+    figs = auc_figures(results, doc.parent / "figures", key.replace("-", "_"))
+    rel = {k: str(Path(v).relative_to(doc.parent)) for k, v in figs.items()}
+    title = f"Membership benchmark, --scale {results['scale']}" + (", perturbed copies" if results.get("perturbed") else "")
+    update_section(doc, key, markdown(results, command, rel), title)
+    return doc
