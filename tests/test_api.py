@@ -50,7 +50,7 @@ def test_detect_on_arrays_in_memory(tmp_path):
     assert (out / "figures" / "evidence.png").is_file() and not list(out.glob("*.tmp"))
     assert "Best-matching regions" in report and (out / "figures" / "regions.png").is_file()
     decisions = (out / "decisions.csv").read_text().splitlines()
-    assert decisions[1].split(",")[-2:] == ["generated_00000", "align_nn"]  # the first used image and its copy
+    assert decisions[1].split(",")[-2:] == ["generated_00000.png", "align_nn"]  # the first used image and its copy
 
 
 def test_detect_refuses_an_image_in_two_roles_and_bad_labels():

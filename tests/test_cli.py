@@ -65,6 +65,9 @@ def test_yaml_lists_and_nulls_that_fit_are_taken(tmp_path, capsys):
 
     args = _apply_yaml(build_parser(), ["bench", "--config", str(cfg), "--scale", "toy"])
     assert args.families == ["vae"] and args.sizes == [8] and args.seeds == 1 and args.no_speed is True
+    cfg.write_text("lr: 1e-4\nimage_size: null\n")  # YAML reads 1e-4 as a string; the command line takes it
+    args = _apply_yaml(build_parser(), ["train", "x", "--config", str(cfg)])
+    assert args.lr == 1e-4 and args.image_size is None
 
 
 def test_yaml_config_with_command_line_override(tmp_path, capsys, flat_folder):

@@ -89,7 +89,10 @@ def test_outputs_are_replaced_as_one_set_even_across_a_crash(tmp_path, monkeypat
     from vitprint.data.outputs import finish_swap, replaced_outputs
 
     out = tmp_path / "out"
-    names = ("a.csv", "run.txt", "figures")
+    names = ("a.csv", "run.txt", "figures", "report.html")
+    (out / "figures").mkdir(parents=True)
+    (out / "figures" / "mine.png").write_text("the user's")  # a folder vitprint did not write
+    (out / "report.html").write_text("the user's")  # an output name the jobs below never write
     with replaced_outputs(out, names) as stage:
         (stage / "a.csv").write_text("old")
         (stage / "run.txt").write_text("old")
@@ -102,7 +105,9 @@ def test_outputs_are_replaced_as_one_set_even_across_a_crash(tmp_path, monkeypat
         with replaced_outputs(out, names) as stage:
             (stage / "a.csv").write_text("half")
             raise RuntimeError("killed")
-    assert _files(out) == {"a.csv": b"old", "run.txt": b"old", "figures/f.png": b"old", "keep.txt": b"not an output"}
+    users = {"figures/mine.png": b"the user's", "report.html": b"the user's"}
+    assert _files(out) == {"a.csv": b"old", "run.txt": b"old", "figures/f.png": b"old", "keep.txt": b"not an output",
+                           ".vitprint-outputs.json": b'["a.csv", "run.txt"]', **users}
 
     # A crash after the journal was written and the first file moved: the next job finishes the move.
     real_replace, moved = os.replace, []
@@ -122,5 +127,33 @@ def test_outputs_are_replaced_as_one_set_even_across_a_crash(tmp_path, monkeypat
     assert (out / outputs.JOURNAL).is_file() and (out / "a.csv").read_text() == "new"
     monkeypatch.setattr(outputs.os, "replace", real_replace)
     finish_swap(out)
-    assert _files(out) == {"a.csv": b"new", "figures/g.png": b"new", "keep.txt": b"not an output"}
-    assert not list(out.glob(".*"))  # no journal, no staging folder
+    # run.txt, written by the previous job and not by this one, is gone; the user's files stay.
+    assert _files(out) == {"a.csv": b"new", "figures/g.png": b"new", "figures/f.png": b"old", "keep.txt": b"not an output",
+                           ".vitprint-outputs.json": b'["a.csv"]', **users}
+    assert not list(out.glob(".swap*")) and not list(out.glob(".staging*"))
+
+
+def test_a_folder_halfway_through_its_swap_refuses_to_hand_out_its_run_file(tmp_path):
+    from vitprint.data.outputs import JOURNAL
+    from vitprint.evaluation.runfile import parse_run
+
+    (tmp_path / "run.txt").write_text("a,1\n")
+    assert parse_run(tmp_path / "run.txt") == (["a"], [1])
+    (tmp_path / JOURNAL).write_text("{}")
+    with pytest.raises(VitprintError, match="halfway through replacing its outputs"):
+        parse_run(tmp_path / "run.txt")
+
+
+def test_a_run_file_that_fails_its_check_replaces_nothing(tmp_path):
+    import vitprint
+
+    rng = np.random.default_rng(0)
+    real = rng.integers(0, 256, (12, 32, 32), dtype=np.uint8)
+    labels = [1] * 4 + [0] * 4 + [-1] * 4
+    result = vitprint.detect(real[:4].copy(), real, labels=labels, detectors=("pixel_nn",), n_boot=0,
+                             options={"pixel_size": 32})
+    out = result.save(tmp_path / "out")
+    before = _files(out)
+    with pytest.raises(RuntimeError, match="does not pass the validator: line 1: bad"):
+        result.save(out, report=True, check_run=lambda path: ["line 1: bad"])
+    assert _files(out) == before and not list(out.glob(".staging*"))

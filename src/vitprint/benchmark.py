@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from vitprint.config import DataConfig, OptimConfig, RunConfig
-from vitprint.data.imageset import ImageSet
+from vitprint.data.imageset import ImageSet, atomic_write
 from vitprint.data.phantoms import CLASSES, phantom
 from vitprint.data.readers import resize_to_uint8
 from vitprint.membership.decisions import Combiner, Threshold
@@ -320,7 +320,7 @@ def run_benchmark(scale_name: str, out: str | Path, families=None, sizes=None, s
         with tempfile.TemporaryDirectory(dir=out) as work:
             cell = run_cell(family, n, seed, scale, encoder, Path(work), perturbed, null)
         results["cells"].append(cell)
-        path.write_text(json.dumps(results, indent=2, default=float))
+        atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(results, indent=2, default=float)))
         log.info("%s%s, %d members, seed %d: %s (%.0f s)", family, " (null generator)" if null else "", n, seed,
                  ", ".join(f"{d} AUC {m['roc_auc']:.3f}" for d, m in cell["detectors"].items()), cell["seconds"])
     ran_speed = speed and "speed" not in results
@@ -329,7 +329,7 @@ def run_benchmark(scale_name: str, out: str | Path, families=None, sizes=None, s
     if todo or ran_speed or "finished" not in results:
         results["finished"] = time.strftime("%Y-%m-%d %H:%M")
     results["summary"] = summarise(results["cells"])
-    path.write_text(json.dumps(results, indent=2, default=float))
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(results, indent=2, default=float)))
     return results
 
 

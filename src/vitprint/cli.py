@@ -617,7 +617,12 @@ def _yaml_type_problem(action: argparse.Action, value) -> str | None:
         if kind is int and (isinstance(item, bool) or not isinstance(item, int)):
             return "a whole number"
         if kind is float and (isinstance(item, bool) or not isinstance(item, (int, float))):
-            return "a number"
+            try:  # YAML reads 1e-4 (no dot) as a string; the command line would take it
+                float(item) if isinstance(item, str) else None
+            except ValueError:
+                return "a number"
+            if not isinstance(item, str):
+                return "a number"
         if kind is str and not isinstance(item, str):
             return "a string (quote it)" if isinstance(item, (int, float, bool)) else "a string"
         if action.choices is not None and item not in action.choices:

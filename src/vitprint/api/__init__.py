@@ -34,7 +34,7 @@ def _as_images(source, size: int | None, data: DataConfig, what: str) -> tuple[l
     """ids, paths and uint8 ``(N, S, S)`` pixels from an array, a folder, or a list of files/folders."""
     if isinstance(source, np.ndarray):
         images = ImageSet.from_pixels(source, what)
-        return images.ids, images.ids, images.pixels
+        return images.ids, [str(p) for p in images.paths], images.pixels
     items = [source] if isinstance(source, (str, Path)) else list(source)
     files = []
     for item in items:

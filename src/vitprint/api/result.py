@@ -8,11 +8,12 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from vitprint.data.outputs import replaced_outputs
+from vitprint.data.runlock import run_lock
 from vitprint.evaluation.report import Evidence, select_evidence, write_report
 from vitprint.evaluation.runfile import run_id, write_run
 from vitprint.membership.regions import best_region
@@ -72,18 +73,20 @@ class DetectionResult:
         return [run_id(p, names) for p in self.paths]
 
 
-    def save(self, out: str | Path, run_names: bool = False, report: bool = False, **report_parts) -> Path:
+    def save(self, out: str | Path, run_names: bool = False, report: bool = False,
+             check_run: Callable[[Path], list[str]] | None = None, **report_parts) -> Path:
         """Write ``scores.csv``, ``decisions.csv``, ``run.txt`` (for unknown images), ``evaluation.json``
         and, with ``report``, ``report.html`` and ``figures/`` (``report_parts`` go to ``write_report``).
 
-        The files replace those of an earlier job in ``out`` as one set (``replaced_outputs``): a crash
-        never leaves new files beside old ones, and an old file the new set lacks is removed.
+        The files replace those of an earlier job in ``out`` as one set (``replaced_outputs``), under the
+        folder's lock; an old output the new set lacks is removed. ``check_run`` sees the new run file
+        before anything is replaced: problems it returns stop the save with the old set intact.
         """
         out = Path(out)
         ids, roles, run_ids = self.ids, self.roles, self.run_ids(run_names)
         label = ["" if v < 0 else int(v) for v in self.labels]
         by = self.nearest_by
-        with replaced_outputs(out, OUTPUTS) as stage:
+        with run_lock(out), replaced_outputs(out, OUTPUTS) as stage:
             with open(stage / "scores.csv", "w", newline="") as f:
                 w = csv.writer(f)
                 w.writerow(["id", "group", "label", "path", *self.scores])
@@ -103,6 +106,11 @@ class DetectionResult:
                 write_run(stage / "run.txt", [run_ids[i] for i in np.flatnonzero(unknown)]
                           + [run_id(p, run_names) for p in self.undecided],
                           [*self.decisions[unknown], *[0] * len(self.undecided)], names=True)
+            if check_run is not None and (stage / "run.txt").is_file():
+                problems = check_run(stage / "run.txt")
+                if problems:
+                    raise RuntimeError(f"the run file does not pass the validator: {'; '.join(problems[:3])}")
+            self.summary.pop("report", None)
             if report:
                 parts = dict(report_parts)
                 if "evidence" not in parts:

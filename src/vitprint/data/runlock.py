@@ -11,6 +11,7 @@ folder and the holder.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import sys
@@ -72,7 +73,14 @@ def run_lock(folder: str | Path):
             raise VitprintError(f"cannot write to the output folder {folder}: {exc.strerror or exc}", "out") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                # A file system without locks (some network mounts): run unlocked rather than refuse forever.
+                log.warning("cannot lock %s (%s); running without the one-run-per-folder guard", folder,
+                            exc.strerror or exc)
+                os.close(fd)
+                yield
+                return
             os.close(fd)
             raise VitprintError(f"{folder} is in use by another vitprint run ({_holder(path)}); wait for it or "
                                 "choose another output folder", "out") from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from vitprint.data.folders import list_images
+from vitprint.data.outputs import swap_pending
 from vitprint.errors import VitprintError
 
 
@@ -36,6 +37,9 @@ def read_run(path: str | Path) -> list[tuple[int, str]]:
     path = Path(path)
     if not path.is_file():
         raise VitprintError(f"run file not found: {path}")
+    if swap_pending(path.parent):
+        raise VitprintError(f"{path.parent} is halfway through replacing its outputs (a job stopped while moving "
+                            "them in); run that job again to finish, then read the run file")
     data = path.read_bytes()
     try:
         text = data.decode("utf-16") if data[:2] in (b"\xff\xfe", b"\xfe\xff") else data.decode("utf-8-sig")

@@ -132,6 +132,9 @@ def _faiss_search(q_all: torch.Tensor, refs, k: int, metric: str, convert, chunk
         idx.add(vectors(convert(refs[start:start + chunk])))
     d, i = idx.search(vectors(q_all), k)
     d = 1.0 - d if metric == "cosine" else np.sqrt(np.clip(d, 0, None))
+    short = np.flatnonzero((i < 0).any(1))  # an approximate index found fewer than k: search those exactly
+    if len(short):
+        d[short], i[short] = knn_distances(q_all[short], refs, k, metric, convert, progress=False, ref_chunk=chunk)
     return d.astype(np.float32), i.astype(np.int64)
 
 

@@ -52,7 +52,7 @@ class ReconCal(Detector):
         with tempfile.TemporaryDirectory(prefix="vitprint-recon-cal-") as tmp:
             model = train_autoencoder(ref, self.autoencoder.cfg,
                                       RunConfig(out=tmp, epochs=self.ref_epochs, batch_size=self.batch_size,
-                                                seed=self.seed, device=self.device),
+                                                seed=self.seed, device=self.device, precision=self.precision),
                                       OptimConfig(lr=self.ref_lr), DataConfig(no_cache=True, val_fraction=0.1),
                                       encoder_path=self.encoder_path)
         self.reference_ae_ = model.to(self.device).eval()
