@@ -229,4 +229,9 @@ def test_auto_index_is_exact_below_its_threshold_and_says_so_above(monkeypatch, 
     monkeypatch.setattr(knn, "AUTO_EXACT_BELOW", 100)
     with caplog.at_level("INFO"):
         _, idx = knn.knn_distances(base[:20], base, k=1, progress=False, index="auto")
-    assert "hnsw index (approximate)" in caplog.text and (idx[:, 0] == np.arange(20)).mean() >= 0.95
+    assert "FAISS's flat index (exact)" in caplog.text and np.array_equal(idx, exact[1])
+    monkeypatch.setattr(knn, "AUTO_FLAT_MAX_BYTES", 1000)  # too many vectors to copy: streamed again
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        knn.knn_distances(base[:20], base, k=1, progress=False, index="auto")
+    assert "flat index" not in caplog.text

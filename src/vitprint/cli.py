@@ -468,7 +468,7 @@ def _parser_detect(sub) -> None:
     g.add_argument("--k", type=int, default=5, help="neighbours averaged by latent_nn (default: 5)")
     g.add_argument("--latent-metric", choices=["cosine", "l2"], default="cosine", help="latent distance (default: cosine)")
     g.add_argument("--pixel-size", type=int, default=64, help="image size for pixel_nn and mc (default: 64)")
-    g.add_argument("--index", choices=["auto", "exact", "flat", "ivf", "hnsw"], default="auto", help="nearest-neighbour search of pixel_nn, mc, latent_nn and copy_nn: exact, or a FAISS index (flat: exact; ivf, hnsw: approximate, for very large generated sets); auto is exact below 200,000 generated images and hnsw above (default: auto)")
+    g.add_argument("--index", choices=["auto", "exact", "flat", "ivf", "hnsw"], default="auto", help="nearest-neighbour search of pixel_nn, mc, latent_nn and copy_nn: exact, or a FAISS index (flat: exact; ivf, hnsw: approximate, for very large generated sets); auto streams an exact search below 200,000 generated images and uses the flat index above, while it fits in 2 GB (default: auto)")
     g.add_argument("--detector-option", action="append", default=[], metavar="KEY=VALUE",
                    help="a detector's own option, repeatable: align_size=128, max_rotation=0, copy_steps=600, copy_size=128, mc_k=50, domias_dims=8, ... (see README)")
     g.add_argument("--autoencoder", metavar="CKPT", help="use this trained autoencoder instead of training one on the generated images")

@@ -5,8 +5,9 @@ uint8 array of hundreds of thousands of images) and keeps a running top-k per
 query, batched on the device, so memory is bounded by ``query_chunk x ref_chunk``
 whatever the set sizes. ``flat`` (FAISS's exact index), ``ivf`` (inverted lists)
 and ``hnsw`` (a navigable small-world graph) hand the search to FAISS, the
-field's standard; ``auto`` is exact below ``AUTO_EXACT_BELOW`` reference vectors
-and HNSW above, and says which it chose.
+field's standard; ``auto`` is the streamed search below ``AUTO_EXACT_BELOW``
+reference vectors (or when they would not fit ``AUTO_FLAT_MAX_BYTES``) and the
+flat index above, and says which it chose.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from vitprint.progress import bar
 
 METRICS = ("l2", "cosine")
 INDEXES = ("auto", "exact", "flat", "ivf", "hnsw")
-AUTO_EXACT_BELOW = 200_000  # exact search is cheap below this many reference vectors
+AUTO_EXACT_BELOW = 200_000  # below this many reference vectors the streamed exact search is used
+AUTO_FLAT_MAX_BYTES = 2 * 2**30  # the largest set of vectors auto copies into a FAISS flat index
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +70,13 @@ def knn_distances(
     convert = to_vectors or (lambda a: torch.as_tensor(np.asarray(a, dtype=np.float32)).flatten(1))
     q_all = convert(queries) if not isinstance(queries, torch.Tensor) else queries.float().flatten(1)
     if index == "auto":
-        index = "exact" if n_ref < AUTO_EXACT_BELOW else "hnsw"
+        # Measured (docs/benchmarks.md, benchmarks/scale.py): built per search, FAISS's exact flat index beats
+        # the streamed search from about 10^5 vectors on, and the approximate ones only pay when reused.
+        # The flat index holds every vector in memory, so above AUTO_FLAT_MAX_BYTES the search streams.
+        small = n_ref < AUTO_EXACT_BELOW or n_ref * int(q_all.shape[1]) * 4 > AUTO_FLAT_MAX_BYTES
+        index = "exact" if small else "flat"
         if index != "exact":
-            log.info("nearest-neighbour search over %d vectors: the %s index (approximate)", n_ref, index)
+            log.info("nearest-neighbour search over %d vectors: FAISS's flat index (exact)", n_ref)
     if index != "exact":
         return _faiss_search(q_all, refs, k, metric, convert, ref_chunk, index)
     out_d = np.empty((len(q_all), k), np.float32)
