@@ -31,6 +31,10 @@ def test_make_phantoms_pretrain_train_reconstruct(tmp_path, capsys):
     rc, _, err = _run(capsys, "train", ph / "train", "--preset", "tiny", "--epochs", 1, "--out", tmp_path / "ae2",
                       "--encoder", tmp_path / "pre" / "encoder.safetensors")
     assert rc == 2 and "another architecture than --preset asks for" in err and not (tmp_path / "ae2" / "checkpoints").exists()
+    (tmp_path / "tiny.yaml").write_text("preset: tiny\n")  # the same contradiction from a config file
+    rc, _, err = _run(capsys, "train", ph / "train", "--config", tmp_path / "tiny.yaml", "--epochs", 1,
+                      "--out", tmp_path / "ae3", "--encoder", tmp_path / "pre" / "encoder.safetensors")
+    assert rc == 2 and "another architecture than --preset asks for" in err
 
     ck = tmp_path / "ae" / "checkpoints" / "best.safetensors"
     rc, out, err = _run(capsys, "reconstruct", ck, ph / "test", "--out", tmp_path / "rec", "--save-images")

@@ -188,7 +188,9 @@ def _encoder_model_cfg(a, cfg):
     fields = ("vit", "vit_kwargs", "vit_img_size", "latent_dim", "pooling")
     differ = [f for f in fields if getattr(enc, f) != getattr(cfg, f)]
     if differ:
-        given = set(getattr(a, "argv_used", ()))
+        # Options the user set: on the command line (also as --flag=value) or in the YAML file.
+        given = {t.split("=", 1)[0] for t in getattr(a, "argv_used", ())}
+        given |= {"--" + k.replace("_", "-") for k in getattr(a, "yaml_keys", ())}
         asked = {"--preset": ("vit", "vit_kwargs", "vit_img_size", "latent_dim", "pooling"),
                  "--vit-img-size": ("vit_img_size",), "--latent-dim": ("latent_dim",), "--pooling": ("pooling",)}
         clash = [flag for flag, touched in asked.items() if flag in given and set(touched) & set(differ)]
@@ -595,7 +597,9 @@ def _apply_yaml(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Na
             raise VitprintError(f"config file {args.config}: {key}: {value!r} is not {problem}")
         defaults[dest] = value
     sub.set_defaults(**defaults)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.yaml_keys = sorted(defaults)
+    return args
 
 
 def _yaml_type_problem(action: argparse.Action, value) -> str | None:
