@@ -20,7 +20,7 @@ from vitprint.data.folders import list_images
 from vitprint.data.imageset import ImageSet
 from vitprint.data.sources import read_files
 from vitprint.api.assess import AssessConfig, assess
-from vitprint.api.result import DetectionResult, unique_ids
+from vitprint.api.result import DetectionResult
 from vitprint.detection.roles import check_roles
 from vitprint.errors import VitprintError
 from vitprint.membership.base import unique_images
@@ -93,6 +93,6 @@ def detect(generated, real, *, labels: Sequence[int] | None = None, reference=No
     if scores.cross_fitted:
         summary["cross_fitted"] = scores.cross_fitted
     nearest = {k: keep[v] for k, v in scores.nearest.items()}  # indices into the generated images as given
-    return DetectionResult(unique_ids(ids, y), real_paths, y, scores.values, nearest, gen_paths, decided.score, decided.labels,
-                           decided.p_used, decided.primary, scores.peers, summary,
-                           evaluation["cv_scores"] if evaluation else {}, real_px, gen)
+    return DetectionResult.assemble(ids=ids, paths=real_paths, labels=y, scores=scores, generated_paths=gen_paths,
+                                    decided=decided, summary=summary, evaluation=evaluation, real_pixels=real_px,
+                                    generated_pixels=gen, nearest=nearest)

@@ -36,7 +36,7 @@ from vitprint.membership.registry import detector_class
 from vitprint.membership.scoring import ScoreConfig, compute_scores, score_names
 from vitprint.errors import VitprintError
 from vitprint.api.assess import AssessConfig, assess
-from vitprint.api.result import DetectionResult, unique_ids, with_regions
+from vitprint.api.result import DetectionResult, with_regions
 from vitprint.device import pick_device
 from vitprint.inference import load_autoencoder, reconstruct
 from vitprint.training.autoencoder import train_autoencoder
@@ -223,11 +223,11 @@ def detect(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, data: Data
         summary["undecided"] = {"files": undecided, "decision": 0,
                                 "why": "unreadable; answered 0 (no evidence of use) so the run file covers every image"}
     paths = [str(p) for p in reals.images.paths]
-    result = DetectionResult(unique_ids([run_id(p, cfg.run_names) for p in paths], reals.labels), paths, reals.labels, scores.values,
-                             scores.nearest, [str(p) for p in generated.paths], decided.score, decided.labels,
-                             decided.p_used, decided.primary, scores.peers, summary,
-                             evaluation["cv_scores"] if evaluation else {}, np.asarray(reals.images.pixels),
-                             np.asarray(generated.pixels), undecided=undecided)
+    result = DetectionResult.assemble(ids=[run_id(p, cfg.run_names) for p in paths], paths=paths, labels=reals.labels,
+                                      scores=scores, generated_paths=[str(p) for p in generated.paths],
+                                      decided=decided, summary=summary, evaluation=evaluation,
+                                      real_pixels=reals.images.pixels, generated_pixels=generated.pixels,
+                                      undecided=undecided)
     if unknown.any() or undecided:
         summary["run_file"] = str(out / "run.txt")
         log.info("run file: %s: %s", summary["run_file"], decided.sentence)

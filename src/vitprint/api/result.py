@@ -50,6 +50,18 @@ class DetectionResult:
     generated_pixels: np.ndarray | None = field(default=None, repr=False)
     undecided: list[str] = field(default_factory=list)  # unknown images that could not be read: 0 in the run file
 
+    @classmethod
+    def assemble(cls, *, ids, paths, labels, scores, generated_paths, decided, summary, evaluation,
+                 real_pixels, generated_pixels, nearest=None, undecided=()) -> "DetectionResult":
+        """A result from the scoring (``Scores``) and the assessment (``Decided`` and the evaluation, None
+        without labels); ``nearest`` overrides the scores' nearest-generated indices (after a dedupe)."""
+        return cls(ids=unique_ids(list(ids), labels), paths=list(paths), labels=np.asarray(labels),
+                   scores=scores.values, nearest=scores.nearest if nearest is None else nearest,
+                   generated_paths=list(generated_paths), score=decided.score, decisions=decided.labels,
+                   p_used=decided.p_used, primary=decided.primary, peers=scores.peers, summary=summary,
+                   cv_scores=evaluation["cv_scores"] if evaluation else {}, real_pixels=np.asarray(real_pixels),
+                   generated_pixels=np.asarray(generated_pixels), undecided=list(undecided))
+
     @property
     def verdict(self) -> dict[str, Any] | None:
         return self.summary.get("verdict")
