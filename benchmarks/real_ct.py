@@ -22,6 +22,7 @@ Public volumes that pip can fetch (nothing is downloaded by this script):
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import shlex
 import shutil
@@ -31,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from scipy.ndimage import gaussian_filter, rotate
+from scipy.ndimage import gaussian_filter, map_coordinates, rotate
 
 from vitprint.cli import main as vitprint_main
 from vitprint.evaluation.truth import evaluate_run
@@ -65,26 +66,54 @@ def square(img: np.ndarray, size: int = 256, fill: float = 0.0) -> np.ndarray:
 
 
 HARD = {"blur": 2.5, "rotation": 5.0, "noise": 10.0}
+COPIES = ("mild", "hard", "warped")
 
 
-def copy_of(hu_slice: np.ndarray, rng: np.random.Generator, size: int, hard: bool = False) -> np.ndarray:
+def _warp(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Magnified or shrunk by up to 10% about the centre (a crop-and-resize) and elastically deformed
+    (a smooth displacement field of up to 6 px), bilinear."""
+    s = img.shape[0]
+    zoom = rng.uniform(0.9, 1.1)
+    field = [gaussian_filter(rng.normal(0, 1, (s, s)), 16) for _ in range(2)]
+    field = [6.0 * f / (np.abs(f).max() + 1e-9) for f in field]
+    yy, xx = np.mgrid[0:s, 0:s].astype(np.float64)
+    c = (s - 1) / 2
+    return map_coordinates(img, [(yy - c) / zoom + c + field[0], (xx - c) / zoom + c + field[1]], order=1, mode="nearest")
+
+
+def _jpeg(img: np.ndarray, quality: int) -> np.ndarray:
+    buf = io.BytesIO()
+    Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(buf, "JPEG", quality=quality)
+    return np.asarray(Image.open(buf), np.float32)
+
+
+def copy_of(hu_slice: np.ndarray, rng: np.random.Generator, size: int, kind: str = "mild") -> np.ndarray:
     """A generator-like copy: re-windowed, shifted 4-8 px, slightly blurred, noisy.
 
     ``hard``: also turned by up to 5 degrees, blurred with sigma 2.5 px and noise sigma 10.
+    ``warped``: also a gamma change (0.7-1.4), turned by up to 5 degrees, magnified 0.9-1.1 and
+    elastically deformed, blurred up to sigma 1.5, noise sigma 6, saved as JPEG at quality 30.
     """
     img = window(hu_slice, -600 + rng.uniform(-60, 60), 1500 * rng.uniform(0.9, 1.1))
     img = square(img, size)
-    if hard:
+    if kind == "warped":
+        img = 255 * (img / 255) ** rng.uniform(0.7, 1.4)
+    if kind in ("hard", "warped"):
         img = rotate(img, rng.uniform(-HARD["rotation"], HARD["rotation"]), reshape=False, order=1, mode="nearest")
+    if kind == "warped":
+        img = _warp(img, rng)
     dy, dx = rng.choice([-1, 1], 2) * rng.integers(4, 9, 2)
     img = np.roll(img, (int(dy), int(dx)), (0, 1))
-    img = gaussian_filter(img, HARD["blur"] if hard else rng.uniform(0.0, 0.8))
-    img = img + rng.normal(0, HARD["noise"] if hard else rng.uniform(2, 6), img.shape)
+    img = gaussian_filter(img, HARD["blur"] if kind == "hard" else rng.uniform(0.0, 1.5 if kind == "warped" else 0.8))
+    noise = {"hard": HARD["noise"], "warped": 6.0}.get(kind) or rng.uniform(2, 6)
+    img = img + rng.normal(0, noise, img.shape)
+    if kind == "warped":
+        img = _jpeg(img, 30)
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
 def build_case(volume: np.ndarray, out: Path, n_dev: int, n_test: int, n_generated: int, slab: int,
-               seed: int, size: int = 256, hard: bool = False) -> dict[str, int]:
+               seed: int, size: int = 256, copies: str = "mild") -> dict[str, int]:
     """Write ``out/dev`` and ``out/test`` (challenge layout); returns the truth of the test images."""
     rng = np.random.default_rng(seed)
     n_need = 2 * (n_dev + n_test)
@@ -119,7 +148,7 @@ def build_case(volume: np.ndarray, out: Path, n_dev: int, n_test: int, n_generat
         truth[f"real_unknown_{i:04d}"] = label
     all_members = members  # the generator saw every member, development and test
     for i in range(n_generated):
-        save(copy_of(volume[all_members[i % len(all_members)]], rng, size, hard),
+        save(copy_of(volume[all_members[i % len(all_members)]], rng, size, copies),
              out / "dev" / "generated" / f"gen_{i:05d}.png")
     shutil.copytree(out / "dev" / "generated", out / "test" / "generated")
     (out / "truth.csv").write_text("".join(f"{k},{v}\n" for k, v in truth.items()))
@@ -135,11 +164,12 @@ def main(argv=None) -> int:
     p.add_argument("--generated", type=int, default=500)
     p.add_argument("--slab", type=int, default=1, help="slices per interleaved slab (default: 1)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--hard", action="store_true", help="harder copies: rotation up to 5 degrees, blur sigma 2.5 px, noise sigma 10")
+    p.add_argument("--copies", choices=COPIES, default="mild",
+                   help="how the generated copies are degraded (see copy_of; default: mild)")
     p.add_argument("--detect-args", default="--preset tiny", help="extra options for vitprint detect")
     a = p.parse_args(argv)
     volume = load_volume(a.volume)
-    truth = build_case(volume, a.out / "data", a.dev, a.test, a.generated, a.slab, a.seed, hard=a.hard)
+    truth = build_case(volume, a.out / "data", a.dev, a.test, a.generated, a.slab, a.seed, copies=a.copies)
     t0 = time.perf_counter()
     rc = vitprint_main(["detect", "--dev", str(a.out / "data" / "dev"), "--test", str(a.out / "data" / "test"),
                         "--out", str(a.out / "detect"), "--no-cache", *shlex.split(a.detect_args)])
@@ -149,7 +179,7 @@ def main(argv=None) -> int:
     run, missing = evaluate_run(a.out / "detect" / "run.txt", truth)
     m = run["run"]["metrics"]
     summary = json.loads((a.out / "detect" / "evaluation.json").read_text())
-    result = {"volume": a.volume.name, "slices": int(len(volume)), "slab": a.slab, "hard": a.hard, "seconds": seconds,
+    result = {"volume": a.volume.name, "slices": int(len(volume)), "slab": a.slab, "copies": a.copies, "seconds": seconds,
               "test_kappa": m["kappa"], "test_accuracy": m["accuracy"], "missing": missing,
               "decision": summary.get("run_decision_rule"), "verdict": summary.get("verdict", {}).get("sentence"),
               "development_auc": {n: r["metrics"]["roc_auc"] for n, r in summary.get("development", {}).items()}}

@@ -28,7 +28,9 @@ def test_shifted_rewindowed_noisy_copies_rank_first():
     scores, nearest = det.score_with_evidence(real)
     assert roc_auc_score(y, scores) == 1.0
     assert (nearest[members] == np.arange(12)).all()
-    assert scores[members].min() > 0.8 > scores[12:].max()  # a copy correlates; another image does not
+    assert scores[members].min() > 0.5 > scores[12:].max()  # a copy's margin over its rivals is large
+    raw = create_detector("align_nn", align_size=64, max_rotation=0, relative=False).fit(generated)
+    assert raw.score_samples(real)[members].min() > 0.8 > raw.score_samples(real)[12:].max()  # a copy correlates
 
 
 def test_rotated_copies_are_found_with_the_rotation_search():
@@ -52,3 +54,60 @@ def test_independent_sets_are_at_chance():
     y = np.r_[np.ones(20), np.zeros(20)]
     s = create_detector("align_nn", align_size=64, max_rotation=0).fit(generated).score_samples(real)
     assert 0.25 < roc_auc_score(y, s) < 0.75
+
+
+def test_degraded_copies_beat_sharp_copies_of_a_neighbour_only_with_the_relative_score():
+    """Members' copies blurred, neighbours' sources copied sharp: the plain correlation ranks some
+    neighbours above blurred copies' sources; the margin over the rival real image does not."""
+    rng = np.random.default_rng(3)
+    members = _textures(rng, 12)
+    detail = _textures(rng, 12)
+    neighbours = np.clip(members * 0.95 + (detail.astype(float) - 128) * 0.25 + 6, 0, 255).astype(np.uint8)
+    real = np.concatenate([members, neighbours])
+
+    def copy(img, blur):
+        g = gaussian_filter(np.roll(img.astype(float), (2, 1), (0, 1)), blur)
+        return np.clip(g + rng.normal(0, 2, g.shape), 0, 255).astype(np.uint8)
+
+    generated = np.stack([copy(members[i], 1.8 if i < 6 else 0.0) for i in range(12)])
+    y = np.r_[np.ones(12), np.zeros(12)]
+    opts = {"align_size": 64, "max_rotation": 0, "max_scale": 0}
+    plain = create_detector("align_nn", relative=False, **opts).fit(generated).score_samples(real)
+    relative, nearest = create_detector("align_nn", **opts).fit(generated).score_with_evidence(real)
+    assert roc_auc_score(y, plain) < 0.8
+    assert roc_auc_score(y, relative) == 1.0
+    assert (relative[:12] > 0).all() and (relative[12:] < 0).all()
+    assert (nearest[:12] == np.arange(12)).all()
+
+
+def test_magnified_copies_are_found_with_the_scale_search():
+    import torch
+    import torch.nn.functional as F
+
+    rng = np.random.default_rng(4)
+    real = _textures(rng, 16)
+    x = torch.from_numpy(real[:8].astype(np.float32))[:, None]
+    zoom = 1.08  # a crop of 85% of the side resized back: what a crop-and-resize augmentation does
+    theta = torch.tensor([[1 / zoom, 0, 0], [0, 1 / zoom, 0]]).expand(8, 2, 3)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    magnified = F.grid_sample(x, grid, align_corners=False, padding_mode="border")[:, 0].round().numpy().astype(np.uint8)
+    generated = np.concatenate([magnified, _textures(rng, 20)])
+    y = np.r_[np.ones(8), np.zeros(8)]
+    opts = {"align_size": 64, "max_rotation": 0, "relative": False}
+    with_scale = create_detector("align_nn", max_scale=0.1, scale_step=0.05, **opts).fit(generated).score_samples(real)
+    without = create_detector("align_nn", max_scale=0, **opts).fit(generated).score_samples(real)
+    assert roc_auc_score(y, with_scale) == 1.0
+    assert with_scale[:8].mean() > without[:8].mean() + 0.1
+
+
+def test_identical_real_images_are_never_each_others_rival():
+    from vitprint.membership.detectors.align_nn import rivals
+
+    rows = np.array([0, 1, 2, 0])
+    cols = np.array([7, 7, 7, 8])
+    values = np.array([0.9, 0.9, 0.5, 0.4])
+    same = np.array([0, 0, 1])  # real images 0 and 1 have the same pixels
+    r = rivals(rows, cols, values, same)
+    assert r[0] == 0.5 and r[1] == 0.5  # not each other's 0.9: the other image's 0.5
+    assert r[2] == 0.9
+    assert r[3] == -np.inf  # nobody else measured against generated image 8

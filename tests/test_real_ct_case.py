@@ -22,5 +22,5 @@ def test_case_layout_truth_and_interleaved_roles(tmp_path):
     assert len(list((dev / "generated").iterdir())) == 20 == len(list((test / "generated").iterdir()))
     img = np.asarray(Image.open(next((dev / "real_used").iterdir())))
     assert img.shape == (32, 32) and img.dtype == np.uint8
-    hard = real_ct.copy_of(volume[10], np.random.default_rng(1), 32, hard=True)
+    hard = real_ct.copy_of(volume[10], np.random.default_rng(1), 32, "warped")
     assert hard.shape == (32, 32) and hard.dtype == np.uint8

@@ -1,20 +1,35 @@
-"""``align_nn``: registration-aware pixel similarity (the pixel test that survives a shifted copy).
+"""``align_nn``: registration-aware pixel similarity, judged against the other real images.
 
 For each real image, the generated images that align best with it at low
-resolution (``coarse_size``, every generated image, by the same correlation)
-are the candidates; each candidate is then compared at full resolution by the maximum normalised cross-correlation over every shift up to
-``max_shift`` pixels and rotations up to ``max_rotation`` degrees (a grid at
-low resolution, refined at full resolution), computed with FFTs. Both images are band-passed first (a difference of Gaussians, 2-6 px at
-256 px by default; with several ``bands`` their correlations are averaged):
-the broad anatomy every slice shares weighs little, the detail a copy keeps
-(vessels, texture) weighs much, and pixel noise and a little blur are filtered
-out. Normalised correlation ignores
-brightness and contrast changes, so re-windowed copies still match.
+resolution (``coarse_size``, every generated image, by the same correlation
+over a grid of rotations and scales) are the candidates; each candidate is
+then compared at full resolution by the maximum normalised cross-correlation
+over every shift up to ``max_shift`` pixels, around the best coarse rotation
+(within ``max_rotation`` degrees) and scale (within ``max_scale``, what a
+crop-and-resize does), computed with FFTs. Both images are band-passed first
+(a difference of Gaussians, 2-6 px at 256 px by default; with several
+``bands`` their correlations are averaged): the broad anatomy every slice
+shares weighs little, the detail a copy keeps (vessels, texture) weighs much,
+and pixel noise and a little blur are filtered out. Normalised correlation
+ignores brightness and contrast changes, so re-windowed copies still match.
 
-Score = the best correlation (in [-1, 1]); the nearest generated image is the
-candidate that gave it. Pixel correlation with the training set is how
-copies made by medical generators have been found (Akbar et al.); this makes
-it shift- and intensity-robust and fast.
+Score (``relative=True``, the default): is this real image the one a
+generated image was copied from? A generator's copy is degraded (resampled,
+blurred, noisy), so its correlation with its source varies from copy to copy
+and can fall below the correlation a *neighbouring* slice has with a sharper
+copy of its neighbour. What does not vary is the order: the source correlates
+with its copy better than any other real image does. So each candidate's
+correlation is compared with the best correlation any *other* real image
+scored (the other images scored in the same call, identical pixels excluded)
+has with the same generated image, and with the image's own typical
+candidate (the median of its candidates, when no other real image claims the
+candidate); the score is the largest margin. ``relative=False`` gives the
+plain best correlation (in [-1, 1]).
+
+The nearest generated image is the candidate that gave the score. Pixel
+correlation with the training set is how copies made by medical generators
+have been found (Akbar et al.); this makes it shift-, scale- and
+intensity-robust and fast.
 """
 
 from __future__ import annotations
@@ -23,37 +38,66 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchvision.transforms.v2 import functional as TF
 
 from vitprint.data.dataset import to_model_range
 from vitprint.data.filters import gaussian_response
 from vitprint.errors import VitprintError
-from vitprint.membership.base import Detector, as_pixels
+from vitprint.membership.base import Detector, as_pixels, pixel_hashes
 from vitprint.membership.registry import register_detector
 from vitprint.progress import bar
 
 
-def _rotate(u8: np.ndarray, angles) -> np.ndarray:
-    """uint8 ``(m, S, S)`` turned by ``angles`` degrees (one for all, or one per image), bilinear."""
-    angles = np.broadcast_to(np.asarray(angles, float), (len(u8),))
-    if not angles.any():
-        return u8
-    x = torch.from_numpy(np.ascontiguousarray(u8))[:, None]
-    out = [x[i] if a == 0 else TF.rotate(x[i], float(a), interpolation=TF.InterpolationMode.BILINEAR)
-           for i, a in enumerate(angles)]
-    return torch.stack(out)[:, 0].numpy()
+RIVALS = 4  # real images each judged generated image is also compared with
+TOP = 3  # candidates per real image judged against their rivals
+
+
+def _grid(limit: float, step: float) -> np.ndarray:
+    """``0, ±step, ±2 step, ...`` up to ``limit`` (just ``0`` when either is 0)."""
+    n = int(limit // step + 1e-9) if limit > 0 and step > 0 else 0
+    return np.arange(-n, n + 1) * step
+
+
+def _transform(u8, angles, scales) -> np.ndarray:
+    """``(m, S, S)`` images turned by ``angles`` degrees and magnified by ``scales`` about their centre
+    (one value for all, or one per image), bilinear; float32 in the images' grey levels."""
+    x = torch.from_numpy(np.asarray(u8, np.float32))[:, None]
+    angles = np.broadcast_to(np.asarray(angles, float), (len(x),)).copy()
+    scales = np.broadcast_to(np.asarray(scales, float), (len(x),)).copy()
+    if not angles.any() and (scales == 1).all():
+        return x[:, 0].numpy()
+    a = torch.from_numpy(np.deg2rad(angles)).float()
+    s = torch.from_numpy(scales).float()
+    cos, sin = torch.cos(a) / s, torch.sin(a) / s
+    theta = torch.stack([torch.stack([cos, -sin, torch.zeros_like(a)], 1),
+                         torch.stack([sin, cos, torch.zeros_like(a)], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)[:, 0].numpy()
+
+
+def rivals(rows, cols, values, same) -> np.ndarray:
+    """For each pair (real ``rows[i]``, generated ``cols[i]``, correlation ``values[i]``), the best
+    correlation another real image has with the same generated image (``-inf`` where none was measured).
+
+    ``same[r]``: an id equal for real images with identical pixels, which are never each other's rival.
+    """
+    owner = same[rows]
+    top: dict[int, list[tuple[int, float]]] = {}  # generated index -> its two best distinct owners
+    for i in np.argsort(-values, kind="stable"):
+        best = top.setdefault(int(cols[i]), [])
+        if len(best) < 2 and all(o != owner[i] for o, _ in best):
+            best.append((int(owner[i]), float(values[i])))
+    return np.asarray([next((v for o, v in top[int(g)] if o != o_i), -np.inf) for g, o_i in zip(cols, owner)])
 
 
 @register_detector
 class AlignNN(Detector):
     name = "align_nn"
-    calibratable = True
     image_size = 256
 
     def __init__(self, align_size: int = 256, max_shift: float = 0.06, max_rotation: float = 10.0,
-                 rotation_step: float = 2.5,
+                 rotation_step: float = 2.5, max_scale: float = 0.1, scale_step: float = 0.05,
                  candidates: int = 16, bands: tuple[float, ...] = (2.0,), sigma_high: float = 6.0,
-                 coarse_size: int = 64,
+                 coarse_size: int = 64, relative: bool = True,
                  device: str = "cpu"):
         if align_size < 16:
             raise VitprintError(f"align_size must be >= 16, got {align_size}")
@@ -64,13 +108,16 @@ class AlignNN(Detector):
         bands = tuple(float(b) for b in (bands if isinstance(bands, (list, tuple)) else [bands]))
         if not bands or not all(0 <= b < sigma_high for b in bands):
             raise VitprintError(f"need 0 <= every band's low sigma < sigma_high, got {bands}, {sigma_high}")
-        self.image_size = align_size
         if max_rotation < 0 or (max_rotation > 0 and rotation_step <= 0):
             raise VitprintError(f"need max_rotation >= 0 and rotation_step > 0, got {max_rotation}, {rotation_step}")
-        self.max_shift, self.candidates = max_shift, candidates
-        n_steps = int(max_rotation // rotation_step) if max_rotation else 0
-        self.angles = tuple(float(a) for a in np.arange(-n_steps, n_steps + 1) * rotation_step)
-        self.rotation_step = rotation_step
+        if not 0 <= max_scale < 0.5 or (max_scale > 0 and scale_step <= 0):
+            raise VitprintError(f"need max_scale in [0, 0.5) and scale_step > 0, got {max_scale}, {scale_step}")
+        self.image_size = align_size
+        self.max_shift, self.candidates, self.relative = max_shift, candidates, bool(relative)
+        self.rotation_step, self.scale_step = rotation_step, scale_step
+        self.angles = _grid(max_rotation, rotation_step)
+        self.scales = 1.0 + _grid(max_scale, scale_step)
+        self.poses_ = [(float(a), float(s)) for a in self.angles for s in self.scales]
         self.bands, self.sigma_high, self.coarse_size = bands, sigma_high, coarse_size
         self.device = torch.device(device)
 
@@ -87,14 +134,14 @@ class AlignNN(Detector):
         return (gaussian_response(size, sigma_low * scale, self.device)
                 - gaussian_response(size, self.sigma_high * scale, self.device))
 
-    def _spectra(self, u8, size: int, band: float | None = None, batch: int = 256) -> torch.Tensor:
-        """uint8 ``(m, S, S)`` -> spectra ``(m, size, size//2+1)`` of the band-passed, unit-norm images.
+    def _spectra(self, images, size: int, band: float | None = None, batch: int = 256) -> torch.Tensor:
+        """``(m, S, S)`` images -> spectra ``(m, size, size//2+1)`` of the band-passed, unit-norm images.
 
         ``band`` is the low sigma of the band (default: the middle one of ``bands``)."""
         response = self._response(size, float(np.median(self.bands)) if band is None else band)
         out = []
-        for start in range(0, len(u8), batch):
-            x = to_model_range(np.asarray(u8[start:start + batch])).to(self.device)
+        for start in range(0, len(images), batch):
+            x = to_model_range(np.asarray(images[start:start + batch])).to(self.device)
             if x.shape[-1] != size:
                 x = F.interpolate(x[:, None], size=(size, size), mode="area")[:, 0]
             band = torch.fft.irfft2(torch.fft.rfft2(x) * response, s=(size, size))
@@ -109,53 +156,108 @@ class AlignNN(Detector):
         idx = torch.as_tensor(np.r_[0:m + 1, size - m:size] if m else [0], device=corr.device)
         return corr.index_select(-2, idx).index_select(-1, idx).flatten(-2).amax(-1)
 
-    def _candidates(self, real_u8) -> tuple[np.ndarray, np.ndarray]:
-        """``(b, k)`` indices of the generated images that align best at low resolution, and the best angle."""
+    def _coarse(self, real_u8, offset: int, reverse) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(b, k)`` indices of the generated images that align best at low resolution with these real
+        images, with the rotation and scale at which each did. ``reverse`` (value, real index, pose index
+        ``(n_generated, r)`` tensors) keeps, for every generated image, the real images it aligns best
+        with so far; these images are ``offset ...`` of the whole set."""
         size = self.coarse_size_
-        r = torch.stack([self._spectra(_rotate(real_u8, a), size) for a in self.angles], 1)  # (b, A, ...)
+        r = torch.stack([self._spectra(_transform(real_u8, a, s), size) for a, s in self.poses_], 1)  # (b, P, ...)
         k = min(self.candidates, len(self.coarse_))
         best_v = torch.full((len(r), k), -2.0)
         best_i = torch.zeros((len(r), k), dtype=torch.long)
-        best_a = torch.zeros((len(r), k), dtype=torch.long)
-        step = max(1, 2 ** 22 // (len(r) * len(self.angles) * size ** 2))
+        best_p = torch.zeros((len(r), k), dtype=torch.long)
+        rev_v, rev_i, rev_p = reverse
+        step = max(1, 2 ** 22 // (len(r) * len(self.poses_) * size ** 2))
         for start in range(0, len(self.coarse_), step):
             g = self.coarse_[None, None, start:start + step]  # (1, 1, m, ...)
-            v, a = self._best_shift(r[:, :, None], g, size).cpu().max(1)  # over angles: (b, m)
+            v, p = self._best_shift(r[:, :, None], g, size).cpu().max(1)  # over poses: (b, m)
+            m = v.shape[1]
             cand_v = torch.cat([best_v, v], 1)
-            cand_i = torch.cat([best_i, torch.arange(start, start + v.shape[1]).expand(len(r), -1)], 1)
-            cand_a = torch.cat([best_a, a], 1)
+            cand_i = torch.cat([best_i, torch.arange(start, start + m).expand(len(r), -1)], 1)
+            cand_p = torch.cat([best_p, p], 1)
             best_v, pos = cand_v.topk(k, dim=1)
-            best_i, best_a = cand_i.gather(1, pos), cand_a.gather(1, pos)
-        return best_i.numpy(), np.asarray(self.angles)[best_a.numpy()]
+            best_i, best_p = cand_i.gather(1, pos), cand_p.gather(1, pos)
+            # The other way round: for each generated image, the real images that align best with it.
+            sl = slice(start, start + m)
+            all_v = torch.cat([rev_v[sl], v.T], 1)
+            all_i = torch.cat([rev_i[sl], torch.arange(offset, offset + len(r)).expand(m, -1)], 1)
+            all_p = torch.cat([rev_p[sl], p.T], 1)
+            top, pos = all_v.topk(rev_v.shape[1], dim=1)
+            rev_v[sl], rev_i[sl], rev_p[sl] = top, all_i.gather(1, pos), all_p.gather(1, pos)
+        pose = np.asarray(self.poses_)[best_p.numpy()]  # (b, k, 2)
+        return best_i.numpy(), pose[..., 0], pose[..., 1]
+
+    def _fine(self, x, ids, angles, scales) -> np.ndarray:
+        """``(b, k)`` full-resolution correlations of each real image with its candidates, around the
+        coarse pose (half a step either way in rotation and in scale)."""
+        s = self.image_size
+        uniq, inverse = np.unique(ids, return_inverse=True)
+        where = torch.as_tensor(inverse.reshape(ids.shape))
+        g_specs = [self._spectra(self.generated_[uniq], s, band)[where] for band in self.bands]
+        d_angle = (-self.rotation_step / 2, 0.0, self.rotation_step / 2) if len(self.angles) > 1 else (0.0,)
+        d_scale = (-self.scale_step / 2, 0.0, self.scale_step / 2) if len(self.scales) > 1 else (0.0,)
+        best = None
+        for da in d_angle:
+            for ds in d_scale:
+                # Each candidate is compared with the real image posed as its coarse best (+ offsets), in
+                # every band; the bands' correlations are averaged (fine detail and broader structure).
+                posed = _transform(np.repeat(np.asarray(x), ids.shape[1], 0), angles.ravel() + da,
+                                   scales.ravel() + ds)
+                per_band = [self._best_shift(self._spectra(posed, s, band).reshape(*ids.shape, s, s // 2 + 1), g, s)
+                            for band, g in zip(self.bands, g_specs)]
+                ncc = torch.stack(per_band).mean(0)
+                best = ncc if best is None else torch.maximum(best, ncc)
+        return best.cpu().numpy()
 
     @torch.no_grad()
     def _score(self, real):
         real = as_pixels(real)
         if real.shape[-1] != self.image_size:
             raise VitprintError(f"align_nn works on {self.image_size} px images, got {real.shape[-1]} px")
-        s = self.image_size
-        best = np.full(len(real), -np.inf)
-        nearest = np.zeros(len(real), np.int64)
-        chunk = max(1, 256 // min(self.candidates, len(self.generated_)))
-        fine = (-self.rotation_step / 2, 0.0, self.rotation_step / 2) if len(self.angles) > 1 else (0.0,)
-        for start in bar(range(0, len(real), chunk), desc="aligning", unit="batch"):
+        n, k = len(real), min(self.candidates, len(self.generated_))
+        ids = np.zeros((n, k), np.int64)
+        poses = np.zeros((n, k, 2))
+        ncc = np.zeros((n, k))
+        r = RIVALS if self.relative else 1
+        reverse = (torch.full((len(self.generated_), r), -2.0), torch.full((len(self.generated_), r), -1, dtype=torch.long),
+                   torch.zeros((len(self.generated_), r), dtype=torch.long))
+        chunk = max(1, 256 // (k * len(self.scales)))
+        for start in bar(range(0, n, chunk), desc="aligning", unit="batch"):
             x = np.asarray(real[start:start + chunk])
-            ids, angles = self._candidates(x)  # (b, k) each
-            uniq, inverse = np.unique(ids, return_inverse=True)
-            where = torch.as_tensor(inverse.reshape(ids.shape))
-            g_specs = [self._spectra(self.generated_[uniq], s, band)[where] for band in self.bands]
-            per_angle = []
-            for offset in fine:
-                # Each candidate is compared with the real image turned by its best coarse angle (+ offset),
-                # in every band; the bands' correlations are averaged (fine detail and broader structure).
-                turned = np.stack([_rotate(x[i:i + 1].repeat(len(row), 0), row + offset)
-                                   for i, row in enumerate(angles)]).reshape(-1, s, s)
-                per_band = [self._best_shift(self._spectra(turned, s, band).reshape(*ids.shape, s, s // 2 + 1), g, s)
-                            for band, g in zip(self.bands, g_specs)]
-                per_angle.append(torch.stack(per_band).mean(0))
-            ncc = torch.stack(per_angle).amax(0).cpu().numpy()  # (b, k)
+            cand, angles, scales = self._coarse(x, start, reverse)
+            ids[start:start + len(x)], poses[start:start + len(x)] = cand, np.stack([angles, scales], -1)
+            ncc[start:start + len(x)] = self._fine(x, cand, angles, scales)
+        rows = np.arange(n)
+        if not self.relative:
             arg = ncc.argmax(1)
-            rows = np.arange(len(ids))
-            best[start:start + len(ids)] = ncc[rows, arg]
-            nearest[start:start + len(ids)] = ids[rows, arg]
-        return best, nearest
+            return ncc[rows, arg], ids[rows, arg]
+        return self._relative(real, ids, ncc, reverse)
+
+    def _relative(self, real, ids, ncc, reverse):
+        """The margin of each real image's best candidates over their rivals (see the module's text)."""
+        n, k = ids.shape
+        top = np.argsort(-ncc, 1)[:, :min(TOP, k)]  # the candidates that can decide: the best few
+        judged = np.unique(np.take_along_axis(ids, top, 1))
+        # Rivals: every judged generated image against the real images that align best with it coarsely.
+        rev_v, rev_i, rev_p = (t[judged].numpy() for t in reverse)
+        known = set(zip(np.repeat(np.arange(n), k), ids.ravel()))
+        extra = [(int(i), int(g), int(p)) for g, row_i, row_p, row_v in zip(judged, rev_i, rev_p, rev_v)
+                 for i, p, v in zip(row_i, row_p, row_v) if v > -2 and (i, g) not in known]
+        rows, cols, vals = [np.repeat(np.arange(n), k)], [ids.ravel()], [ncc.ravel()]
+        if extra:
+            e_i, e_g, e_p = map(np.asarray, zip(*extra))
+            pose = np.asarray(self.poses_)[e_p]
+            for start in range(0, len(e_i), 256):
+                sl = slice(start, start + 256)
+                v = self._fine(np.asarray(real[e_i[sl]]), e_g[sl, None], pose[sl, 0, None], pose[sl, 1, None])
+                rows.append(e_i[sl]), cols.append(e_g[sl]), vals.append(v[:, 0])
+        rows, cols, vals = map(np.concatenate, (rows, cols, vals))
+        _, same = np.unique(pixel_hashes(real), return_inverse=True)
+        rival = rivals(rows, cols, vals, same)[:n * k].reshape(n, k)
+        alone = ~np.isfinite(rival)  # no other real image to compare with: the image's typical candidate
+        rival = np.where(alone, np.median(ncc, 1, keepdims=True), rival)
+        margin = np.take_along_axis(ncc - rival, top, 1)
+        arg = np.take_along_axis(top, margin.argmax(1)[:, None], 1)[:, 0]
+        rows = np.arange(n)
+        return margin.max(1), ids[rows, arg]
