@@ -170,6 +170,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     volume = load_volume(a.volume)
     truth = build_case(volume, a.out / "data", a.dev, a.test, a.generated, a.slab, a.seed, copies=a.copies)
+    shutil.rmtree(a.out / "detect", ignore_errors=True)  # this script's own output: a fresh run each time
     t0 = time.perf_counter()
     rc = vitprint_main(["detect", "--dev", str(a.out / "data" / "dev"), "--test", str(a.out / "data" / "test"),
                         "--out", str(a.out / "detect"), "--no-cache", *shlex.split(a.detect_args)])

@@ -52,7 +52,9 @@ def one_run(kind: str, seed: int, n: int) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", type=int, default=50, help="null runs (confounded and leak get a fifth as many)")
-    p.add_argument("--n", type=int, default=30, help="members and non-members per run (default: 30)")
+    p.add_argument("--n", type=int, default=32,
+                   help="members and non-members per run (default: 32, a multiple of the 4 pathology classes, so "
+                        "both groups hold each class equally often)")
     p.add_argument("--out", type=Path, default=Path("runs/verdict-controls.json"))
     a = p.parse_args(argv)
     t0 = time.perf_counter()
