@@ -108,3 +108,18 @@ def test_peak_memory_is_sampled_while_the_block_runs():
         time.sleep(0.05)
         del block
     assert mem._thread.is_alive() is False and mem.extra_mb > 32
+
+
+def test_copy_rate_counts_copies_of_members_beyond_chance():
+    from vitprint.benchmark import copy_rate
+
+    rng = np.random.default_rng(0)
+    members, non = rng.integers(0, 256, (2, 20, 16, 16)).astype(np.uint8)
+
+    def copies(x):
+        return np.clip(x + rng.normal(0, 2, x.shape), 0, 255).astype(np.uint8)
+
+    assert copy_rate(copies(members), members, non) == 1.0
+    assert copy_rate(rng.integers(0, 256, (20, 16, 16)).astype(np.uint8), members, non) == 0.0
+    # Copies of members and of images the generator never saw, equally often: nothing beyond chance.
+    assert copy_rate(np.concatenate([copies(members[:10]), copies(non[:10])]), members, non) == 0.0

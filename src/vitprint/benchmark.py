@@ -156,16 +156,21 @@ def perturb(pixels: np.ndarray, seed: int) -> np.ndarray:
 
 
 def copy_rate(generated: np.ndarray, members: np.ndarray, non_members: np.ndarray) -> float:
-    """Share of generated images that are near-copies of a member (Meehan et al.'s idea as a rate).
+    """Share of generated images that are near-copies of a member, beyond what chance gives (Meehan et
+    al.'s idea as a rate).
 
-    A generated image counts when its nearest real image (members and non-members pooled, pixel L2) is a
-    member and it is closer than the 5th percentile of the members' distances to their nearest other member.
+    A generated image is near a real image when its nearest real image (members and non-members pooled,
+    pixel L2) is closer than the 5th percentile of the members' distances to their nearest other member.
+    The rate is the share near a member minus the share near a non-member (as many non-members as
+    members, never seen by the generator): a generator that memorised nothing, or whose samples are
+    merely typical, scores about 0.
     """
     reals = np.concatenate([members, non_members])
     d, idx = knn_distances(generated, reals, k=1, metric="l2", progress=False)
     dm, _ = knn_distances(members, members, k=2, metric="l2", progress=False)
-    bar_ = float(np.quantile(dm[:, 1], 0.05))
-    return float(((idx[:, 0] < len(members)) & (d[:, 0] < bar_)).mean())
+    near = d[:, 0] < float(np.quantile(dm[:, 1], 0.05))
+    of_member = idx[:, 0] < len(members)
+    return float(max(0.0, (near & of_member).mean() - (near & ~of_member).mean()))
 
 
 def run_cell(family: str, n: int, seed: int, scale: Scale, encoder: str | None, work: Path,
