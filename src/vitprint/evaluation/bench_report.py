@@ -103,7 +103,7 @@ def markdown(results: dict, command: str, figures: dict[str, str]) -> str:
         + ("Generated images perturbed (shift 4-8%, contrast +-10%, offset, noise) before scoring. "
            if results.get("perturbed") else "")
         + "Peers (the literature's methods) are marked; the copy rate is the share of generated images that are "
-          "near-copies of a member. Null-generator tables: the generator is trained on as many other patients as "
+          "near-copies of a member minus the share near a non-member (0 when nothing was memorised). Null-generator tables: the generator is trained on as many other patients as "
           "there are members (never a member), so every detector must sit at chance and no leak may be found. "
           "The verdict row is `vitprint detect`'s verdict on all the cell's real images.",
         "",
