@@ -1,0 +1,109 @@
+"""How each kind of degradation of a copied slice affects ``align_nn``, plain and with its rival margin.
+
+From one real CT volume (see ``real_ct.py`` for where to get one): 60 member and 60 non-member slices taken
+alternately (every member's neighbours are non-members), 240 generated images = 4 degraded copies of each
+member. For each degradation alone and all of them together, the ROC-AUC of members vs non-members of
+the plain best correlation without a scale search (the detector before the scale search and the rival
+margin) and of the default (scale search and margin over the rival), side by side.
+
+    python benchmarks/align_robustness.py VOLUME [--kinds zoom elastic ...] [--out runs/align-robustness.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy.ndimage import gaussian_filter, rotate
+from sklearn.metrics import roc_auc_score
+
+from vitprint.membership import create_detector
+
+sys.path.insert(0, str(Path(__file__).parent))
+from real_ct import _jpeg, _warp, load_volume, square, window  # noqa: E402
+
+
+def _shift(img, rng):
+    dy, dx = rng.choice([-1, 1], 2) * rng.integers(4, 9, 2)
+    return np.roll(img, (int(dy), int(dx)), (0, 1))
+
+
+def _zoom_only(img, rng):
+    from scipy.ndimage import map_coordinates
+
+    s, z = img.shape[0], rng.uniform(0.9, 1.1)
+    yy, xx = np.mgrid[0:s, 0:s].astype(np.float64)
+    c = (s - 1) / 2
+    return map_coordinates(img, [(yy - c) / z + c, (xx - c) / z + c], order=1, mode="nearest")
+
+
+def _elastic_only(img, rng):
+    from scipy.ndimage import map_coordinates
+
+    s = img.shape[0]
+    field = [gaussian_filter(rng.normal(0, 1, (s, s)), 16) for _ in range(2)]
+    field = [6.0 * f / (np.abs(f).max() + 1e-9) for f in field]
+    yy, xx = np.mgrid[0:s, 0:s].astype(np.float64)
+    return map_coordinates(img, [yy + field[0], xx + field[1]], order=1, mode="nearest")
+
+
+def _noise(img, rng, sigma=4.0):
+    return img + rng.normal(0, sigma, img.shape)
+
+
+KINDS = {  # each: shifted 4-8 px and re-windowed, plus
+    "blur": lambda im, r: _noise(gaussian_filter(_shift(im, r), r.uniform(0, 0.8)), r),
+    "zoom": lambda im, r: _noise(_shift(_zoom_only(im, r), r), r),
+    "elastic": lambda im, r: _noise(_shift(_elastic_only(im, r), r), r),
+    "rotation+strong blur": lambda im, r: _noise(gaussian_filter(_shift(rotate(im, r.uniform(-5, 5), reshape=False, order=1, mode="nearest"), r), 2.5), r, 10),
+    "gamma": lambda im, r: _noise(_shift(255 * (np.clip(im, 0, 255) / 255) ** r.uniform(0.7, 1.4), r), r),
+    "jpeg q30": lambda im, r: _jpeg(_shift(im, r), 30),
+    "all together": lambda im, r: _jpeg(_noise(gaussian_filter(_shift(_warp(rotate(255 * (np.clip(im, 0, 255) / 255) ** r.uniform(0.7, 1.4), r.uniform(-5, 5), reshape=False, order=1, mode="nearest"), r), r), r.uniform(0, 1.5)), r, 6), 30),
+}
+SETTINGS = {"plain, no scale search (before)": {"relative": False, "max_scale": 0.0}, "default: scale search and margin": {}}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("volume", type=Path)
+    p.add_argument("--kinds", nargs="+", choices=list(KINDS), default=list(KINDS))
+    p.add_argument("--out", type=Path, default=Path("runs/align-robustness.json"))
+    a = p.parse_args(argv)
+    vol = load_volume(a.volume)
+    lungs = [i for i in range(len(vol)) if (vol[i] < -500).mean() > 0.05]
+    start = (len(lungs) - 120) // 2
+    chosen = lungs[start:start + 120]
+    members, non = chosen[1::2], chosen[0::2]
+    real = np.stack([square(window(vol[s])) for s in members + non]).astype(np.uint8)
+    y = np.r_[np.ones(60), np.zeros(60)]
+    rows = []
+    for kind in a.kinds:
+        rng = np.random.default_rng(1)
+        gen = []
+        for i in range(240):
+            base = square(window(vol[members[i % 60]], -600 + rng.uniform(-60, 60), 1500 * rng.uniform(0.9, 1.1)))
+            gen.append(np.clip(KINDS[kind](base, rng), 0, 255))
+        gen = np.stack(gen).astype(np.uint8)
+        row = {"kind": kind}
+        for name, opts in SETTINGS.items():
+            t0 = time.perf_counter()
+            scores = create_detector("align_nn", **opts).fit(gen).score_samples(real)
+            row[name] = float(roc_auc_score(y, scores))
+            row[f"{name} seconds"] = time.perf_counter() - t0
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps({"volume": a.volume.name, "rows": rows}, indent=2))
+    print("| degradation (with shift and re-windowing) | " + " | ".join(SETTINGS) + " |")
+    print("|---|" + "---|" * len(SETTINGS))
+    for r in rows:
+        print(f"| {r['kind']} | " + " | ".join(f"{r[n]:.3f}" for n in SETTINGS) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
