@@ -30,7 +30,6 @@ class Detector(ABC):
     Class attributes a detector may set:
 
     - ``needs_reference``: it cannot work without a reference set.
-    - ``takes_reference``: it uses a reference set when one is given (and works without).
     - ``needs_autoencoder``: it scores with the job's trained ViT autoencoder
       (its constructor takes ``autoencoder``).
     - ``calibratable``: a ``<name>_cal`` variant (the same score measured
@@ -41,7 +40,6 @@ class Detector(ABC):
 
     name: str = ""
     needs_reference: bool = False
-    takes_reference: bool = False
     needs_autoencoder: bool = False
     calibratable: bool = False
     peer: bool = False

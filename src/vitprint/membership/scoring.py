@@ -144,7 +144,7 @@ def compute_scores(
             raise VitprintError(f"{name} needs a trained autoencoder")
         r, g, ref = sets_for(det.image_size)
         log.info("scoring with %s", name)
-        det.fit(g, ref if det.needs_reference or det.takes_reference else None)
+        det.fit(g, ref if det.needs_reference else None)
         values, nearest = det.score_with_evidence(r)
         out.values[name] = values
         if nearest is not None:

@@ -18,13 +18,13 @@ generated image was copied from? A generator's copy is degraded (resampled,
 blurred, noisy), so its correlation with its source varies from copy to copy
 and can fall below the correlation a *neighbouring* slice has with a sharper
 copy of its neighbour. What does not vary is the order: the source correlates
-with its copy better than any other real image does. So each of a real
-image's best few candidates is compared at full resolution with the real
-images that align best with it (the other images scored in the same call
-and the reference images when given; identical pixels are never rivals),
-and the score is the largest margin of the image's correlation over its best
-rival's (over the median of its own candidates when it is the only image).
-``relative=False`` gives the plain best correlation (in [-1, 1]).
+with its copy better than any other real image does. So each candidate's
+correlation is compared with the best correlation any *other* real image
+scored (the other images scored in the same call, identical pixels excluded)
+has with the same generated image, and with the image's own typical
+candidate (the median of its candidates, when no other real image claims the
+candidate); the score is the largest margin. ``relative=False`` gives the
+plain best correlation (in [-1, 1]).
 
 The nearest generated image is the candidate that gave the score. Pixel
 correlation with the training set is how copies made by medical generators
@@ -93,7 +93,6 @@ def rivals(rows, cols, values, same) -> np.ndarray:
 class AlignNN(Detector):
     name = "align_nn"
     image_size = 256
-    takes_reference = True  # reference images join the rivals
 
     def __init__(self, align_size: int = 256, max_shift: float = 0.06, max_rotation: float = 10.0,
                  rotation_step: float = 2.5, max_scale: float = 0.1, scale_step: float = 0.05,
@@ -123,9 +122,7 @@ class AlignNN(Detector):
         self.device = torch.device(device)
 
     def fit(self, generated, reference=None) -> "AlignNN":
-        """``reference``: real images the generator never saw; with ``relative`` they are rivals too."""
         self.generated_ = as_pixels(generated)
-        self.reference_ = None if reference is None or not self.relative else as_pixels(reference)
         if self.generated_.shape[-1] != self.image_size:
             raise VitprintError(f"align_nn works on {self.image_size} px images, got {self.generated_.shape[-1]} px")
         self.coarse_size_ = min(self.coarse_size, self.image_size)
@@ -218,9 +215,6 @@ class AlignNN(Detector):
         real = as_pixels(real)
         if real.shape[-1] != self.image_size:
             raise VitprintError(f"align_nn works on {self.image_size} px images, got {real.shape[-1]} px")
-        scored = len(real)
-        if self.reference_ is not None:  # scored like the real images, to serve as rivals only
-            real = np.concatenate([np.asarray(real), np.asarray(self.reference_)])
         n, k = len(real), min(self.candidates, len(self.generated_))
         ids = np.zeros((n, k), np.int64)
         poses = np.zeros((n, k, 2))
@@ -234,11 +228,11 @@ class AlignNN(Detector):
             cand, angles, scales = self._coarse(x, start, reverse)
             ids[start:start + len(x)], poses[start:start + len(x)] = cand, np.stack([angles, scales], -1)
             ncc[start:start + len(x)] = self._fine(x, cand, angles, scales)
+        rows = np.arange(n)
         if not self.relative:
             arg = ncc.argmax(1)
-            return ncc[np.arange(n), arg], ids[np.arange(n), arg]
-        score, nearest = self._relative(real, ids, ncc, reverse)
-        return score[:scored], nearest[:scored]
+            return ncc[rows, arg], ids[rows, arg]
+        return self._relative(real, ids, ncc, reverse)
 
     def _relative(self, real, ids, ncc, reverse):
         """The margin of each real image's best candidates over their rivals (see the module's text)."""
