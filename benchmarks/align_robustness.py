@@ -4,7 +4,9 @@ From one real CT volume (see ``real_ct.py`` for where to get one): 60 member and
 alternately (every member's neighbours are non-members), 240 generated images = 4 degraded copies of each
 member. For each degradation alone and all of them together, the ROC-AUC of members vs non-members of
 the plain best correlation without a scale search (the detector before the scale search and the rival
-margin) and of the default (scale search and margin over the rival), side by side.
+margin; with the same affine resampling as now) and of the default (scale search and margin over the
+rival), side by side. Members alternating with non-members is the layout where every member's copy has a
+close rival: the case the margin was made for, and the one where plain correlation suffers most.
 
     python benchmarks/align_robustness.py VOLUME [--kinds zoom elastic ...] [--out runs/align-robustness.json]
 """
@@ -75,6 +77,8 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     vol = load_volume(a.volume)
     lungs = [i for i in range(len(vol)) if (vol[i] < -500).mean() > 0.05]
+    if len(lungs) < 120:
+        raise SystemExit(f"the volume has {len(lungs)} slices with lung, 120 are needed")
     start = (len(lungs) - 120) // 2
     chosen = lungs[start:start + 120]
     members, non = chosen[1::2], chosen[0::2]

@@ -111,3 +111,18 @@ def test_identical_real_images_are_never_each_others_rival():
     assert r[0] == 0.5 and r[1] == 0.5  # not each other's 0.9: the other image's 0.5
     assert r[2] == 0.9
     assert r[3] == -np.inf  # nobody else measured against generated image 8
+
+
+def test_scores_do_not_depend_on_the_order_of_a_large_generated_set():
+    """More generated images than one coarse step holds: the running top lists (each real image's
+    candidates, each generated image's rivals) must merge across steps and chunks of real images."""
+    rng = np.random.default_rng(6)
+    real = _textures(rng, 40)
+    generated = np.concatenate([np.stack([_shifted_copy(real[i], rng) for i in range(20)]), _textures(rng, 180)])
+    opts = {"align_size": 64, "max_rotation": 0, "max_scale": 0}  # 3 chunks of real images, 4 steps
+    s1, n1 = create_detector("align_nn", **opts).fit(generated).score_with_evidence(real)
+    order = rng.permutation(len(generated))
+    s2, n2 = create_detector("align_nn", **opts).fit(generated[order]).score_with_evidence(real)
+    np.testing.assert_allclose(s1, s2, atol=1e-5)
+    assert (order[n2] == n1).all()
+    assert (n1[:20] == np.arange(20)).all() and s1[:20].min() > s1[20:].max()

@@ -23,7 +23,7 @@ def test_membership_benchmark_end_to_end_at_toy_size(tmp_path, capsys):
     assert set(cell) == {"recon", "latent_nn", "pixel_nn", "mc", "align_nn", "copy_nn", "domias", "logan", "recon_cal", "combined",
                          "latent_nn_cal", "pixel_nn_cal", "mc_cal"}
     assert {"pixel_nn", "pixel_nn_cal", "mc", "domias", "logan"} <= set(res["cells"][0]["peers"])
-    assert 0.0 <= res["cells"][0]["copy_rate"] <= 1.0
+    assert -1.0 <= res["cells"][0]["copy_rate"] <= 1.0
     assert set(cell["recon"]) == {"roc_auc", "tpr_at_1pct_fpr", "kappa", "accuracy"}
     assert {r["generated"] for r in res["speed"]} == {100, 200}
     text = doc.read_text()
@@ -120,6 +120,7 @@ def test_copy_rate_counts_copies_of_members_beyond_chance():
         return np.clip(x + rng.normal(0, 2, x.shape), 0, 255).astype(np.uint8)
 
     assert copy_rate(copies(members), members, non) == 1.0
-    assert copy_rate(rng.integers(0, 256, (20, 16, 16)).astype(np.uint8), members, non) == 0.0
+    assert abs(copy_rate(rng.integers(0, 256, (20, 16, 16)).astype(np.uint8), members, non)) <= 0.1  # chance
     # Copies of members and of images the generator never saw, equally often: nothing beyond chance.
     assert copy_rate(np.concatenate([copies(members[:10]), copies(non[:10])]), members, non) == 0.0
+    assert copy_rate(copies(non), members, non) == -1.0  # all near a non-member: below chance, not clipped

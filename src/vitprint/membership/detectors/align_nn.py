@@ -18,13 +18,18 @@ generated image was copied from? A generator's copy is degraded (resampled,
 blurred, noisy), so its correlation with its source varies from copy to copy
 and can fall below the correlation a *neighbouring* slice has with a sharper
 copy of its neighbour. What does not vary is the order: the source correlates
-with its copy better than any other real image does. So each candidate's
-correlation is compared with the best correlation any *other* real image
-scored (the other images scored in the same call, identical pixels excluded)
-has with the same generated image, and with the image's own typical
-candidate (the median of its candidates, when no other real image claims the
-candidate); the score is the largest margin. ``relative=False`` gives the
-plain best correlation (in [-1, 1]).
+with its copy better than any other real image does. So each of a real
+image's best few candidates (``TOP``) is also compared at full resolution with
+the real images that align best with it (the other images scored in the same
+call; identical pixels are never rivals), and the score is the largest margin
+of the image's correlation over its best rival's. Where no other image was
+compared (a lone image), the rival is the median of the image's own
+candidates, a larger margin on another scale: score real images together.
+The reference set is not used: a reference drawn nearer to one group (the
+non-members' neighbouring slices, say) would lower that group's margins and
+separate the groups with nothing leaked. ``relative=False`` gives the plain
+best correlation (in [-1, 1]). The pose is refined by half a step beyond the
+searched grid.
 
 The nearest generated image is the candidate that gave the score. Pixel
 correlation with the training set is how copies made by medical generators
@@ -217,7 +222,6 @@ class AlignNN(Detector):
             raise VitprintError(f"align_nn works on {self.image_size} px images, got {real.shape[-1]} px")
         n, k = len(real), min(self.candidates, len(self.generated_))
         ids = np.zeros((n, k), np.int64)
-        poses = np.zeros((n, k, 2))
         ncc = np.zeros((n, k))
         r = RIVALS if self.relative else 1
         reverse = (torch.full((len(self.generated_), r), -2.0), torch.full((len(self.generated_), r), -1, dtype=torch.long),
@@ -226,7 +230,7 @@ class AlignNN(Detector):
         for start in bar(range(0, n, chunk), desc="aligning", unit="batch"):
             x = np.asarray(real[start:start + chunk])
             cand, angles, scales = self._coarse(x, start, reverse)
-            ids[start:start + len(x)], poses[start:start + len(x)] = cand, np.stack([angles, scales], -1)
+            ids[start:start + len(x)] = cand
             ncc[start:start + len(x)] = self._fine(x, cand, angles, scales)
         rows = np.arange(n)
         if not self.relative:
