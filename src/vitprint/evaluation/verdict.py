@@ -21,6 +21,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from scipy.stats import rankdata
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
@@ -51,11 +53,36 @@ def holm(pvalues: dict[str, float]) -> dict[str, float]:
     return out
 
 
+def crowding(pixels, size: int = 32, others: int = 5000, seed: int = 0) -> np.ndarray:
+    """Per image, how alike its two most similar other images among ``pixels`` are (cosine similarity of
+    zero-mean ``size`` px thumbnails; against a random ``others`` of them in a large set). ``(N, 2)``.
+
+    Scores that compare an image with the other real images (``align_nn``'s rival margin) or with a set
+    of its neighbours depend on this; if the used and the not-used images differ in it (one group drawn
+    as runs of neighbouring slices, the other as isolated slices), the split is confounded.
+    """
+    x = torch.from_numpy(np.asarray(pixels, np.float32))[:, None]
+    t = F.adaptive_avg_pool2d(x, size).flatten(1)
+    t = t - t.mean(1, keepdim=True)
+    t = t / t.norm(dim=1, keepdim=True).clamp_min(1e-6)
+    n = len(t)
+    pool = np.arange(n) if n <= others else np.random.default_rng(seed).choice(n, others, replace=False)
+    out = np.zeros((n, 2), np.float32)
+    for start in range(0, n, 1024):
+        sim = t[start:start + 1024] @ t[pool].T
+        rows = torch.arange(start, min(start + 1024, n))
+        sim[rows[:, None] == torch.as_tensor(pool)[None]] = -1.0  # an image is not its own neighbour
+        top = sim.topk(min(2, sim.shape[1]), dim=1).values
+        out[start:start + len(top), :top.shape[1]] = top.numpy()
+    return out
+
+
 def blind_features(pixels) -> np.ndarray:
     """Per image, what a scanner or cohort difference shows without any generated image.
 
     An 8x8 thumbnail (layout), a 16-bin intensity histogram, mean and spread,
-    and the energy of fine detail (noise, sharpness). ``(N, S, S)`` uint8 -> ``(N, 84)``.
+    the energy of fine detail (noise, sharpness) and how crowded it is by similar
+    images of the set (``crowding``). ``(N, S, S)`` uint8 -> ``(N, 86)``.
     """
     x = np.asarray(pixels, np.float32) / 255.0
     n, s, _ = x.shape
@@ -64,7 +91,8 @@ def blind_features(pixels) -> np.ndarray:
     hist = np.stack([np.histogram(img, bins=16, range=(0, 1))[0] / img.size for img in x])
     lap = x[:, 1:-1, 1:-1] * 4 - x[:, :-2, 1:-1] - x[:, 2:, 1:-1] - x[:, 1:-1, :-2] - x[:, 1:-1, 2:]
     detail = np.stack([lap.std((1, 2)), np.abs(np.diff(x, axis=2)).mean((1, 2))], 1)
-    return np.concatenate([thumb, hist, x.mean((1, 2))[:, None], x.std((1, 2))[:, None], detail], 1)
+    return np.concatenate([thumb, hist, x.mean((1, 2))[:, None], x.std((1, 2))[:, None], detail,
+                           crowding(pixels, min(32, s))], 1)
 
 
 def blind_baseline(pixels, labels, folds: int = 5, seed: int = 0, n_boot: int = 1000) -> dict[str, float]:
