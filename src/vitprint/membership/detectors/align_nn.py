@@ -164,15 +164,14 @@ class AlignNN(Detector):
     def _coarse(self, real_u8, offset: int, reverse) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(b, k)`` indices of the generated images that align best at low resolution with these real
         images, with the rotation and scale at which each did. ``reverse`` (value, real index, pose index
-        ``(n_generated, r)`` tensors) keeps, for every generated image, the real images it aligns best
-        with so far; these images are ``offset ...`` of the whole set."""
+        ``(n_generated, r)`` tensors, or None) keeps, for every generated image, the real images it aligns
+        best with so far; these images are ``offset ...`` of the whole set."""
         size = self.coarse_size_
         r = torch.stack([self._spectra(_transform(real_u8, a, s), size) for a, s in self.poses_], 1)  # (b, P, ...)
         k = min(self.candidates, len(self.coarse_))
         best_v = torch.full((len(r), k), -2.0)
         best_i = torch.zeros((len(r), k), dtype=torch.long)
         best_p = torch.zeros((len(r), k), dtype=torch.long)
-        rev_v, rev_i, rev_p = reverse
         step = max(1, 2 ** 22 // (len(r) * len(self.poses_) * size ** 2))
         for start in range(0, len(self.coarse_), step):
             g = self.coarse_[None, None, start:start + step]  # (1, 1, m, ...)
@@ -183,7 +182,10 @@ class AlignNN(Detector):
             cand_p = torch.cat([best_p, p], 1)
             best_v, pos = cand_v.topk(k, dim=1)
             best_i, best_p = cand_i.gather(1, pos), cand_p.gather(1, pos)
+            if reverse is None:
+                continue
             # The other way round: for each generated image, the real images that align best with it.
+            rev_v, rev_i, rev_p = reverse
             sl = slice(start, start + m)
             all_v = torch.cat([rev_v[sl], v.T], 1)
             all_i = torch.cat([rev_i[sl], torch.arange(offset, offset + len(r)).expand(m, -1)], 1)
@@ -223,9 +225,9 @@ class AlignNN(Detector):
         n, k = len(real), min(self.candidates, len(self.generated_))
         ids = np.zeros((n, k), np.int64)
         ncc = np.zeros((n, k))
-        r = RIVALS if self.relative else 1
-        reverse = (torch.full((len(self.generated_), r), -2.0), torch.full((len(self.generated_), r), -1, dtype=torch.long),
-                   torch.zeros((len(self.generated_), r), dtype=torch.long))
+        m = len(self.generated_)
+        reverse = (torch.full((m, RIVALS), -2.0), torch.full((m, RIVALS), -1, dtype=torch.long),
+                   torch.zeros((m, RIVALS), dtype=torch.long)) if self.relative else None
         chunk = max(1, 256 // (k * len(self.scales)))
         for start in bar(range(0, n, chunk), desc="aligning", unit="batch"):
             x = np.asarray(real[start:start + chunk])
