@@ -1,11 +1,10 @@
 import json
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from vitprint.config import DataConfig, OptimConfig
+from vitprint.config import OptimConfig
 from vitprint.errors import VitprintError
 from vitprint.models.presets import model_config
 from vitprint.training.autoencoder import train_autoencoder
