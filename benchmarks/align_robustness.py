@@ -26,31 +26,7 @@ from sklearn.metrics import roc_auc_score
 from vitprint.membership import create_detector
 
 sys.path.insert(0, str(Path(__file__).parent))
-from real_ct import _jpeg, _warp, load_volume, square, window  # noqa: E402
-
-
-def _shift(img, rng):
-    dy, dx = rng.choice([-1, 1], 2) * rng.integers(4, 9, 2)
-    return np.roll(img, (int(dy), int(dx)), (0, 1))
-
-
-def _zoom_only(img, rng):
-    from scipy.ndimage import map_coordinates
-
-    s, z = img.shape[0], rng.uniform(0.9, 1.1)
-    yy, xx = np.mgrid[0:s, 0:s].astype(np.float64)
-    c = (s - 1) / 2
-    return map_coordinates(img, [(yy - c) / z + c, (xx - c) / z + c], order=1, mode="nearest")
-
-
-def _elastic_only(img, rng):
-    from scipy.ndimage import map_coordinates
-
-    s = img.shape[0]
-    field = [gaussian_filter(rng.normal(0, 1, (s, s)), 16) for _ in range(2)]
-    field = [6.0 * f / (np.abs(f).max() + 1e-9) for f in field]
-    yy, xx = np.mgrid[0:s, 0:s].astype(np.float64)
-    return map_coordinates(img, [yy + field[0], xx + field[1]], order=1, mode="nearest")
+from real_ct import _jpeg, _shift, _warp, load_volume, square, window  # noqa: E402
 
 
 def _noise(img, rng, sigma=4.0):
@@ -59,8 +35,8 @@ def _noise(img, rng, sigma=4.0):
 
 KINDS = {  # each: shifted 4-8 px and re-windowed, plus
     "blur": lambda im, r: _noise(gaussian_filter(_shift(im, r), r.uniform(0, 0.8)), r),
-    "zoom": lambda im, r: _noise(_shift(_zoom_only(im, r), r), r),
-    "elastic": lambda im, r: _noise(_shift(_elastic_only(im, r), r), r),
+    "zoom": lambda im, r: _noise(_shift(_warp(im, r, elastic=False), r), r),
+    "elastic": lambda im, r: _noise(_shift(_warp(im, r, zoom=False), r), r),
     "rotation+strong blur": lambda im, r: _noise(gaussian_filter(_shift(rotate(im, r.uniform(-5, 5), reshape=False, order=1, mode="nearest"), r), 2.5), r, 10),
     "gamma": lambda im, r: _noise(_shift(255 * (np.clip(im, 0, 255) / 255) ** r.uniform(0.7, 1.4), r), r),
     "jpeg q30": lambda im, r: _jpeg(_shift(im, r), 30),

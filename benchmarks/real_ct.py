@@ -69,16 +69,22 @@ HARD = {"blur": 2.5, "rotation": 5.0, "noise": 10.0}
 COPIES = ("mild", "hard", "warped")
 
 
-def _warp(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Magnified or shrunk by up to 10% about the centre (a crop-and-resize) and elastically deformed
+def _warp(img: np.ndarray, rng: np.random.Generator, zoom: bool = True, elastic: bool = True) -> np.ndarray:
+    """Magnified or shrunk by up to 10% about the centre (a crop-and-resize) and/or elastically deformed
     (a smooth displacement field of up to 6 px), bilinear."""
     s = img.shape[0]
-    zoom = rng.uniform(0.9, 1.1)
-    field = [gaussian_filter(rng.normal(0, 1, (s, s)), 16) for _ in range(2)]
+    zoom = rng.uniform(0.9, 1.1) if zoom else 1.0
+    field = [gaussian_filter(rng.normal(0, 1, (s, s)), 16) for _ in range(2)] if elastic else [0.0, 0.0]
     field = [6.0 * f / (np.abs(f).max() + 1e-9) for f in field]
     yy, xx = np.mgrid[0:s, 0:s].astype(np.float64)
     c = (s - 1) / 2
     return map_coordinates(img, [(yy - c) / zoom + c + field[0], (xx - c) / zoom + c + field[1]], order=1, mode="nearest")
+
+
+def _shift(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Rolled by 4-8 px along each axis, either way."""
+    dy, dx = rng.choice([-1, 1], 2) * rng.integers(4, 9, 2)
+    return np.roll(img, (int(dy), int(dx)), (0, 1))
 
 
 def _jpeg(img: np.ndarray, quality: int) -> np.ndarray:
@@ -102,8 +108,7 @@ def copy_of(hu_slice: np.ndarray, rng: np.random.Generator, size: int, kind: str
         img = rotate(img, rng.uniform(-HARD["rotation"], HARD["rotation"]), reshape=False, order=1, mode="nearest")
     if kind == "warped":
         img = _warp(img, rng)
-    dy, dx = rng.choice([-1, 1], 2) * rng.integers(4, 9, 2)
-    img = np.roll(img, (int(dy), int(dx)), (0, 1))
+    img = _shift(img, rng)
     img = gaussian_filter(img, HARD["blur"] if kind == "hard" else rng.uniform(0.0, 1.5 if kind == "warped" else 0.8))
     noise = {"hard": HARD["noise"], "warped": 6.0}.get(kind) or rng.uniform(2, 6)
     img = img + rng.normal(0, noise, img.shape)
