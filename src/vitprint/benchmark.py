@@ -309,6 +309,8 @@ def run_benchmark(scale_name: str, out: str | Path, families=None, sizes=None, s
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.json"
     results = json.loads(path.read_text()) if path.is_file() else {}
+    if results.get("task", "membership") != "membership":
+        raise VitprintError(f"{path} holds an attribution benchmark; choose another output folder", "out")
     if results.get("scale") not in (None, scale_name):
         raise VitprintError(f"{path} holds a '{results['scale']}' benchmark; choose another output folder", "out")
     if results.get("perturbed", perturbed) != perturbed:

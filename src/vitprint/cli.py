@@ -25,7 +25,7 @@ from vitprint.evaluation.verdict import LEAK
 
 log = logging.getLogger("vitprint")
 
-LOCKED = ("train", "pretrain", "train-generator", "detect", "bench", "demo")  # commands that write a run folder
+LOCKED = ("train", "pretrain", "train-generator", "detect", "attribute", "make-cohorts", "bench", "demo")  # commands that write a run folder
 
 
 # ---------------------------------------------------------------- option groups
@@ -75,13 +75,14 @@ def _add_optim(p: argparse.ArgumentParser, lr: float, wd: float, step: int, gamm
     g.add_argument("--gamma", type=float, default=gamma, help=f"learning-rate factor per step (default: {gamma})")
 
 
-def _add_data(p: argparse.ArgumentParser, val_fraction: float = 0.1) -> None:
+def _add_data(p: argparse.ArgumentParser, val_fraction: float | None = 0.1) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--window", help="CT window for DICOM/NIfTI: lung, mediastinum, bone or 'centre,width' in HU (default: each image's own range)")
     g.add_argument("--cache-dir", help="where decoded images are cached (default: $VITPRINT_CACHE or ~/.cache/vitprint)")
     g.add_argument("--no-cache", action="store_true", help="decode images every time")
     g.add_argument("--strict", action="store_true", help="stop on an unreadable image instead of skipping it with a warning")
-    g.add_argument("--val-fraction", type=float, default=val_fraction, help=f"fraction held out for validation when the data has no split (default: {val_fraction})")
+    if val_fraction is not None:  # only where something is trained on the images with a validation split
+        g.add_argument("--val-fraction", type=float, default=val_fraction, help=f"fraction held out for validation when the data has no split (default: {val_fraction})")
     g.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help=f"largest image read, in pixels; a larger file (a decompression bomb, a giant scan) is skipped as unreadable, or an error with --strict (default: {DEFAULT_MAX_PIXELS}, about 12000 x 12000)")
 
 
@@ -123,7 +124,7 @@ def _data_cfg(a):
     from vitprint.config import DataConfig
 
     return DataConfig(window=a.window, cache_dir=a.cache_dir, no_cache=a.no_cache, strict=a.strict,
-                      val_fraction=a.val_fraction, max_pixels=a.max_pixels)
+                      val_fraction=getattr(a, "val_fraction", DataConfig.val_fraction), max_pixels=a.max_pixels)
 
 
 # ---------------------------------------------------------------- commands
@@ -252,6 +253,43 @@ def cmd_detect(a) -> int:
     return 0
 
 
+def cmd_attribute(a) -> int:
+    from vitprint.api.attribute import AttributeConfig, attribute
+    from vitprint.attribution.layout import resolve_attribution
+
+    inputs = resolve_attribution(a.real, a.generated, a.dev_generated, a.dev, a.test)
+    cfg = AttributeConfig(out=a.out, method=a.method, image_size=a.image_size, k=a.k, none_rate=a.none_rate,
+                          folds=a.folds, n_boot=a.bootstrap, seed=a.seed, truth=a.truth, run_names=a.run_names,
+                          report=not a.no_report, force=a.force, command_line=shlex.join(["vitprint", *a.argv_used]))
+    s = attribute(inputs, cfg, _data_cfg(a))
+    for method, parts in s["results"].items():
+        for part, r in parts.items():
+            m, ci = r["metrics"], r["intervals"]
+            where = "labelled generated (cross-validated)" if part == "dev" and method == "classifier" else \
+                "labelled generated" if part == "dev" else "pool"
+            acc = f"{m['accuracy']:.3f}" + (f" [{ci['accuracy'][0]:.2f}, {ci['accuracy'][1]:.2f}]" if "accuracy" in ci else "")
+            print(f"{method:<10} on {where}: accuracy {acc}, macro-F1 {m['macro_f1']:.3f}, ARI {m['adjusted_rand']:.3f} "
+                  f"({m['n']} images)")
+    print(f"run file method: {s['method']} ({s['why']})")
+    none = s["none_of_these"]
+    if "pool_flagged" in none:
+        print(f"none of these: {none['pool_flagged']} of {s['counts']['pool']} pool images (threshold r {none['threshold']:.3f})")
+    for key in ("attribution", "run", "report"):
+        if key in s:
+            print(f"{key.replace('run', 'run file')}: {s[key]}")
+    return 0
+
+
+def cmd_make_cohorts(a) -> int:
+    from vitprint.attribution_bench import write_cohorts
+
+    truth = write_cohorts(a.out, subsets=a.subsets, per_subset=a.per_subset, n_dev=a.dev_images, n_pool=a.pool_images,
+                          hard=a.hard, size=a.size, gen_steps=a.gen_steps, family=a.family, seed=a.seed)
+    print(f"wrote {a.subsets} subsets to {a.out}: dev/real/<subset>/, dev/generated/<subset>/, test/generated/ "
+          f"(truth: {truth})")
+    return 0
+
+
 def _key_values(items: list[str]) -> dict:
     import yaml
 
@@ -343,10 +381,33 @@ def cmd_bench(a) -> int:
     from vitprint.benchmark import run_benchmark
     from vitprint.evaluation.bench_report import write_tables
 
+    membership_only = {"--families": a.families, "--sizes": a.sizes, "--no-speed": a.no_speed, "--no-null": a.no_null,
+                       "--perturb": a.perturb}
+    if a.task == "attribution":
+        given = [flag for flag, v in membership_only.items() if v]
+        if given:
+            raise VitprintError(f"{', '.join(given)} belong to the membership benchmark, not --task attribution")
+        return _bench_attribution(a)
+    if a.subsets:
+        raise VitprintError("--subsets belongs to the attribution benchmark (--task attribution)")
     results = run_benchmark(a.scale, a.out, a.families, a.sizes, a.seeds, speed=not a.no_speed, perturbed=a.perturb,
                             null_cells=not a.no_null)
     command = a.command_line or shlex.join(["vitprint", *a.argv_used])
     print(f"tables: {write_tables(results, command, Path(a.docs) if a.docs else None, Path(a.out))}")
+    print(f"results: {Path(a.out) / 'results.json'}")
+    return 0
+
+
+def _bench_attribution(a) -> int:
+    from vitprint.attribution_bench import markdown, run_attribution_benchmark
+    from vitprint.evaluation.bench_report import update_section
+
+    results = run_attribution_benchmark(a.scale, a.out, a.subsets, a.seeds)
+    text = markdown(results, a.command_line or shlex.join(["vitprint", *a.argv_used]))
+    print(text)
+    if a.docs:
+        update_section(Path(a.docs), f"attribution-{a.scale}", text, f"Attribution benchmark, {a.scale} scale")
+        print(f"tables: {a.docs}")
     print(f"results: {Path(a.out) / 'results.json'}")
     return 0
 
@@ -497,6 +558,52 @@ def _parser_detect(sub) -> None:
     p.set_defaults(func=cmd_detect)
 
 
+def _parser_attribute(sub) -> None:
+    p = sub.add_parser("attribute", help="say which real subset's generator made each generated image (Subtask 2)",
+                       description="Attribute each generated image to the subset of real images its generator was trained on. REAL holds one sub-folder per subset; labelled generated images (development) come the same way; the pool is a flat folder (attributed) or one sub-folder per subset (also evaluated). The challenge's layout is found with --dev (real/ and generated/ side by side) and --test (a flat generated/). Methods: nearest (k-NN vote among the real images), classifier (logistic regression trained on the labelled generated images, cross-validated), cluster (a Gaussian mixture of the pool matched to the subsets); an image far from every subset reads 'none' in attribution.csv. Writes attribution.csv, run.txt (<id>,<subset>), evaluation.json and report.html.")
+    g = p.add_argument_group("inputs")
+    g.add_argument("--dev", metavar="DIR", help="a development folder with real/<subset>/ and generated/<subset>/")
+    g.add_argument("--test", metavar="DIR", help="a test folder with a flat generated/ (the pool)")
+    g.add_argument("--real", metavar="DIR", help="real images, one sub-folder per subset")
+    g.add_argument("--dev-generated", metavar="DIR", help="labelled generated images, one sub-folder per subset")
+    g.add_argument("--generated", metavar="DIR", help="the pool to attribute: a flat folder, or one sub-folder per subset")
+    g.add_argument("--truth", metavar="CSV", help="the subset of each image of a flat pool (<id>,<subset> lines, the run file's form), to evaluate it")
+    g = p.add_argument_group("method")
+    g.add_argument("--method", choices=["auto", "nearest", "classifier", "cluster"], default="auto",
+                   help="what writes the run file: auto (the best accuracy on the labelled generated images; nearest without them) or one method (default: auto)")
+    g.add_argument("--k", type=int, default=5, help="neighbours in the nearest-subset vote (default: 5)")
+    g.add_argument("--none-rate", type=float, default=0.01, help="share of images known to come from a subset that would be called 'none of these' (default: 0.01)")
+    g.add_argument("--image-size", type=int, default=128, help="size images are read at (default: 128)")
+    g.add_argument("--folds", type=int, default=5, help="cross-validation folds of the classifier (default: 5)")
+    g.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for 95%% intervals (default: 1000; 0 turns them off)")
+    g.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    g = p.add_argument_group("outputs")
+    g.add_argument("--out", default="runs/attribute", help="output folder (default: runs/attribute)")
+    g.add_argument("--run-names", action="store_true", help="write file names instead of stems in the run file")
+    g.add_argument("--force", action="store_true", help="replace a run file in --out made with other inputs or settings")
+    g.add_argument("--no-report", action="store_true", help="skip the HTML report")
+    _add_data(p, val_fraction=None)
+    _add_common(p)
+    p.set_defaults(func=cmd_attribute)
+
+
+def _parser_make_cohorts(sub) -> None:
+    p = sub.add_parser("make-cohorts", help="write built-in attribution data: phantom cohorts, a generator per cohort",
+                       description="Write the attribution setting where the truth is known: SUBSETS cohorts of distinct phantom patients (by default each with its own scanner noise and grain, body build and mix of findings; with --hard they differ only by patient), a generator trained on each cohort, and its images split into labelled development images and a flat test pool. Layout: OUT/dev/real/<subset>/, OUT/dev/generated/<subset>/, OUT/test/generated/ and OUT/test_truth.csv.")
+    p.add_argument("--out", default="cohorts", help="output folder (default: cohorts)")
+    p.add_argument("--subsets", type=int, default=5, help="cohorts (default: 5, as in 2025)")
+    p.add_argument("--hard", action="store_true", help="cohorts that differ only by patient")
+    p.add_argument("--per-subset", type=int, default=24, help="real images per cohort (default: 24)")
+    p.add_argument("--dev-images", type=int, default=40, help="labelled generated images per cohort (default: 40)")
+    p.add_argument("--pool-images", type=int, default=40, help="pool images per cohort (default: 40)")
+    p.add_argument("--size", type=int, default=64, help="image size (default: 64)")
+    p.add_argument("--gen-steps", type=int, default=300, help="training steps of each generator (default: 300)")
+    p.add_argument("--family", choices=["dcgan", "vae"], default="vae", help="generator family (default: vae)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    _add_common(p)
+    p.set_defaults(func=cmd_make_cohorts)
+
+
 def _parser_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="metrics with confidence intervals for a run file or a scores file",
                        description="Accuracy, precision, recall, F1, Cohen's kappa (and for scores: ROC-AUC, average precision, TPR at 1%% and 0.1%% FPR, cross-validated decisions, permutation p-values and the verdict), each with a bootstrap 95%% interval.")
@@ -539,7 +646,9 @@ def _parser_train_generator(sub) -> None:
 def _parser_bench(sub) -> None:
     p = sub.add_parser("bench", help="membership benchmark: every detector across generators and training-set sizes",
                        description="Build the membership setting from scratch where the truth is known: for each generator family and member-set size, train the generator on fresh phantom members only, generate, run every detector and the combiner, and evaluate on a held-out half with thresholds fitted on the other half; repeat over seeds (mean and 95%% t-interval), with the verdict of 'vitprint detect' per cell. Per family, null-generator cells (a generator trained on other patients) check that every detector sits at chance there. Also measures scoring speed and memory against 1k/10k/100k generated images. Results accumulate in OUT/results.json, so an interrupted run continues where it stopped.")
+    p.add_argument("--task", choices=["membership", "attribution"], default="membership", help="membership (Subtask 1: which real images trained the generator) or attribution (Subtask 2: which cohort's generator made each image: K cohorts of phantom patients, a generator per cohort, every method's accuracy for each K in the easy and the hard case) (default: membership)")
     p.add_argument("--scale", choices=["toy", "cpu", "gpu"], default="cpu", help="toy (seconds), cpu (about an hour on 2 cores, tiny preset at 64 px) or gpu (seed preset at 256 px) (default: cpu)")
+    p.add_argument("--subsets", nargs="+", type=int, help="attribution only: the numbers of cohorts K (default: the scale's: 2 5)")
     p.add_argument("--out", default="runs/bench", help="working and results folder (default: runs/bench)")
     p.add_argument("--docs", metavar="MARKDOWN", help="write the tables into this markdown file (for example docs/benchmarks.md), replacing this scale's section")
     p.add_argument("--families", nargs="+", choices=["dcgan", "vae"], help="generator families (default: the scale's: dcgan vae)")
@@ -573,7 +682,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"vitprint {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in (_parser_demo, _parser_make_phantoms, _parser_pretrain, _parser_train, _parser_reconstruct, _parser_info, _parser_detect, _parser_evaluate, _parser_validate_run, _parser_train_generator, _parser_bench, _parser_generate):
+    for add in (_parser_demo, _parser_make_phantoms, _parser_pretrain, _parser_train, _parser_reconstruct, _parser_info, _parser_detect, _parser_attribute, _parser_make_cohorts, _parser_evaluate, _parser_validate_run, _parser_train_generator, _parser_bench, _parser_generate):
         add(sub)
     return parser
 

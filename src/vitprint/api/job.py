@@ -162,7 +162,7 @@ def detect(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, data: Data
         raise VitprintError(f"cannot write to the output folder {out}")
     stamp = _stamp(inputs, model_cfg, cfg)
     finish_swap(out)  # a job stopped while it replaced its outputs: finish that first
-    _check_overwrite(out, stamp, cfg.force)
+    check_overwrite(out, stamp, cfg.force)
     device = pick_device(cfg.device)
     size = model_cfg.image_size
     if cfg.autoencoder:
@@ -294,7 +294,7 @@ def _stamp(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig) -> str:
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
-def _check_overwrite(out: Path, stamp: str, force: bool) -> None:
+def check_overwrite(out: Path, stamp: str, force: bool) -> None:
     """A run file made with other settings is never replaced silently."""
     run, ev = out / "run.txt", out / "evaluation.json"
     if not run.is_file() or force:

@@ -11,6 +11,7 @@ in the dependent, posterior lung).
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +60,18 @@ def _vessels(rng, grid, lung_mask, hilum, side):
     return np.where(lung_mask, acc, 0.0)
 
 
-def phantom_hu(rng: np.random.Generator, label: str, size: int = 256) -> np.ndarray:
+@dataclass(frozen=True)
+class Scanner:
+    """What sets one cohort's images apart besides its patients: the scanner's noise (the scale of the white
+    noise, in HU, before it is grained), its grain (the noise's correlation length in pixels) and the
+    cohort's body build (a scale on the body outline). The defaults give the standard phantoms."""
+
+    noise: float = 45.0
+    grain: float = 0.8
+    build: float = 1.0
+
+
+def phantom_hu(rng: np.random.Generator, label: str, size: int = 256, scanner: Scanner = Scanner()) -> np.ndarray:
     """One ``(size, size)`` slice in Hounsfield units for class ``label``."""
     if label not in CLASSES:
         raise ValueError(f"unknown phantom class {label!r}")
@@ -68,7 +80,7 @@ def phantom_hu(rng: np.random.Generator, label: str, size: int = 256) -> np.ndar
     img = np.full((size, size), AIR, np.float32)
 
     # Patient build: size, shape, a small tilt and shift.
-    by, bx = rng.uniform(0.55, 0.66), rng.uniform(0.78, 0.9)
+    by, bx = rng.uniform(0.55, 0.66) * scanner.build, rng.uniform(0.78, 0.9) * scanner.build
     cy, cx = rng.uniform(-0.02, 0.06), rng.uniform(-0.04, 0.04)
     tilt = rng.normal(0, 0.04)
     body = _ellipse(yy, xx, cy, cx, by, bx, tilt)
@@ -137,7 +149,7 @@ def phantom_hu(rng: np.random.Generator, label: str, size: int = 256) -> np.ndar
 
     # Partial-volume blur, then noise with a CT-like fine grain.
     img = gaussian_filter(img, sigma=size / 256 * 0.7)
-    noise = gaussian_filter(rng.normal(0, 1, img.shape), sigma=0.8) * 45.0
+    noise = gaussian_filter(rng.normal(0, 1, img.shape), sigma=scanner.grain) * scanner.noise
     return img + noise.astype(np.float32)
 
 
@@ -156,10 +168,10 @@ def _place_lesion(rng, img, yy, xx, lungs, radius, lobes):
     img[mask & (lungs | (img > -500))] = SOFT - 5.0
 
 
-def phantom(rng: np.random.Generator, label: str, size: int = 256) -> np.ndarray:
+def phantom(rng: np.random.Generator, label: str, size: int = 256, scanner: Scanner = Scanner()) -> np.ndarray:
     """One slice as uint8 in the lung window (what a lung-window PNG holds)."""
     centre, width = WINDOWS["lung"]
-    hu = phantom_hu(rng, label, size)
+    hu = phantom_hu(rng, label, size, scanner)
     u = np.clip((hu - (centre - width / 2)) / width, 0.0, 1.0)
     return np.rint(u * 255).astype(np.uint8)
 

@@ -9,6 +9,7 @@ from sklearn import config_context
 from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import (
     accuracy_score,
+    adjusted_rand_score,
     auc,
     average_precision_score,
     cohen_kappa_score,
@@ -38,6 +39,28 @@ def classification_metrics(y_true, y_pred, n_classes: int) -> dict[str, float]:
         "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
         "kappa": kappa(y_true, y_pred, labels),
     }
+
+
+def attribution_metrics(y_true, y_pred, n_classes: int, n_boot: int = 1000, seed: int = 0,
+                        level: float = 0.95) -> dict:
+    """Accuracy, macro-F1, Cohen's kappa and the adjusted Rand index of integer subset labels, the confusion
+    matrix, and percentile bootstrap intervals of accuracy and macro-F1 (resampling images)."""
+    y_true, y_pred = np.asarray(y_true, int), np.asarray(y_pred, int)
+    out = {"metrics": {**classification_metrics(y_true, y_pred, n_classes),
+                       "adjusted_rand": float(adjusted_rand_score(y_true, y_pred)), "n": int(len(y_true))},
+           "confusion": confusion(y_true, y_pred, n_classes).tolist(), "intervals": {}}
+    if n_boot > 0 and len(y_true):
+        idx = np.random.default_rng(seed).integers(0, len(y_true), (n_boot, len(y_true)))
+        t, p = y_true[idx], y_pred[idx]
+        f1 = []
+        for c in range(n_classes):  # per class from counts; 0 where the class is absent from both, as sklearn's
+            tp, fp, fn = ((t == c) & (p == c)).sum(1), ((t != c) & (p == c)).sum(1), ((t == c) & (p != c)).sum(1)
+            den = 2 * tp + fp + fn
+            f1.append(np.divide(2 * tp, den, out=np.zeros(n_boot), where=den > 0))
+        alpha = (1 - level) / 2
+        for key, draws in (("accuracy", (t == p).mean(1)), ("macro_f1", np.mean(f1, 0))):
+            out["intervals"][key] = (float(np.quantile(draws, alpha)), float(np.quantile(draws, 1 - alpha)))
+    return out
 
 
 def confusion(y_true, y_pred, n_classes: int) -> np.ndarray:

@@ -1,4 +1,8 @@
-"""The challenge's run file: one ``<id>,<0|1>`` line per real test image, no header."""
+"""The challenge's run files, written and parsed here only.
+
+Subtask 1 (membership): one ``<id>,<0|1>`` line per real test image. Subtask 2
+(attribution): one ``<id>,<subset>`` line per generated test image. No header.
+"""
 
 from __future__ import annotations
 
@@ -17,14 +21,26 @@ def run_id(path: str | Path, names: bool = False) -> str:
 
 def write_run(path: str | Path, ids: list[str], labels, names: bool = False) -> Path:
     """Write the run file; ``ids`` are image paths or names, ``labels`` 0/1."""
+    return _write_lines(path, ids, [str(int(lab)) for lab in labels], names)
+
+
+def write_attribution_run(path: str | Path, ids: list[str], subsets: list[str], names: bool = False) -> Path:
+    """Write the attribution run file: ``<id>,<subset>`` per generated image."""
+    bad = [s for s in subsets if not s or any(c in s for c in ",\n\r")]
+    if bad:
+        raise VitprintError(f"the subset name {bad[0]!r} cannot be written in a run file (empty, a comma or a line break)")
+    return _write_lines(path, ids, list(subsets), names)
+
+
+def _write_lines(path: str | Path, ids: list[str], values: list[str], names: bool) -> Path:
     lines = []
     seen = set()
-    for i, lab in zip(ids, labels):
+    for i, value in zip(ids, values):
         rid = run_id(i, names)
         if rid in seen:
             raise VitprintError(f"two test images share the id {rid!r}; write file names instead of stems", "run_names")
         seen.add(rid)
-        lines.append(f"{rid},{int(lab)}")
+        lines.append(f"{rid},{value}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
@@ -44,7 +60,7 @@ def read_run(path: str | Path) -> list[tuple[int, str]]:
     try:
         text = data.decode("utf-16") if data[:2] in (b"\xff\xfe", b"\xfe\xff") else data.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise VitprintError(f"{path} is not a text file (expected UTF-8 '<id>,<0|1>' lines)") from None
+        raise VitprintError(f"{path} is not a text file (expected UTF-8 '<id>,<label>' lines)") from None
     lines = list(enumerate(text.splitlines(), 1))
     if not any(raw.strip() for _, raw in lines):
         raise VitprintError(f"{path} is empty")
@@ -53,19 +69,29 @@ def read_run(path: str | Path) -> list[tuple[int, str]]:
 
 def parse_run(path: str | Path) -> tuple[list[str], list[int]]:
     """Ids and 0/1 labels of a run file; any malformed or repeated line is an error naming its line."""
+    ids, labels = _parse_lines(path, ("0", "1"), "'<id>,<0|1>'", " (check it with 'vitprint validate-run')")
+    return ids, [int(v) for v in labels]
+
+
+def parse_attribution_run(path: str | Path, subsets: list[str]) -> tuple[list[str], list[str]]:
+    """Ids and subset names of an attribution run file (or a truth CSV in the same form)."""
+    return _parse_lines(path, tuple(subsets), f"'<id>,<subset>' with a subset among {', '.join(subsets)}", "")
+
+
+def _parse_lines(path, allowed: tuple[str, ...], form: str, hint: str) -> tuple[list[str], list[str]]:
     ids, labels, seen = [], [], {}
     for n, raw in read_run(path):
         if not raw.strip():
             continue
         parts = [p.strip() for p in raw.split(",")]
-        if len(parts) != 2 or parts[1] not in ("0", "1"):
-            raise VitprintError(f"{path} line {n}: expected '<id>,<0|1>', got {raw!r} (check it with 'vitprint validate-run')")
+        if len(parts) != 2 or parts[1] not in allowed:
+            raise VitprintError(f"{path} line {n}: expected {form}, got {raw!r}{hint}")
         key = Path(parts[0]).stem
         if key in seen:
             raise VitprintError(f"{path} line {n}: {parts[0]!r} repeats line {seen[key]}")
         seen[key] = n
         ids.append(parts[0])
-        labels.append(int(parts[1]))
+        labels.append(parts[1])
     return ids, labels
 
 
