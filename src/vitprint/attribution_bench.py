@@ -149,13 +149,13 @@ def run_cell(n_subsets: int, hard: bool, seed: int, scale: AttributionScale, wor
 
     (real, y_real), (dev, y_dev), (pool, y_pool) = stacked("real"), stacked("dev"), stacked("pool")
     space = FeatureSpace().fit(real)
-    f_real, f_dev, f_pool = space.transform(real), space.transform(dev), space.transform(pool)
+    f_real, f_dev, f_pool = space.describe(real), space.describe(dev), space.describe(pool)
     probas = method_probabilities(f_real, y_real, f_dev, y_dev, f_pool, n_subsets, AttributeConfig(seed=seed))
     methods = {m: attribution_metrics(y_pool, p["pool"].argmax(1), n_subsets, n_boot=0)["metrics"]
                for m, p in probas.items() if p["pool"] is not None}
     none = NoneOfThese().fit(best_correlation(f_dev, f_real), "dev")
     flagged_pool = float(none.predict(best_correlation(f_pool, f_real)).mean())
-    flagged_out = float(none.predict(best_correlation(space.transform(data["outsider"]), f_real)).mean())
+    flagged_out = float(none.predict(best_correlation(space.describe(data["outsider"]), f_real)).mean())
     return {"subsets": n_subsets, "hard": hard, "seed": seed, "methods": methods,
             "none_of_these": {"pool": flagged_pool, "outsider": flagged_out},
             "generator_seconds": t_gen, "seconds": time.perf_counter() - t0}

@@ -27,19 +27,19 @@ import numpy as np
 from sklearn.model_selection import StratifiedKFold
 
 from vitprint import __version__
-from vitprint.attribution.features import FeatureSpace
+from vitprint.attribution.features import Described, FeatureSpace
 from vitprint.attribution.layout import AttributionInputs
 from vitprint.api.job import check_overwrite
 from vitprint.attribution.methods import (
-    ANATOMY,
     METHODS,
     ClusterMatch,
     EmbeddingClassifier,
     NearestSubset,
     NoneOfThese,
     best_correlation,
+    registered_correlation,
 )
-from vitprint.config import DataConfig, check_image_size
+from vitprint.config import DataConfig
 from vitprint.data.imageset import ImageSet, atomic_write
 from vitprint.data.outputs import replaced_outputs
 from vitprint.data.runlock import run_lock
@@ -76,7 +76,9 @@ class AttributeConfig:
     def __post_init__(self) -> None:
         if self.method not in ("auto", *METHODS):
             raise VitprintError(f"method must be auto or one of {', '.join(METHODS)}, got {self.method!r}", "method")
-        check_image_size(self.image_size, 32, what="the attribution image size")
+        if not isinstance(self.image_size, int) or self.image_size < 32:
+            raise VitprintError(f"the attribution image size must be a whole number >= 32, got {self.image_size}",
+                                "image_size")
         if self.folds < 2:
             raise VitprintError(f"folds must be >= 2, got {self.folds}", "folds")
         if self.n_boot < 0:
@@ -142,20 +144,22 @@ def _cross_validated(features: np.ndarray, labels: np.ndarray, n_subsets: int, f
     return proba
 
 
-def method_probabilities(f_real, y_real, f_dev, y_dev, f_pool, n_subsets: int, cfg: AttributeConfig) -> dict[str, dict]:
+def method_probabilities(real: Described, y_real, dev: Described | None, y_dev, pool: Described | None,
+                         n_subsets: int, cfg: AttributeConfig) -> dict[str, dict]:
     """Per method: ``dev`` (probabilities on the labelled generated images: the classifier's out of fold)
     and ``pool`` (probabilities on the pool), each None where the method cannot run."""
-    nearest = NearestSubset(cfg.k).fit(f_real, y_real, n_subsets)
+    nearest = NearestSubset(cfg.k).fit(real, y_real, n_subsets)
     out: dict[str, dict] = {m: {"dev": None, "pool": None} for m in METHODS}
-    out["nearest"] = {"dev": None if f_dev is None else nearest.predict_proba(f_dev),
-                      "pool": None if f_pool is None else nearest.predict_proba(f_pool)}
-    if f_dev is not None:
-        out["classifier"]["dev"] = _cross_validated(f_dev, y_dev, n_subsets, cfg.folds, cfg.seed)
-        if f_pool is not None:
-            out["classifier"]["pool"] = EmbeddingClassifier(seed=cfg.seed).fit(f_dev, y_dev, n_subsets).predict_proba(f_pool)
-    for part, f in (("dev", f_dev), ("pool", f_pool)):
-        if f is not None and len(f) >= 2 * n_subsets:  # unsupervised: each set clustered on its own
-            out["cluster"][part] = ClusterMatch(seed=cfg.seed).fit(f, out["nearest"][part]).predict_proba(f)
+    out["nearest"] = {"dev": None if dev is None else nearest.predict_proba(dev),
+                      "pool": None if pool is None else nearest.predict_proba(pool)}
+    if dev is not None:
+        out["classifier"]["dev"] = _cross_validated(dev.features, y_dev, n_subsets, cfg.folds, cfg.seed)
+        if pool is not None:
+            clf = EmbeddingClassifier(seed=cfg.seed).fit(dev.features, y_dev, n_subsets)
+            out["classifier"]["pool"] = clf.predict_proba(pool.features)
+    for part, d in (("dev", dev), ("pool", pool)):
+        if d is not None and len(d) >= 2 * n_subsets:  # unsupervised: each set clustered on its own
+            out["cluster"][part] = ClusterMatch(seed=cfg.seed).fit(d.features, out["nearest"][part]).predict_proba(d.features)
     return out
 
 
@@ -200,11 +204,11 @@ def attribute(inputs: AttributionInputs, cfg: AttributeConfig, data: DataConfig 
              len(pool) if pool is not None else "no", n_subsets, ", ".join(subsets), len(real),
              f"; {len(dev)} labelled generated images" if dev is not None else "")
     space = FeatureSpace().fit(real.pixels)
-    f_real = space.transform(real.pixels)
+    f_real = space.describe(real.pixels)
     y_real = np.asarray(real.labels)
-    f_dev = None if dev is None else space.transform(dev.pixels)
+    f_dev = None if dev is None else space.describe(dev.pixels)
     y_dev = None if dev is None else np.asarray(dev.labels)
-    f_pool = None if pool is None else space.transform(pool.pixels)
+    f_pool = None if pool is None else space.describe(pool.pixels)
     probas = method_probabilities(f_real, y_real, f_dev, y_dev, f_pool, n_subsets, cfg)
     results: dict[str, dict] = {}
     for m, parts in probas.items():
@@ -229,7 +233,8 @@ def attribute(inputs: AttributionInputs, cfg: AttributeConfig, data: DataConfig 
     rows = []
     if pool is not None:
         proba = probas[method]["pool"]
-        best = best_correlation(f_pool, f_real)
+        corr, nearest = registered_correlation(f_pool.fine, f_real.fine)
+        best = corr[:, 0]
         flagged = none.predict(best)
         pick = proba.argmax(1)
         summary["none_of_these"]["pool_flagged"] = int(flagged.sum())
@@ -237,7 +242,7 @@ def attribute(inputs: AttributionInputs, cfg: AttributeConfig, data: DataConfig 
                  "run_subset": subsets[pick[i]], "probability": float(proba[i, pick[i]]),
                  "best_correlation": float(best[i]), "truth": "" if y_pool is None else subsets[y_pool[i]],
                  **{f"p_{s}": float(proba[i, k]) for k, s in enumerate(subsets)}} for i in range(len(pool))]
-    examples = _examples(pool, real, f_pool, f_real, probas[method]["pool"], subsets) if cfg.report and pool else None
+    examples = _examples(pool, real, best, nearest[:, 0], probas[method]["pool"], subsets) if cfg.report and pool else None
     with run_lock(out), replaced_outputs(out, OUTPUTS) as stage:
         if pool is not None:
             with open(stage / "attribution.csv", "w", newline="") as f:
@@ -256,10 +261,8 @@ def attribute(inputs: AttributionInputs, cfg: AttributeConfig, data: DataConfig 
     return summary
 
 
-def _examples(pool, real, f_pool, f_real, proba, subsets, k: int = 6) -> dict[str, Any]:
-    """The most and least confident pool images beside their nearest real image."""
-    sims = f_pool[:, :ANATOMY] @ f_real[:, :ANATOMY].T
-    near = sims.argmax(1)
+def _examples(pool, real, best, near, proba, subsets, k: int = 6) -> dict[str, Any]:
+    """The most and least confident pool images beside their best-correlated real image."""
     conf = proba.max(1)
     order = np.argsort(-conf, kind="stable")
     picks = {"most confident": order[:k], "least confident": order[::-1][:k]}
@@ -267,7 +270,7 @@ def _examples(pool, real, f_pool, f_real, proba, subsets, k: int = 6) -> dict[st
     def caption(i):
         j = near[i]
         return (f"{pool.ids[i]}: {subsets[proba[i].argmax()]} p={conf[i]:.2f}\n"
-                f"nearest {subsets[real.labels[j]]}/{real.ids[j]} r={sims[i, j]:.2f}")
+                f"nearest {subsets[real.labels[j]]}/{real.ids[j]} r={best[i]:.2f}")
 
     return {name: {"generated": np.asarray(pool.pixels[idx]), "real": np.asarray(real.pixels[near[idx]]),
                    "captions": [caption(i) for i in idx]} for name, idx in picks.items()}

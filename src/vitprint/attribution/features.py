@@ -11,6 +11,8 @@ do not count), the share of the field of view the body fills.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -19,7 +21,23 @@ from torchvision.transforms.functional import gaussian_blur
 from vitprint.errors import VitprintError
 
 THUMB = 32
+FINE = 64  # the size the registered correlation looks at: a 32 px thumbnail loses the patient
 BINS = 16
+
+
+@dataclass
+class Described:
+    """``features``: ``(N, 1024 + 22)`` anatomy and texture; ``fine``: ``(N, s, s)`` lightly blurred images at
+    ``min(64, S)`` px, for the registered correlation."""
+
+    features: np.ndarray
+    fine: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def take(self, idx) -> "Described":
+        return Described(self.features[idx], self.fine[idx])
 
 
 def _floats(pixels, start: int, stop: int) -> torch.Tensor:
@@ -34,6 +52,16 @@ def anatomy(pixels, batch: int = 512) -> np.ndarray:
         x = x - x.mean(1, keepdim=True)
         out.append(F.normalize(x, dim=1).numpy())
     return np.concatenate(out) if out else np.zeros((0, THUMB * THUMB), np.float32)
+
+
+def fine(pixels, batch: int = 512, sigma: float = 0.7) -> np.ndarray:
+    """uint8 ``(N, S, S)`` -> ``(N, s, s)`` float32 at ``s = min(64, S)``, blurred by ``sigma`` px so a sub-pixel
+    misalignment or a generator's noise moves the correlation little."""
+    size = min(FINE, pixels.shape[-1])
+    k = 2 * round(3 * sigma) + 1
+    out = [gaussian_blur(F.adaptive_avg_pool2d(_floats(pixels, s, s + batch), size), [k, k], [sigma, sigma])[:, 0].numpy()
+           for s in range(0, len(pixels), batch)]
+    return np.concatenate(out) if out else np.zeros((0, size, size), np.float32)
 
 
 def texture(pixels, batch: int = 256) -> np.ndarray:
@@ -73,3 +101,6 @@ class FeatureSpace:
     def transform(self, pixels) -> np.ndarray:
         t = (texture(pixels) - self.mean_) / self.scale_ * self.weight_
         return np.concatenate([anatomy(pixels), t.astype(np.float32)], 1)
+
+    def describe(self, pixels) -> Described:
+        return Described(self.transform(pixels), fine(pixels))

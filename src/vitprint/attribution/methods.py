@@ -4,8 +4,10 @@ Every method has the scikit-learn shape: ``fit(...)`` returns self and
 ``predict_proba(features)`` returns ``(N, K)`` probabilities, one column per
 subset in ``subsets`` order.
 
-- ``nearest``: a k-nearest-neighbour vote among the real images in the anatomy
-  block (a generator reproduces the patients it saw). Needs only the real subsets.
+- ``nearest``: a k-nearest-neighbour vote among the real images by registered
+  correlation (the images' best normalised correlation at 64 px over shifts
+  of up to ~9% of the field of view: a generator reproduces the patients it saw,
+  rarely in the same place). Needs only the real subsets.
 - ``classifier``: a regularised logistic regression on all features, trained
   on labelled generated images (a development set); it learns whatever tells
   the generators apart, the anatomy they copy and the texture they leave.
@@ -23,19 +25,72 @@ leave-one-out correlations, which is stated as the weaker calibration).
 from __future__ import annotations
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
 from sklearn.mixture import GaussianMixture
-from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from vitprint.attribution.features import THUMB
+from vitprint.attribution.features import THUMB, Described
 from vitprint.errors import VitprintError
 
 ANATOMY = THUMB * THUMB  # the anatomy block's width at the front of every feature vector
 METHODS = ("nearest", "classifier", "cluster")
+SHIFT = 0.09  # the largest shift searched each way, as a share of the field of view
+CANDIDATES = 32  # real images per generated image that the registered correlation is computed for
+
+
+def _unit(x: torch.Tensor, dim: int) -> torch.Tensor:
+    return F.normalize(x - x.mean(dim, keepdim=True), dim=dim)
+
+
+def _crops(x: torch.Tensor, shift: int) -> torch.Tensor:
+    """``(N, 1, s, s)`` -> ``(N, d)``: the centre, ``shift`` px in from each side, zero-mean and unit-norm."""
+    inner = x.shape[-1] - 2 * shift
+    return _unit(x[:, 0, shift:shift + inner, shift:shift + inner].flatten(1), 1)
+
+
+def _windows(x: torch.Tensor, shift: int) -> torch.Tensor:
+    """``(M, 1, s, s)`` -> ``(M, d, P)``: every window of the centre's size, zero-mean and unit-norm."""
+    return _unit(F.unfold(x, x.shape[-1] - 2 * shift), 1)
+
+
+def registered_correlation(fine: np.ndarray, real_fine: np.ndarray, exclude_self: bool = False,
+                           candidates: int = CANDIDATES, chunk: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """Each image's best normalised correlation with its ``candidates`` most similar real images, over shifts
+    of up to ``SHIFT`` of the field of view: ``(N, s, s)`` and ``(M, s, s)`` images (``Described.fine``) in,
+    ``(N, C)`` correlations and ``(N, C)`` real indices out, best first. The candidates come from the same
+    search on 16 px thumbnails against every real image (cheap, and a shift does not hide the source as it
+    does from a plain thumbnail comparison). With ``exclude_self`` (the images are the real ones) an image
+    is never its own candidate."""
+    a = torch.from_numpy(np.asarray(fine, np.float32))[:, None]
+    b = torch.from_numpy(np.asarray(real_fine, np.float32))[:, None]
+    c = min(candidates, len(b) - (1 if exclude_self else 0))
+    if c < 1:
+        raise VitprintError("comparing with the real images needs at least one other real image")
+    coarse_shift = 2  # of 16 px: 12% of the field of view
+    crops16 = _crops(F.adaptive_avg_pool2d(a, 16), coarse_shift)
+    windows16 = _windows(F.adaptive_avg_pool2d(b, 16), coarse_shift)
+    rows = max(1, 2 ** 26 // max(1, windows16.numel()))  # about 256 MB of correlations at a time
+    cand = torch.empty(len(a), c, dtype=torch.long)
+    for s in range(0, len(a), rows):
+        coarse = torch.einsum("nd,mdp->nmp", crops16[s:s + rows], windows16).amax(2)
+        if exclude_self:
+            own = torch.arange(s, min(s + rows, len(a)))
+            coarse[own - s, own] = -np.inf
+        cand[s:s + rows] = coarse.topk(c, dim=1).indices
+    shift = max(1, round(SHIFT * a.shape[-1]))
+    crop, inner = _crops(a, shift), a.shape[-1] - 2 * shift
+    best = torch.empty(len(a), c)
+    for s in range(0, len(a), chunk):
+        idx = cand[s:s + chunk]
+        windows = _windows(b[idx.flatten()], shift).view(len(idx), c, inner * inner, -1)
+        best[s:s + chunk] = torch.einsum("nd,ncdp->ncp", crop[s:s + chunk], windows).amax(2)
+    order = best.argsort(1, descending=True)
+    return best.gather(1, order).numpy(), cand.gather(1, order).numpy()
 
 
 def _check_labels(labels, n_subsets: int, what: str) -> np.ndarray:
@@ -47,21 +102,32 @@ def _check_labels(labels, n_subsets: int, what: str) -> np.ndarray:
 
 
 class NearestSubset:
-    """k-nearest-neighbour vote among the real images, by anatomy (cosine)."""
+    """k-nearest-neighbour vote among the real images, by registered correlation.
 
-    def __init__(self, k: int = 5):
+    Each of the ``k`` best-correlated real images votes with weight ``exp((r - r_best) / tau)``: a copy's
+    source, clearly above the rest, decides alone; several about equally close real images share the vote.
+    """
+
+    def __init__(self, k: int = 5, tau: float = 0.01):
         if k < 1:
             raise VitprintError(f"k must be >= 1, got {k}")
-        self.k = k
+        if tau <= 0:
+            raise VitprintError(f"tau must be > 0, got {tau}")
+        self.k, self.tau = k, tau
 
-    def fit(self, real_features: np.ndarray, real_labels, n_subsets: int) -> "NearestSubset":
-        y = _check_labels(real_labels, n_subsets, "the real images")
-        k = min(self.k, int(np.bincount(y).min()))
-        self.knn_ = KNeighborsClassifier(n_neighbors=k).fit(real_features[:, :ANATOMY], y)
+    def fit(self, real: Described, real_labels, n_subsets: int) -> "NearestSubset":
+        self.labels_ = _check_labels(real_labels, n_subsets, "the real images")
+        self.k_ = min(self.k, int(np.bincount(self.labels_).min()))
+        self.real_, self.n_subsets_ = real.fine, n_subsets
         return self
 
-    def predict_proba(self, features: np.ndarray) -> np.ndarray:
-        return self.knn_.predict_proba(features[:, :ANATOMY])
+    def predict_proba(self, images: Described) -> np.ndarray:
+        """``(N, K)``: each subset's share of the weighted vote of each image's ``k`` best-correlated real images."""
+        corr, idx = registered_correlation(images.fine, self.real_)
+        votes = self.labels_[idx[:, :self.k_]]
+        weight = np.exp((corr[:, :self.k_] - corr[:, :1]) / self.tau)
+        weight /= weight.sum(1, keepdims=True)
+        return np.stack([(weight * (votes == s)).sum(1) for s in range(self.n_subsets_)], 1)
 
 
 class EmbeddingClassifier:
@@ -109,13 +175,10 @@ class ClusterMatch:
         return self.gmm_.predict_proba(self.pca_.transform(features))[:, self.order_]
 
 
-def best_correlation(features: np.ndarray, real_features: np.ndarray, exclude_self: bool = False) -> np.ndarray:
-    """``(N,)`` the highest anatomy correlation of each image with any real image (itself left out with
-    ``exclude_self``, when ``features`` are the real images)."""
-    sims = features[:, :ANATOMY] @ real_features[:, :ANATOMY].T
-    if exclude_self:
-        np.fill_diagonal(sims, -np.inf)
-    return sims.max(1)
+def best_correlation(images: Described, real: Described, exclude_self: bool = False) -> np.ndarray:
+    """``(N,)`` the highest registered correlation of each image with any real image (itself left out with
+    ``exclude_self``, when the images are the real ones)."""
+    return registered_correlation(images.fine, real.fine, exclude_self)[0][:, 0]
 
 
 class NoneOfThese:
