@@ -52,12 +52,12 @@ class AttributionScale:
     seeds: int
     subsets: tuple[int, ...] = (2, 5)
     family: str = "vae"
-    batch_size: int = 8
+    batch_size: int = 16
 
 
 SCALES = {
     "toy": AttributionScale(32, 6, 6, 6, 4, 2, (2, 3)),  # seconds, for the tests
-    "cpu": AttributionScale(64, 24, 40, 40, 300, 3),
+    "cpu": AttributionScale(64, 16, 40, 40, 500, 3),  # about half an hour on 2 cores
     "gpu": AttributionScale(128, 64, 100, 100, 3000, 3, batch_size=32),
 }
 
@@ -110,12 +110,13 @@ def make_cohorts(n_subsets: int, scale: AttributionScale, hard: bool, seed: int,
     return data
 
 
-def write_cohorts(root: str | Path, subsets: int = 5, per_subset: int = 24, n_dev: int = 40, n_pool: int = 40,
-                  hard: bool = False, size: int = 64, gen_steps: int = 300, family: str = "vae", seed: int = 0) -> Path:
+def write_cohorts(root: str | Path, subsets: int = 5, per_subset: int = 16, n_dev: int = 40, n_pool: int = 40,
+                  hard: bool = False, size: int = 64, gen_steps: int = 500, family: str = "vae", seed: int = 0) -> Path:
     """Write the built-in attribution data in the challenge's layout; returns the pool's truth file."""
     if min(per_subset, n_dev, n_pool, gen_steps) < 1:
         raise VitprintError("images per subset, development and pool images, and generator steps must be >= 1")
-    scale = AttributionScale(size, per_subset, n_dev, n_pool, gen_steps, 1, (subsets,), family)
+    scale = dataclasses.replace(SCALES["cpu"], size=size, per_subset=per_subset, n_dev=n_dev, n_pool=n_pool,
+                                gen_steps=gen_steps, seeds=1, subsets=(subsets,), family=family)
     root = Path(root)
     with tempfile.TemporaryDirectory() as tmp:
         data = make_cohorts(subsets, scale, hard, seed, Path(tmp), outsider=False)
