@@ -187,7 +187,8 @@ def run_attribution_benchmark(scale_name: str, out: str | Path, subsets=None, se
         log.info("K=%d %s seed %d: %s (%.0f s)", k, "hard" if hard else "easy", seed,
                  ", ".join(f"{m} {v['accuracy']:.3f}" for m, v in cell["methods"].items()), cell["seconds"])
     results["summary"] = summarise(results["cells"])
-    results["finished"] = time.strftime("%Y-%m-%d %H:%M")
+    if todo or "finished" not in results:
+        results["finished"] = time.strftime("%Y-%m-%d %H:%M")
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(results, indent=2, default=float)))
     return results
 
