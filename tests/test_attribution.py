@@ -170,6 +170,7 @@ def test_attribute_end_to_end(challenge):
     assert len(rows) == 25
     ev = json.loads((challenge / "out" / "evaluation.json").read_text())
     assert ev["none_of_these"]["calibrated_on"] == "the labelled generated images"
+    assert ev["counts"]["pool_unread"] == []
     assert "Confusion matrix" in (challenge / "out" / "report.html").read_text()
     # Another method into the same folder is refused without --force (the run file would change silently).
     with pytest.raises(VitprintError, match="other inputs or settings"):
@@ -190,6 +191,16 @@ def test_labelled_pool_is_evaluated_and_a_pool_twin_of_a_dev_image_is_refused(ch
     twin = resolve_attribution(dev=challenge / "dev", generated=tmp_path / "twins")
     with pytest.raises(VitprintError, match="both labelled generated and in the pool"):
         attribute(twin, AttributeConfig(out=str(tmp_path / "o3"), image_size=SIZE, n_boot=0))
+
+
+def test_an_unreadable_pool_image_is_named_not_guessed(challenge, tmp_path):
+    (challenge / "test" / "generated" / "broken.png").write_bytes(b"not a png")
+    s = attribute(resolve_attribution(dev=challenge / "dev", test=challenge / "test"),
+                  AttributeConfig(out=str(tmp_path / "o"), image_size=SIZE, n_boot=0))
+    assert [p.endswith("broken.png") for p in s["counts"]["pool_unread"]] == [True]
+    ids, _ = parse_attribution_run(tmp_path / "o" / "run.txt", ["s0", "s1", "s2"])
+    assert len(ids) == 24 and "broken" not in ids
+    assert "could not be read" in (tmp_path / "o" / "report.html").read_text()
 
 
 def test_layout_errors(challenge, tmp_path):

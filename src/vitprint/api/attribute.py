@@ -198,6 +198,13 @@ def attribute(inputs: AttributionInputs, cfg: AttributeConfig, data: DataConfig 
     elif cfg.truth:
         raise VitprintError("a truth file labels the pool, and there is no pool", "truth")
     roles = _check_roles(real, dev, pool)
+    unread = []
+    if pool is not None:
+        read = {Path(q).resolve() for q in pool.paths}
+        unread = [str(f) for f in list_images(inputs.pool) if f.resolve() not in read]
+        if unread:
+            log.warning("%d pool image(s) could not be read and get no line in the run file: %s (--strict refuses "
+                        "instead)", len(unread), ", ".join(Path(f).name for f in unread[:5]))
     stamp = _stamp(inputs, cfg, data)
     check_overwrite(out, stamp, cfg.force)
     log.info("attributing %s generated images to %d subsets (%s) from %d real images%s",
@@ -227,7 +234,7 @@ def attribute(inputs: AttributionInputs, cfg: AttributeConfig, data: DataConfig 
         "vitprint": __version__, "command": cfg.command_line, "config_stamp": stamp, "subsets": subsets,
         "counts": {"real": np.bincount(y_real, minlength=n_subsets).tolist(),
                    "labelled_generated": None if dev is None else np.bincount(y_dev, minlength=n_subsets).tolist(),
-                   "pool": 0 if pool is None else len(pool), **roles},
+                   "pool": 0 if pool is None else len(pool), "pool_unread": unread, **roles},
         "method": method, "why": why, "results": results,
         "none_of_these": {"rate": cfg.none_rate, "threshold": none.threshold_, "calibrated_on": source}}
     rows = []

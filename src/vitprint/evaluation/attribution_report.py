@@ -42,6 +42,10 @@ def write_attribution_report(summary: dict, examples: dict | None, path: Path) -
              f"pool {summary['counts']['pool']} images.</p>",
              f"<p class='note'>The run file follows <b>{html.escape(summary['method'])}</b>: "
              f"{html.escape(summary['why'])}.</p>", "<h2>Methods</h2>", _table(summary)]
+    if summary["counts"].get("pool_unread"):
+        unread = summary["counts"]["pool_unread"]
+        parts.append(f"<p class='warn'>{len(unread)} pool image(s) could not be read and have no line in the run "
+                     f"file: {html.escape(', '.join(Path(f).name for f in unread[:10]))}.</p>")
     none = summary["none_of_these"]
     if "pool_flagged" in none:
         parts.append(f"<p><b>None of these:</b> {none['pool_flagged']} of {summary['counts']['pool']} pool images "
