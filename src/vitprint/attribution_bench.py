@@ -29,7 +29,7 @@ import numpy as np
 
 from vitprint.api.attribute import AttributeConfig, method_probabilities
 from vitprint.attribution.features import FeatureSpace
-from vitprint.attribution.methods import METHODS, NoneOfThese, best_correlation
+from vitprint.attribution.methods import METHODS, NoneOfThese, typicality
 from vitprint.benchmark import machine, mean_interval
 from vitprint.config import RunConfig
 from vitprint.data.imageset import ImageSet, atomic_write
@@ -154,9 +154,9 @@ def run_cell(n_subsets: int, hard: bool, seed: int, scale: AttributionScale, wor
     probas = method_probabilities(f_real, y_real, f_dev, y_dev, f_pool, n_subsets, AttributeConfig(seed=seed))
     methods = {m: attribution_metrics(y_pool, p["pool"].argmax(1), n_subsets, n_boot=0)["metrics"]
                for m, p in probas.items() if p["pool"] is not None}
-    none = NoneOfThese().fit(best_correlation(f_dev, f_real), "dev")
-    flagged_pool = float(none.predict(best_correlation(f_pool, f_real)).mean())
-    flagged_out = float(none.predict(best_correlation(space.describe(data["outsider"]), f_real)).mean())
+    known, values = typicality(f_dev.features, np.concatenate([f_pool.features, space.transform(data["outsider"])]))
+    flagged = NoneOfThese().fit(known, "dev").predict(values)
+    flagged_pool, flagged_out = float(flagged[:len(pool)].mean()), float(flagged[len(pool):].mean())
     return {"subsets": n_subsets, "hard": hard, "seed": seed, "methods": methods,
             "none_of_these": {"pool": flagged_pool, "outsider": flagged_out},
             "generator_seconds": t_gen, "seconds": time.perf_counter() - t0}

@@ -51,8 +51,10 @@ def _add_model(p: argparse.ArgumentParser, default_preset: str, weights: bool = 
     g.add_argument("--pretrained-hub", action="store_true", help="download the timm ViT's pretrained weights from the hub (needs internet; off by default)")
 
 
-def _add_run(p: argparse.ArgumentParser, out: str, epochs: int, batch: int) -> None:
+def _add_run(p: argparse.ArgumentParser, out: str, epochs: int, batch: int, compile_option: bool = True) -> None:
     g = p.add_argument_group("run")
+    if compile_option:
+        g.add_argument("--compile", action="store_true", help="compile the model with torch.compile (faster steps on a GPU after a minute of compiling; falls back to running it as it is, with one log line, where it cannot compile)")
     g.add_argument("--out", default=out, help=f"output folder for checkpoints, metrics and plots (default: {out})")
     g.add_argument("--epochs", type=int, default=epochs, help=f"epochs (default: {epochs})")
     g.add_argument("--batch-size", type=int, default=batch, help=f"batch size (default: {batch})")
@@ -63,7 +65,7 @@ def _add_run(p: argparse.ArgumentParser, out: str, epochs: int, batch: int) -> N
 
 
 def _add_device(g) -> None:
-    g.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32", help="fp32, or bf16/fp16 mixed precision (fp16 needs a GPU; default: fp32)")
+    g.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto", help="auto (bf16 mixed precision on a GPU that supports it, fp32 on the CPU), fp32, or bf16/fp16 mixed precision (fp16 needs a GPU; default: auto)")
     g.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto", help="where to run (default: auto, the first of cuda, mps, cpu)")
 
 
@@ -111,7 +113,8 @@ def _run_cfg(a):
     from vitprint.config import RunConfig
 
     return RunConfig(out=a.out, epochs=a.epochs, batch_size=a.batch_size, precision=a.precision,
-                     seed=a.seed, num_workers=a.num_workers, resume=a.resume, device=a.device)
+                     seed=a.seed, num_workers=a.num_workers, resume=a.resume, device=a.device,
+                     compile=getattr(a, "compile", False))
 
 
 def _optim_cfg(a):
@@ -273,7 +276,8 @@ def cmd_attribute(a) -> int:
     print(f"run file method: {s['method']} ({s['why']})")
     none = s["none_of_these"]
     if "pool_flagged" in none:
-        print(f"none of these: {none['pool_flagged']} of {s['counts']['pool']} pool images (threshold r {none['threshold']:.3f})")
+        print(f"none of these: {none['pool_flagged']} of {s['counts']['pool']} pool images ({none['measure']} below "
+              f"{none['threshold']:.3f})")
     for key in ("attribution", "run", "report"):
         if key in s:
             print(f"{key.replace('run', 'run file')}: {s[key]}")
@@ -636,7 +640,7 @@ def _parser_train_generator(sub) -> None:
     p.add_argument("--image-size", type=int, default=64, help="generated image size, a power of two >= 32 (default: 64)")
     p.add_argument("--z-dim", type=int, default=100, help="noise size (default: 100)")
     p.add_argument("--width", type=int, default=32, help="base channel width (default: 32)")
-    _add_run(p, "runs/generator", epochs=200, batch=32)
+    _add_run(p, "runs/generator", epochs=200, batch=32, compile_option=False)
     p.add_argument("--lr", type=float, help="Adam learning rate (default: 2e-4 with betas 0.5/0.999 for dcgan, 1e-3 for vae)")
     _add_data(p)
     _add_common(p)

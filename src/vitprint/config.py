@@ -16,7 +16,7 @@ import yaml
 from vitprint.errors import VitprintError
 
 POOLINGS = ("cls", "mean")
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def check_image_size(size: int, low: int = 32, high: int | None = None, what: str = "image_size") -> int:
@@ -88,6 +88,7 @@ class RunConfig:
     num_workers: int = 0
     resume: bool = False
     device: str = "auto"
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs < 1:

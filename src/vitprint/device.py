@@ -20,3 +20,11 @@ def pick_device(device: str = "auto") -> torch.device:
     if device == "mps" and not torch.backends.mps.is_available():
         raise VitprintError("device mps was asked for, but MPS is not available", "device")
     return torch.device(device)
+
+
+def pick_precision(precision: str, device: torch.device) -> str:
+    """``auto`` is bf16 on a CUDA GPU that supports it and fp32 elsewhere (on a CPU fp32 is the measured
+    better default); any other value is kept."""
+    if precision != "auto":
+        return precision
+    return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"

@@ -11,10 +11,10 @@ import torch
 from PIL import Image
 
 from vitprint.config import DataConfig, ModelConfig, from_dict
-from vitprint.data.dataset import to_model_range
+from vitprint.data.dataset import to_device
 from vitprint.data.imageset import ImageSet, atomic_write
 from vitprint.data.sources import read_folders, subset
-from vitprint.device import pick_device
+from vitprint.device import pick_device, pick_precision
 from vitprint.evaluation.plots import image_pairs
 from vitprint.errors import VitprintError
 from vitprint.progress import bar
@@ -45,7 +45,7 @@ class Reconstructions:
 
 
 def _autocast(device: torch.device, precision: str):
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(pick_precision(precision, device))
     return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
 
@@ -59,7 +59,7 @@ def reconstruct(model: Autoencoder, images: ImageSet, batch_size: int = 32, keep
         raise VitprintError(f"images are {pixels.shape[-1]} px but the model expects {model.cfg.image_size} px")
     mse, mae, kept = [], [], []
     for start in bar(range(0, len(pixels), batch_size), enabled=progress, desc="reconstructing", unit="batch"):
-        x = to_model_range(pixels[start:start + batch_size])[:, None].to(device)
+        x = to_device(pixels[start:start + batch_size], device)
         with _autocast(device, precision):
             y = model(x)
         diff = y.float() - x
@@ -78,7 +78,7 @@ def encode(encoder: torch.nn.Module, images: ImageSet, batch_size: int = 64, pre
     pixels = getattr(images, "pixels", images)
     out = []
     for start in bar(range(0, len(pixels), batch_size), enabled=progress, desc="encoding", unit="batch"):
-        x = to_model_range(pixels[start:start + batch_size])[:, None].to(device)
+        x = to_device(pixels[start:start + batch_size], device)
         with _autocast(device, precision):
             out.append(encoder(x).float().cpu().numpy())
     return np.concatenate(out)

@@ -38,6 +38,7 @@ from vitprint.attribution.methods import (
     NoneOfThese,
     best_correlation,
     registered_correlation,
+    typicality,
 )
 from vitprint.config import DataConfig
 from vitprint.data.imageset import ImageSet, atomic_write
@@ -225,10 +226,12 @@ def attribute(inputs: AttributionInputs, cfg: AttributeConfig, data: DataConfig 
                                                                       cfg.n_boot, cfg.seed)
     method, why = _choose(cfg, results, probas)
     if dev is not None:
-        known, source = best_correlation(f_dev, f_real), "the labelled generated images"
+        known, pool_value = typicality(f_dev.features, None if pool is None else f_pool.features)
+        measure, source = "typicality", "the labelled generated images (leave-one-out)"
     else:
-        known, source = best_correlation(f_real, f_real, exclude_self=True), \
-            "the real images' correlation with each other (no labelled generated images: a weaker calibration)"
+        known, pool_value = best_correlation(f_real, f_real, exclude_self=True), None
+        measure = "best correlation with a real image"
+        source = "the real images' correlation with each other (no labelled generated images: a weaker calibration)"
     none = NoneOfThese(cfg.none_rate).fit(known, source)
     summary: dict[str, Any] = {
         "vitprint": __version__, "command": cfg.command_line, "config_stamp": stamp, "subsets": subsets,
@@ -236,13 +239,14 @@ def attribute(inputs: AttributionInputs, cfg: AttributeConfig, data: DataConfig 
                    "labelled_generated": None if dev is None else np.bincount(y_dev, minlength=n_subsets).tolist(),
                    "pool": 0 if pool is None else len(pool), "pool_unread": unread, **roles},
         "method": method, "why": why, "results": results,
-        "none_of_these": {"rate": cfg.none_rate, "threshold": none.threshold_, "calibrated_on": source}}
+        "none_of_these": {"rate": cfg.none_rate, "measure": measure, "threshold": none.threshold_,
+                          "calibrated_on": source}}
     rows = []
     if pool is not None:
         proba = probas[method]["pool"]
         corr, nearest = registered_correlation(f_pool.fine, f_real.fine)
         best = corr[:, 0]
-        flagged = none.predict(best)
+        flagged = none.predict(best if pool_value is None else pool_value)
         pick = proba.argmax(1)
         summary["none_of_these"]["pool_flagged"] = int(flagged.sum())
         rows = [{"id": pool.ids[i], "path": str(pool.paths[i]), "predicted": NONE if flagged[i] else subsets[pick[i]],

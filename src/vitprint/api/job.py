@@ -65,7 +65,7 @@ class DetectConfig:
     ae_epochs: int = 10
     ae_batch_size: int = 32
     ae_lr: float = 1e-4
-    precision: str = "fp32"
+    precision: str = "auto"
     report: bool = True
     assume_prevalence: float | None = None
     force: bool = False

@@ -16,10 +16,15 @@ subset in ``subsets`` order.
   are matched one to one with subsets (Hungarian assignment) by how strongly
   each group's images vote for each subset in ``nearest``.
 
-``NoneOfThese`` flags an image whose best correlation with any real image is
-lower than what ``1 - rate`` of images known to come from one of the
-generators reach (the development set's, else the real images' own
-leave-one-out correlations, which is stated as the weaker calibration).
+``NoneOfThese`` flags an image that is less typical than ``1 - rate`` of the
+images known to come from one of the generators. With labelled generated
+images, typicality is the closeness to them in the features (an image from
+another generator carries another scanner's texture and another generator's
+traces, whatever it shows); the labelled images' own leave-one-out values
+calibrate it, and pool images from the same generators are exchangeable with
+them, so about ``rate`` of those are flagged. Without them, the best
+registered correlation with any real image stands in, calibrated on the real
+images' correlations with each other, which is stated as the weaker calibration.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from scipy.optimize import linear_sum_assignment
 from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
 from sklearn.mixture import GaussianMixture
+from sklearn.neighbors import NearestNeighbors
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -181,9 +187,27 @@ def best_correlation(images: Described, real: Described, exclude_self: bool = Fa
     return registered_correlation(images.fine, real.fine, exclude_self)[0][:, 0]
 
 
+def typicality(known: np.ndarray, images: np.ndarray | None = None, k: int = 5, dims: int = 16
+               ) -> tuple[np.ndarray, np.ndarray | None]:
+    """How typical each image is of the ``known`` images (features of labelled generated images): minus the
+    mean distance to its ``k`` nearest known images in the standardised features' leading principal
+    components. Returns the known images' own values (leave-one-out) and the ``images``' values."""
+    n = len(known)
+    if n < 3:
+        raise VitprintError(f"measuring typicality needs at least 3 labelled generated images, got {n}")
+    k = min(k, n - 1)
+    space = make_pipeline(StandardScaler(), PCA(max(1, min(dims, n - 1, known.shape[1])), random_state=0)).fit(known)
+    ref = space.transform(known)
+    neighbours = NearestNeighbors(n_neighbors=k + 1).fit(ref)
+    own = -neighbours.kneighbors(ref)[0][:, 1:].mean(1)  # the first neighbour is the image itself
+    if images is None:
+        return own, None
+    return own, -neighbours.kneighbors(space.transform(images), n_neighbors=k)[0].mean(1)
+
+
 class NoneOfThese:
-    """Calls an image "none of these" when its best correlation with the real images is below the
-    ``rate`` quantile of images known to come from the subsets' generators."""
+    """Calls an image "none of these" when its typicality (or best correlation with the real images) is
+    below the ``rate`` quantile of images known to come from the subsets' generators."""
 
     def __init__(self, rate: float = 0.01):
         if not 0 < rate < 1:
@@ -191,7 +215,7 @@ class NoneOfThese:
         self.rate = rate
 
     def fit(self, known: np.ndarray, source: str) -> "NoneOfThese":
-        """``known``: best correlations of images that do come from one of the subsets; ``source`` says which."""
+        """``known``: the values of images that do come from one of the subsets; ``source`` says which."""
         if len(known) < 2:
             raise VitprintError("calibrating 'none of these' needs at least 2 images known to belong to a subset")
         self.threshold_ = float(np.quantile(known, self.rate))

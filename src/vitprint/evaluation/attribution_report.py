@@ -49,9 +49,9 @@ def write_attribution_report(summary: dict, examples: dict | None, path: Path) -
     none = summary["none_of_these"]
     if "pool_flagged" in none:
         parts.append(f"<p><b>None of these:</b> {none['pool_flagged']} of {summary['counts']['pool']} pool images "
-                     f"correlate with no real image as well as {100 * (1 - none['rate']):.0f}% of the images known to "
-                     f"come from a subset's generator do (threshold r = {none['threshold']:.3f}, calibrated on "
-                     f"{html.escape(none['calibrated_on'])}). They keep their best subset in the run file, which "
+                     f"score lower in {html.escape(none['measure'])} than {100 * (1 - none['rate']):.0f}% of the "
+                     f"images known to come from a subset's generator (threshold {none['threshold']:.3f}, calibrated "
+                     f"on {html.escape(none['calibrated_on'])}). They keep their best subset in the run file, which "
                      "must name one, and read 'none' in attribution.csv.</p>")
     with tempfile.TemporaryDirectory() as tmp:
         if part:

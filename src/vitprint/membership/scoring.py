@@ -42,7 +42,7 @@ class ScoreConfig:
     latent_metric: str = "cosine"
     pixel_size: int = 64
     batch_size: int = 64
-    precision: str = "fp32"
+    precision: str = "auto"
     index: str = "auto"  # nearest-neighbour search: auto, exact, flat, ivf or hnsw (knn.INDEXES)
     extra: dict[str, Any] = field(default_factory=dict)  # detector-specific options (align_size=128, ...)
 

@@ -19,7 +19,8 @@ from vitprint.evaluation.plots import image_pairs, loss_curve
 from vitprint.inference import reconstruct
 from vitprint.models.autoencoder import Autoencoder
 from vitprint.training.checkpoint import init_encoder, load_checkpoint
-from vitprint.training.engine import Task, checkpoint_paths, fit, prepare_out, read_history
+from vitprint.device import pick_device
+from vitprint.training.engine import Task, adam, checkpoint_paths, fit, prepare_out, read_history
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,9 @@ def train_autoencoder(
     if freeze_encoder:
         model.encoder.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=optim.lr, weight_decay=optim.weight_decay)
+    if pick_device(run.device).type == "cuda":  # the decoder's convolutions run faster on NHWC tensors there
+        model.decoder.to(memory_format=torch.channels_last)
+    optimizer = adam(params, run, lr=optim.lr, weight_decay=optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=optim.step_size, gamma=optim.gamma)
     meta = {"kind": "autoencoder", "model": to_dict(model_cfg), "run": to_dict(run), "optim": to_dict(optim),
             "freeze_encoder": freeze_encoder, "encoder_init": encoder_path or vit_weights}

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from vitprint.data.copy_augment import CopyAugment
-from vitprint.data.dataset import to_model_range
+from vitprint.data.dataset import to_device
 from vitprint.errors import VitprintError
 from vitprint.models.copy_net import CopyNet
 from vitprint.progress import bar
@@ -68,7 +68,7 @@ def train_copy_net(pixels, cfg: ContrastiveConfig = ContrastiveConfig(), augment
             order, pos = rng.permutation(n), 0
         idx = np.sort(order[pos:pos + batch])
         pos += batch
-        x = to_model_range(np.asarray(pixels[idx]))[:, None].to(device, non_blocking=True)
+        x = to_device(np.asarray(pixels[idx]), device)
         loss = nt_xent(model.project(augment(x, gen)), model.project(augment(x, gen)), cfg.temperature)
         if not math.isfinite(loss.item()):
             raise VitprintError(f"the copy embedding's loss became {loss.item()} at step {len(losses) + 1}")
@@ -85,6 +85,6 @@ def train_copy_net(pixels, cfg: ContrastiveConfig = ContrastiveConfig(), augment
 def embed(model: CopyNet, pixels, batch_size: int = 256) -> np.ndarray:
     """``(N, dim)`` float32 unit-norm embeddings of uint8 ``(N, S, S)`` images."""
     device = next(model.parameters()).device
-    out = [model(to_model_range(np.asarray(pixels[s:s + batch_size]))[:, None].to(device)).cpu().numpy()
+    out = [model(to_device(np.asarray(pixels[s:s + batch_size]), device)).cpu().numpy()
            for s in range(0, len(pixels), batch_size)]
     return np.concatenate(out) if out else np.zeros((0, model.cfg["dim"]), np.float32)

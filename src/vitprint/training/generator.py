@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from vitprint.config import RunConfig, to_dict
-from vitprint.data.dataset import ImageTensors
+from vitprint.data.dataset import DeviceBatches, ImageTensors
 from vitprint.data.imageset import ImageSet
 from vitprint.data.phantoms import save_palette_png
 from vitprint.errors import VitprintError
@@ -137,9 +137,10 @@ def train_generator(images: ImageSet, run: RunConfig, family: str = "dcgan", z_d
         start = load_checkpoint(last_path, model, opts)["epoch"] + 1
     acc = make_accelerator(run)
     loader = DataLoader(ImageTensors(images), batch_size=run.batch_size, shuffle=True,
-                        drop_last=len(images) > run.batch_size, num_workers=run.num_workers)
+                        drop_last=len(images) > run.batch_size, num_workers=run.num_workers,
+                        pin_memory=acc.device.type == "cuda")
     prepared = acc.prepare(model, *opts.values(), loader)
-    model, loader = prepared[0], prepared[-1]
+    model, loader = prepared[0], DeviceBatches(prepared[-1], acc.device)
     opts = dict(zip(opts, prepared[1:-1]))
     raw = acc.unwrap_model(model)
     step, optimizer = (_gan_step(opts, acc), None) if family == "dcgan" else (_vae_step(), opts["vae"])

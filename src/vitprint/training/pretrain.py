@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from vitprint.config import DataConfig, ModelConfig, OptimConfig, RunConfig, to_dict
-from vitprint.data.dataset import ImageTensors
+from vitprint.data.dataset import DeviceBatches, ImageTensors, SeedAugment
 from vitprint.data.folders import class_tree
 from vitprint.data.sources import read_files
 from vitprint.evaluation.metrics import classification_metrics, confusion
@@ -20,7 +20,7 @@ from vitprint.evaluation.plots import confusion_plot, loss_curve
 from vitprint.models.autoencoder import Classifier
 from vitprint.training.checkpoint import init_encoder, load_checkpoint, save_weights
 from vitprint.device import pick_device
-from vitprint.training.engine import Task, checkpoint_paths, fit, prepare_out, read_history
+from vitprint.training.engine import Task, adam, checkpoint_paths, fit, prepare_out, read_history
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def pretrain(
     torch.manual_seed(run.seed)
     model = Classifier(model_cfg, len(classes), pretrained_hub=pretrained_hub)
     init_encoder(model.encoder, vit_weights=vit_weights)
-    optimizer = torch.optim.Adam(model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
+    optimizer = adam(model.parameters(), run, lr=optim.lr, weight_decay=optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=optim.step_size, gamma=optim.gamma)
     n_classes = len(classes)
     meta = {"kind": "classifier", "model": to_dict(model_cfg), "classes": classes,
@@ -90,17 +90,18 @@ def pretrain(
         save_weights(out / "encoder.safetensors", m.encoder,
                      {"kind": "encoder", "model": to_dict(model_cfg), "classes": classes, "epoch": record["epoch"]})
 
-    task = Task(step, evaluate, monitor="val_macro_f1", higher_is_better=True, meta=meta, on_best=on_best)
-    fit(model, optimizer, scheduler, ImageTensors(sets["train"], augment=augment),
-        ImageTensors(sets["valid"]), run, task)
+    task = Task(step, evaluate, monitor="val_macro_f1", higher_is_better=True, meta=meta, on_best=on_best,
+                augment=SeedAugment() if augment else None)
+    fit(model, optimizer, scheduler, ImageTensors(sets["train"]), ImageTensors(sets["valid"]), run, task)
 
     # Report the best epoch, reloaded, on validation (and test when there is one).
     _, best_path = checkpoint_paths(out)
     load_checkpoint(best_path, model)
-    model.to(pick_device(run.device)).eval()
+    device = pick_device(run.device)
+    model.to(device).eval()
     summary: dict[str, Any] = {"classes": classes, "encoder": str(out / "encoder.safetensors")}
     for name in [s for s in ("valid", "test") if s in sets]:
-        loader = torch.utils.data.DataLoader(ImageTensors(sets[name]), batch_size=run.batch_size)
+        loader = DeviceBatches(torch.utils.data.DataLoader(ImageTensors(sets[name]), batch_size=run.batch_size), device)
         with torch.no_grad():
             y, p, loss = _predict(model, loader)
         summary[name] = {"loss": loss, **classification_metrics(y, p, n_classes)}

@@ -1,0 +1,95 @@
+"""The fast path: uint8 batches scaled and augmented on the device, precision auto, compile with a fallback,
+fused Adam, and bf16 scoring that ranks as fp32 does."""
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import spearmanr
+from torch.utils.data import DataLoader
+
+from vitprint.benchmark import SCALES, patients
+from vitprint.config import RunConfig
+from vitprint.data.dataset import DeviceBatches, ImageTensors, SeedAugment, to_device
+from vitprint.data.imageset import ImageSet
+from vitprint.device import pick_precision
+from vitprint.inference import encode, reconstruct
+from vitprint.models.autoencoder import Autoencoder
+from vitprint.models.presets import model_config
+from vitprint.training.engine import adam, compiled
+
+
+def test_batches_stay_uint8_until_the_device_and_keep_their_labels():
+    px = np.arange(4 * 8 * 8, dtype=np.uint8).reshape(4, 8, 8)
+    item = ImageTensors(ImageSet(list("abcd"), [None] * 4, px, np.array([0, 1, 0, 1])))[1]
+    assert item[0].dtype == torch.uint8 and item[0].shape == (1, 8, 8) and item[1] == 1
+    loader = DataLoader(ImageTensors(ImageSet(list("abcd"), [None] * 4, px, np.array([0, 1, 0, 1]))), batch_size=2)
+    x, y = next(iter(DeviceBatches(loader, "cpu")))
+    assert x.dtype == torch.float32 and x.shape == (2, 1, 8, 8)
+    assert torch.allclose(x, torch.from_numpy(px[:2, None].astype(np.float32)) / 127.5 - 1)
+    assert y.tolist() == [0, 1]
+    assert len(DeviceBatches(loader, "cpu")) == 2
+    assert torch.equal(to_device(px, "cpu"), to_device(px, torch.device("cpu")))
+
+
+def test_seed_augment_changes_each_image_its_own_way_and_keeps_the_range():
+    torch.manual_seed(0)
+    x = torch.from_numpy(patients(0, 1, SCALES["toy"], 0)).float().div(127.5).sub(1)[:, None].repeat(6, 1, 1, 1)
+    y = SeedAugment()(x)
+    assert y.shape == x.shape and y.min() >= -1 and y.max() <= 1
+    assert not torch.allclose(y, x)
+    diffs = [(y[i] - y[0]).abs().mean().item() for i in range(1, 6)]
+    assert min(diffs) > 1e-3  # one image, six different draws
+
+
+def test_precision_auto_is_fp32_on_the_cpu_and_accepted_by_configs():
+    assert pick_precision("auto", torch.device("cpu")) == "fp32"
+    assert pick_precision("bf16", torch.device("cpu")) == "bf16"
+    assert RunConfig(precision="auto").precision == "auto"
+
+
+def test_compile_falls_back_in_one_line(monkeypatch, caplog):
+    model = torch.nn.Linear(3, 3)
+    assert compiled(model, RunConfig(compile=False)) is model
+
+    def broken(*a, **k):
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    with caplog.at_level(logging.WARNING, logger="vitprint.training.engine"):
+        assert compiled(model, RunConfig(compile=True)) is model
+    assert [r.getMessage() for r in caplog.records if "could not compile" in r.getMessage()]
+
+
+def test_fused_adam_takes_the_plain_adam_step():
+    torch.manual_seed(0)
+    a, b = torch.nn.Linear(16, 4), torch.nn.Linear(16, 4)
+    b.load_state_dict(a.state_dict())
+    fused = adam(a.parameters(), RunConfig(device="cpu"), lr=1e-2, weight_decay=1e-5)
+    plain = torch.optim.Adam(b.parameters(), lr=1e-2, weight_decay=1e-5)
+    assert fused.defaults["fused"]
+    x = torch.randn(8, 16)
+    for opt, m in ((fused, a), (plain, b)):
+        for _ in range(3):
+            m(x).pow(2).mean().backward()
+            opt.step()
+            opt.zero_grad()
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.allclose(p, q, atol=1e-6)
+
+
+@pytest.mark.parametrize("what", ["recon", "latent"])
+def test_bf16_scoring_ranks_the_benchmark_images_as_fp32_does(what):
+    px = patients(0, 48, SCALES["cpu"], 3)
+    torch.manual_seed(0)
+    model = Autoencoder(model_config("tiny", image_size=64, vit_img_size=64)).eval()
+    if what == "recon":
+        a = reconstruct(model, px, precision="fp32", progress=False).mse
+        b = reconstruct(model, px, precision="bf16", progress=False).mse
+    else:  # the latent detector ranks by distances between latents
+        iu = np.triu_indices(len(px), 1)
+        za, zb = (encode(model.encoder, px, precision=p, progress=False) for p in ("fp32", "bf16"))
+        a = np.linalg.norm(za[:, None] - za[None], axis=2)[iu]
+        b = np.linalg.norm(zb[:, None] - zb[None], axis=2)[iu]
+    assert spearmanr(a, b).statistic >= 0.999
