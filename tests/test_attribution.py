@@ -10,7 +10,14 @@ from sklearn.metrics import f1_score
 from vitprint.api.attribute import AttributeConfig, attribute
 from vitprint.attribution.features import FeatureSpace, anatomy, texture
 from vitprint.attribution.layout import resolve_attribution
-from vitprint.attribution.methods import ClusterMatch, EmbeddingClassifier, NearestSubset, NoneOfThese, best_correlation
+from vitprint.attribution.methods import (
+    ClusterMatch,
+    EmbeddingClassifier,
+    NearestSubset,
+    NoneOfThese,
+    best_correlation,
+    typicality,
+)
 from vitprint.attribution_bench import cohort, run_attribution_benchmark, scanners, summarise
 from vitprint.cli import main
 from vitprint.data.phantoms import Scanner, save_palette_png
@@ -110,6 +117,20 @@ def test_none_of_these_flags_images_of_no_subset():
         NoneOfThese(1.5)
 
 
+def test_typicality_flags_another_scanners_images_and_few_of_the_known_generators():
+    rng = np.random.default_rng(4)
+    parts = [cohort(i, 30, SIZE, Scanner(noise=30.0 + 20 * i), True, 5) for i in range(2)]
+    real = np.concatenate(parts)
+    space = FeatureSpace().fit(real)
+    known = space.transform(_copy(real[::2], rng))
+    same = space.transform(_copy(real[1::2], rng))  # exchangeable with the known images
+    other = space.transform(cohort(5, 30, SIZE, Scanner(noise=150.0, grain=2.0, build=0.8), True, 6))
+    own, values = typicality(known, np.concatenate([same, other]))
+    assert own.shape == (30,) and values.shape == (60,)
+    flagged = NoneOfThese(0.05).fit(own, "known").predict(values)
+    assert flagged[:30].mean() <= 0.2 and flagged[30:].mean() >= 0.8
+
+
 def test_attribution_metrics_by_hand():
     y, p = np.array([0, 0, 1, 1, 2, 2]), np.array([0, 1, 1, 1, 2, 0])
     r = attribution_metrics(y, p, 3, n_boot=300, seed=0)
@@ -169,7 +190,8 @@ def test_attribute_end_to_end(challenge):
     assert rows[0].startswith("id,path,predicted,run_subset,probability,best_correlation,truth,p_s0")
     assert len(rows) == 25
     ev = json.loads((challenge / "out" / "evaluation.json").read_text())
-    assert ev["none_of_these"]["calibrated_on"] == "the labelled generated images"
+    assert ev["none_of_these"]["measure"] == "typicality"
+    assert ev["none_of_these"]["calibrated_on"] == "the labelled generated images (leave-one-out)"
     assert ev["counts"]["pool_unread"] == []
     assert "Confusion matrix" in (challenge / "out" / "report.html").read_text()
     # Another method into the same folder is refused without --force (the run file would change silently).

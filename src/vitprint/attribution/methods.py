@@ -190,19 +190,28 @@ def best_correlation(images: Described, real: Described, exclude_self: bool = Fa
 def typicality(known: np.ndarray, images: np.ndarray | None = None, k: int = 5, dims: int = 16
                ) -> tuple[np.ndarray, np.ndarray | None]:
     """How typical each image is of the ``known`` images (features of labelled generated images): minus the
-    mean distance to its ``k`` nearest known images in the standardised features' leading principal
-    components. Returns the known images' own values (leave-one-out) and the ``images``' values."""
+    mean distance to its ``k`` nearest known images, with the anatomy block reduced to its ``dims`` leading
+    principal components and the texture block standardised, each block weighted to the same total variance
+    (1024 anatomy columns would otherwise drown 22 texture ones). Returns the known images' own values
+    (leave-one-out) and the ``images``' values."""
     n = len(known)
     if n < 3:
         raise VitprintError(f"measuring typicality needs at least 3 labelled generated images, got {n}")
     k = min(k, n - 1)
-    space = make_pipeline(StandardScaler(), PCA(max(1, min(dims, n - 1, known.shape[1])), random_state=0)).fit(known)
-    ref = space.transform(known)
+    blocks = [make_pipeline(StandardScaler(), PCA(max(1, min(dims, n - 1)), random_state=0)).fit(known[:, :ANATOMY]),
+              StandardScaler().fit(known[:, ANATOMY:])]
+
+    def embed(x):
+        parts = [b.transform(x[:, :ANATOMY] if i == 0 else x[:, ANATOMY:]) for i, b in enumerate(blocks)]
+        return np.concatenate([v / np.sqrt(max(float(ref.var(0).sum()), 1e-12)) for v, ref in zip(parts, refs)], 1)
+
+    refs = [blocks[0].transform(known[:, :ANATOMY]), blocks[1].transform(known[:, ANATOMY:])]
+    ref = embed(known)
     neighbours = NearestNeighbors(n_neighbors=k + 1).fit(ref)
     own = -neighbours.kneighbors(ref)[0][:, 1:].mean(1)  # the first neighbour is the image itself
     if images is None:
         return own, None
-    return own, -neighbours.kneighbors(space.transform(images), n_neighbors=k)[0].mean(1)
+    return own, -neighbours.kneighbors(embed(images), n_neighbors=k)[0].mean(1)
 
 
 class NoneOfThese:
