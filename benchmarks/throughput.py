@@ -9,9 +9,15 @@ Side by side in one run, on the same machine and data:
   interpolation to the ViT size, fp32, a plain loop, every batch decoded from PNG.
 
 Also measures the machine's matmul peak (fp32, bf16) and reports achieved
-GFLOP/s as a fraction of it. Usage::
+GFLOP/s as a fraction of it. vitprint's training rows read batches the way
+``vitprint train`` does (uint8 DataLoader, pinned, scaled on the device) and
+also run on one batch already on the device: the ratio is the input path's
+efficiency (1.0: the input never holds the device back). ``--compile both``
+adds torch.compile rows; ``--scoring SCALE`` adds the membership benchmark's
+scoring-speed part. Usage::
 
     python benchmarks/throughput.py --presets seed tiny --out docs/throughput.json
+    bash benchmarks/gpu_check.sh OUT          # the prepared GPU check (see README)
 """
 
 from __future__ import annotations
@@ -30,7 +36,9 @@ from PIL import Image
 from torch import nn
 from torchvision.models.vision_transformer import VisionTransformer
 
-from vitprint.data.dataset import to_model_range
+from torch.utils.data import DataLoader
+
+from vitprint.data.dataset import DeviceBatches, ImageTensors
 from vitprint.data.folders import list_images
 from vitprint.data.imageset import load_images
 from vitprint.data.phantoms import make_phantoms
@@ -106,7 +114,8 @@ def time_loop(step, n_batches: int, batch: int, device) -> float:
     return n_batches * batch / (time.perf_counter() - t)
 
 
-def bench_preset(name: str, files: list[Path], batch: int, steps: int, device: torch.device) -> list[dict]:
+def bench_preset(name: str, files: list[Path], batch: int, steps: int, device: torch.device,
+                 precisions=("fp32", "bf16"), compile_modes=(False,)) -> list[dict]:
     cfg = model_config(name)
     info = model_info(cfg)
     cached = load_images(files, cfg.image_size, cache_dir=Path(tempfile.mkdtemp()), show_progress=False)
@@ -116,82 +125,127 @@ def bench_preset(name: str, files: list[Path], batch: int, steps: int, device: t
         return [(i * batch + k) % n for k in range(batch)]
 
     rows = []
+    # vitprint's input path, as `vitprint train` reads: uint8 items, pinned on a GPU, scaled on the device.
+    loader = DataLoader(ImageTensors(cached), batch_size=batch, shuffle=True, drop_last=True,
+                        pin_memory=device.type == "cuda")
 
-    def run(label, model, get_x, precision, train):
+    def batches():
+        while True:
+            yield from DeviceBatches(loader, device)
+
+    def run(label, model, get_x, precision, train, compile_model=False):
         model = model.to(device).train(train)
-        opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+        if label == "vitprint" and device.type == "cuda":
+            model.decoder.to(memory_format=torch.channels_last)
+        fused = label == "vitprint" and device.type in ("cuda", "cpu")
+        opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=fused)
+        runner = torch.compile(model) if compile_model else model
         dtype = torch.bfloat16 if precision == "bf16" else None
 
-        def step(i):
-            x = get_x(i).to(device)
+        def step_on(x):
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 if train:
-                    loss = F.mse_loss(model(x).float(), x)
+                    loss = F.mse_loss(runner(x).float(), x)
                     loss.backward()
                     opt.step()
                     opt.zero_grad(set_to_none=True)
                 else:
                     with torch.no_grad():
-                        model(x)
+                        runner(x)
 
-        ips = time_loop(step, steps, batch, device)
+        ips = time_loop(lambda i: step_on(get_x(i).to(device)), steps, batch, device)
+        row = {"preset": name, "implementation": label, "mode": "train" if train else "inference",
+               "precision": precision, "compile": compile_model, "batch_size": batch, "images_per_s": ips}
+        if label == "vitprint" and train:  # the same steps on one batch already on the device: compute only
+            staged = get_x(0).to(device)
+            row["compute_only_images_per_s"] = time_loop(lambda i: step_on(staged), steps, batch, device)
+            row["input_efficiency"] = ips / row["compute_only_images_per_s"]
         gflop = info["train_step_gflop"] if train else info["autoencoder_gflop"]
-        rows.append({"preset": name, "implementation": label, "mode": "train" if train else "inference",
-                     "precision": precision, "images_per_s": ips, "gflop_per_image": gflop,
-                     "achieved_gflop_s": ips * gflop})
-        print(f"{name:5s} {label:11s} {'train' if train else 'infer':5s} {precision}: {ips:8.2f} img/s", flush=True)
+        row.update({"gflop_per_image": gflop, "achieved_gflop_s": ips * gflop})
+        rows.append(row)
+        print(f"{name:5s} {label:11s} {'train' if train else 'infer':5s} {precision} batch {batch}"
+              f"{' compiled' if compile_model else ''}: {ips:8.2f} img/s"
+              + (f" (input path {100 * row['input_efficiency']:.0f}% of compute-only)" if "input_efficiency" in row else ""),
+              flush=True)
 
-    ours_x = lambda i: to_model_range(cached.pixels[batch_idx(i)])[:, None]  # noqa: E731
+    stream = batches()
+    ours_x = lambda i: next(stream)  # noqa: E731
     seed_x = lambda i: decode_batch([files[k] for k in batch_idx(i)], cfg.image_size)  # noqa: E731
     for train in (True, False):
         torch.manual_seed(0)
         run("seed-style", seed_style_model(cfg), seed_x, "fp32", train)
-        for precision in ("fp32", "bf16"):
-            torch.manual_seed(0)
-            run("vitprint", Autoencoder(cfg), ours_x, precision, train)
+        for precision in precisions:
+            for compile_model in (compile_modes if precision == "bf16" else (False,)):  # the GPU default
+                torch.manual_seed(0)
+                run("vitprint", Autoencoder(cfg), ours_x, precision, train, compile_model)
     return rows
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--presets", nargs="+", default=["seed", "tiny"])
-    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--batch-sizes", "--batch-size", nargs="+", type=int, default=[8])
+    ap.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"])
+    ap.add_argument("--compile", choices=["off", "on", "both"], default="off", help="torch.compile rows (default: off)")
+    ap.add_argument("--images", type=int, default=16, help="phantom images per class to read (default: 16)")
+    ap.add_argument("--scoring", choices=["toy", "cpu", "gpu"], help="also run the membership benchmark's scoring-speed part at this scale")
     ap.add_argument("--steps", type=int, default=3, help="timed batches per measurement (after one warm-up)")
     ap.add_argument("--tiny-steps", type=int, default=20, help="timed batches for the tiny preset")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     ap.add_argument("--out", default="throughput.json")
+    ap.add_argument("--markdown", help="also write the table to this file")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     peak = {"fp32": matmul_peak(torch.float32, device), "bf16": matmul_peak(torch.bfloat16, device)}
     print(f"device {device}, matmul peak fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s", flush=True)
+    modes = {"off": (False,), "on": (True,), "both": (False, True)}[a.compile]
     with tempfile.TemporaryDirectory() as tmp:
-        make_phantoms(tmp, per_class=16, size=256, seed=0)
+        make_phantoms(tmp, per_class=a.images, size=256, seed=0)
         files = list_images(tmp)
         rows = []
         for name in a.presets:
             steps = a.tiny_steps if name == "tiny" else a.steps
-            rows += bench_preset(name, files, a.batch_size, steps, device)
+            for batch in a.batch_sizes:  # compiled rows at the largest batch only: each compile takes a while
+                rows += bench_preset(name, files, batch, steps, device, a.precisions,
+                                     modes if batch == max(a.batch_sizes) else (False,))
     for r in rows:
         r["fraction_of_peak"] = r["achieved_gflop_s"] / peak[r["precision"]]
     machine = torch.cuda.get_device_name() if device.type == "cuda" else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
     result = {"device": str(device), "machine": machine, "torch": torch.__version__, "matmul_peak_gflop_s": peak,
-              "batch_size": a.batch_size, "rows": rows}
+              "batch_sizes": a.batch_sizes, "rows": rows}
+    if a.scoring:
+        from vitprint.benchmark import SCALES, scoring_speed
+
+        result["scoring"] = {"scale": a.scoring, "rows": scoring_speed(SCALES[a.scoring], None, str(device))}
     Path(a.out).write_text(json.dumps(result, indent=2))
-    print(markdown(result))
+    table = markdown(result)
+    if a.markdown:
+        Path(a.markdown).write_text(table + "\n")
+    print(table)
 
 
 def markdown(result: dict) -> str:
-    lines = [f"Machine: {result['machine']} ({result['device']}), torch {result['torch']}, batch {result['batch_size']}; "
-             f"matmul peak fp32 {result['matmul_peak_gflop_s']['fp32']:.0f} GFLOP/s, bf16 {result['matmul_peak_gflop_s']['bf16']:.0f} GFLOP/s.",
-             "", "| preset | implementation | mode | precision | images/s | GFLOP/image | GFLOP/s | of peak | vs seed-style |",
-             "|---|---|---|---|---:|---:|---:|---:|---:|"]
-    base = {(r["preset"], r["mode"]): r["images_per_s"] for r in result["rows"] if r["implementation"] == "seed-style"}
+    batches = result.get("batch_sizes", [result.get("batch_size")])
+    lines = [f"Machine: {result['machine']} ({result['device']}), torch {result['torch']}, batch {', '.join(map(str, batches))}; "
+             f"matmul peak fp32 {result['matmul_peak_gflop_s']['fp32'] / 1000:.2f} TFLOP/s, bf16 "
+             f"{result['matmul_peak_gflop_s']['bf16'] / 1000:.2f} TFLOP/s.",
+             "", "| preset | batch | implementation | mode | precision | compile | images/s | GFLOP/image | TFLOP/s | of peak | vs seed-style | input path |",
+             "|---|---:|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    base = {(r["preset"], r["mode"], r.get("batch_size")): r["images_per_s"] for r in result["rows"]
+            if r["implementation"] == "seed-style"}
     for r in result["rows"]:
-        ratio = r["images_per_s"] / base[(r["preset"], r["mode"])]
-        lines.append(f"| {r['preset']} | {r['implementation']} | {r['mode']} | {r['precision']} | {r['images_per_s']:.2f} | "
-                     f"{r['gflop_per_image']:.2f} | {r['achieved_gflop_s']:.0f} | {100 * r['fraction_of_peak']:.0f}% | {ratio:.2f}x |")
+        ratio = r["images_per_s"] / base[(r["preset"], r["mode"], r.get("batch_size"))]
+        eff = f"{100 * r['input_efficiency']:.0f}%" if "input_efficiency" in r else "–"
+        lines.append(f"| {r['preset']} | {r.get('batch_size', '')} | {r['implementation']} | {r['mode']} | {r['precision']} | "
+                     f"{'on' if r.get('compile') else 'off'} | {r['images_per_s']:.2f} | {r['gflop_per_image']:.2f} | "
+                     f"{r['achieved_gflop_s'] / 1000:.3f} | {100 * r['fraction_of_peak']:.0f}% | {ratio:.2f}x | {eff} |")
+    for r in result.get("scoring", {}).get("rows", []):
+        if r is result["scoring"]["rows"][0]:
+            lines += ["", f"Scoring, the membership benchmark's part ({result['scoring']['scale']} scale):", "",
+                      "| detector | generated | real images/s | peak extra MB |", "|---|---:|---:|---:|"]
+        lines.append(f"| {r['detector']} | {r['generated']} | {r['real_per_s']:.0f} | {r['peak_extra_mb']:.0f} |")
     return "\n".join(lines)
 
 

@@ -93,3 +93,24 @@ def test_bf16_scoring_ranks_the_benchmark_images_as_fp32_does(what):
         a = np.linalg.norm(za[:, None] - za[None], axis=2)[iu]
         b = np.linalg.norm(zb[:, None] - zb[None], axis=2)[iu]
     assert spearmanr(a, b).statistic >= 0.999
+
+
+def test_the_prepared_gpu_check_runs_shrunk_on_the_cpu(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path), "VITPRINT_QUIET": "1"}
+    done = subprocess.run(["bash", str(root / "benchmarks" / "gpu_check.sh"), "--small", str(tmp_path / "out")],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "card: no GPU (CPU)" in done.stdout
+    result = json.loads((tmp_path / "out" / "throughput.json").read_text())
+    modes = {(r["implementation"], r["mode"], r["precision"]) for r in result["rows"]}
+    assert ("seed-style", "train", "fp32") in modes and ("vitprint", "inference", "bf16") in modes
+    assert all(0 < r["fraction_of_peak"] for r in result["rows"])
+    assert any("input_efficiency" in r for r in result["rows"])
+    assert {r["detector"] for r in result["scoring"]["rows"]} == {"pixel_nn", "latent_nn"}
+    assert "| preset | batch |" in (tmp_path / "out" / "throughput.md").read_text()

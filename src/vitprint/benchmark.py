@@ -269,6 +269,7 @@ def scoring_speed(scale: Scale, encoder: str | None, device: str = "cpu") -> lis
 
     enc = ViTEncoder(cfg).eval()
     init_encoder(enc, encoder_path=encoder)
+    enc.to(device)
     rng = np.random.default_rng(0)
     queries = ImageSet.from_pixels(rng.integers(0, 256, (scale.speed_queries, scale.image_size, scale.image_size), dtype=np.uint8), "q")
     t = time.perf_counter()
