@@ -118,6 +118,8 @@ def write_cohorts(root: str | Path, subsets: int = 5, per_subset: int = 16, n_de
     scale = dataclasses.replace(SCALES["cpu"], size=size, per_subset=per_subset, n_dev=n_dev, n_pool=n_pool,
                                 gen_steps=gen_steps, seeds=1, subsets=(subsets,), family=family)
     root = Path(root)
+    if root.exists() and any(not q.name.startswith(".") for q in root.iterdir()):  # old images would mix in
+        raise VitprintError(f"{root} is not empty; write the cohorts into a new folder", "out")
     with tempfile.TemporaryDirectory() as tmp:
         data = make_cohorts(subsets, scale, hard, seed, Path(tmp), outsider=False)
     names = [f"subset{k + 1}" for k in range(subsets)]
@@ -166,6 +168,8 @@ def run_attribution_benchmark(scale_name: str, out: str | Path, subsets=None, se
     """Run (or continue) the attribution benchmark; results accumulate in ``out/results.json``."""
     if scale_name not in SCALES:
         raise VitprintError(f"scale must be one of {', '.join(SCALES)}, got {scale_name!r}")
+    if subsets and min(subsets) < 2:
+        raise VitprintError(f"attribution needs at least 2 subsets, got {min(subsets)}", "subsets")
     scale = dataclasses.replace(SCALES[scale_name], subsets=tuple(subsets or SCALES[scale_name].subsets),
                                 seeds=seeds or SCALES[scale_name].seeds)
     out = Path(out)

@@ -273,7 +273,10 @@ def cmd_attribute(a) -> int:
             acc = f"{m['accuracy']:.3f}" + (f" [{ci['accuracy'][0]:.2f}, {ci['accuracy'][1]:.2f}]" if "accuracy" in ci else "")
             print(f"{method:<10} on {where}: accuracy {acc}, macro-F1 {m['macro_f1']:.3f}, ARI {m['adjusted_rand']:.3f} "
                   f"({m['n']} images)")
-    print(f"run file method: {s['method']} ({s['why']})")
+    if s["counts"]["pool"]:
+        print(f"run file method: {s['method']} ({s['why']})")
+    else:
+        print(f"no pool: nothing attributed; the most accurate method here: {s['method']} ({s['why']})")
     none = s["none_of_these"]
     if "pool_flagged" in none:
         print(f"none of these: {none['pool_flagged']} of {s['counts']['pool']} pool images ({none['measure']} below "
@@ -651,7 +654,7 @@ def _parser_bench(sub) -> None:
     p = sub.add_parser("bench", help="membership benchmark: every detector across generators and training-set sizes",
                        description="Build the membership setting from scratch where the truth is known: for each generator family and member-set size, train the generator on fresh phantom members only, generate, run every detector and the combiner, and evaluate on a held-out half with thresholds fitted on the other half; repeat over seeds (mean and 95%% t-interval), with the verdict of 'vitprint detect' per cell. Per family, null-generator cells (a generator trained on other patients) check that every detector sits at chance there. Also measures scoring speed and memory against 1k/10k/100k generated images. Results accumulate in OUT/results.json, so an interrupted run continues where it stopped.")
     p.add_argument("--task", choices=["membership", "attribution"], default="membership", help="membership (Subtask 1: which real images trained the generator) or attribution (Subtask 2: which cohort's generator made each image: K cohorts of phantom patients, a generator per cohort, every method's accuracy for each K in the easy and the hard case) (default: membership)")
-    p.add_argument("--scale", choices=["toy", "cpu", "gpu"], default="cpu", help="toy (seconds), cpu (about an hour on 2 cores, tiny preset at 64 px) or gpu (seed preset at 256 px) (default: cpu)")
+    p.add_argument("--scale", choices=["toy", "cpu", "gpu"], default="cpu", help="toy (seconds), cpu or gpu. Membership: cpu is about an hour on 2 cores (tiny preset, 64 px), gpu the seed preset at 256 px. Attribution: cpu is about 45 minutes on 2 cores (64 px, 500 generator steps), gpu 128 px and 3000 steps (default: cpu)")
     p.add_argument("--subsets", nargs="+", type=int, help="attribution only: the numbers of cohorts K (default: the scale's: 2 5)")
     p.add_argument("--out", default="runs/bench", help="working and results folder (default: runs/bench)")
     p.add_argument("--docs", metavar="MARKDOWN", help="write the tables into this markdown file (for example docs/benchmarks.md), replacing this scale's section")

@@ -42,7 +42,7 @@ from vitprint.attribution.methods import (
 )
 from vitprint.config import DataConfig
 from vitprint.data.imageset import ImageSet, atomic_write
-from vitprint.data.outputs import replaced_outputs
+from vitprint.data.outputs import finish_swap, replaced_outputs
 from vitprint.data.runlock import run_lock
 from vitprint.data.sources import read_files, read_folders
 from vitprint.data.folders import list_images
@@ -84,6 +84,10 @@ class AttributeConfig:
             raise VitprintError(f"folds must be >= 2, got {self.folds}", "folds")
         if self.n_boot < 0:
             raise VitprintError(f"bootstrap resamples must be >= 0, got {self.n_boot}", "bootstrap")
+        if self.k < 1:
+            raise VitprintError(f"k must be >= 1, got {self.k}", "k")
+        if not 0 < self.none_rate < 1:
+            raise VitprintError(f"the none-of-these rate must be in (0, 1), got {self.none_rate}", "none_rate")
 
 
 def read_labelled(folders: dict[str, Path], subsets: list[str], size: int, data: DataConfig, what: str) -> ImageSet:
@@ -171,8 +175,9 @@ def _choose(cfg: AttributeConfig, results: dict[str, dict], probas: dict[str, di
             need = {"classifier": "labelled generated images", "cluster": "a pool of at least 2 images per subset"}
             raise VitprintError(f"the {cfg.method} method needs {need.get(cfg.method, 'a pool')}", "method")
         return cfg.method, "asked for"
+    has_pool = probas["nearest"]["pool"] is not None
     scored = {m: r["dev"]["metrics"]["accuracy"] for m, r in results.items()
-              if r.get("dev") and probas[m]["pool"] is not None}
+              if r.get("dev") and (probas[m]["pool"] is not None or not has_pool)}
     if not scored:
         return "nearest", "no labelled generated images to compare the methods on: the nearest real subset"
     best = max(METHODS, key=lambda m: scored.get(m, -1.0))
@@ -207,6 +212,7 @@ def attribute(inputs: AttributionInputs, cfg: AttributeConfig, data: DataConfig 
             log.warning("%d pool image(s) could not be read and get no line in the run file: %s (--strict refuses "
                         "instead)", len(unread), ", ".join(Path(f).name for f in unread[:5]))
     stamp = _stamp(inputs, cfg, data)
+    finish_swap(out)  # a swap a crash interrupted is completed before the old outputs are read
     check_overwrite(out, stamp, cfg.force)
     log.info("attributing %s generated images to %d subsets (%s) from %d real images%s",
              len(pool) if pool is not None else "no", n_subsets, ", ".join(subsets), len(real),

@@ -193,7 +193,8 @@ def typicality(known: np.ndarray, images: np.ndarray | None = None, k: int = 5, 
     mean distance to its ``k`` nearest known images, with the anatomy block reduced to its ``dims`` leading
     principal components and the texture block standardised, each block weighted to the same total variance
     (1024 anatomy columns would otherwise drown 22 texture ones). Returns the known images' own values
-    (leave-one-out) and the ``images``' values."""
+    (each image's neighbours exclude itself; the scaling and components are fitted on all known images)
+    and the ``images``' values."""
     n = len(known)
     if n < 3:
         raise VitprintError(f"measuring typicality needs at least 3 labelled generated images, got {n}")

@@ -20,31 +20,33 @@ from vitprint.data.imageset import ImageSet
 
 
 def seed_augmentation() -> nn.Module:
-    """The seed's augmentations, batched on any device: ``(B, 1, H, W)`` in [0, 1] -> the same, each image
-    changed at random (affine, brightness/contrast jitter with p=0.8, Gaussian blur)."""
+    """The seed's augmentations (torchvision's RandomAffine with nearest resampling, ColorJitter of brightness
+    and contrast with p=0.8, GaussianBlur 3x3), batched on any device: ``(B, 1, H, W)`` in [0, 1] -> the
+    same, each image changed at random."""
     import kornia.augmentation as K
 
     return nn.Sequential(
-        K.RandomAffine(degrees=10, translate=(0.05, 0.05), scale=(0.95, 1.05), shear=5, p=1.0),
-        K.ColorJiggle(brightness=0.2, contrast=0.2, p=0.8),
+        K.RandomAffine(degrees=10, translate=(0.05, 0.05), scale=(0.95, 1.05), shear=5, p=1.0, resample="nearest"),
+        K.ColorJitter(brightness=0.2, contrast=0.2, p=0.8),  # multiplicative brightness, as torchvision's
         K.RandomGaussianBlur((3, 3), sigma=(0.1, 2.0), p=1.0),
     )
 
 
 class SeedAugment(nn.Module):
     """The seed's pretraining augmentations on a batch in [-1, 1]: the above in [0, 1], then random erasing
-    (p=0.5, 2-10% of the area) with a mid-gray patch."""
+    (p=0.5, 2-10% of the area) of a patch filled with standard normal noise (torchvision's value="random")."""
 
     def __init__(self):
         super().__init__()
         import kornia.augmentation as K
 
         self.transforms = seed_augmentation()
-        self.erase = K.RandomErasing(scale=(0.02, 0.1), p=0.5, value=0.0)
+        self.erase = K.RandomErasing(scale=(0.02, 0.1), p=0.5, value=0.0)  # draws where to erase, on a mask
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.transforms((x + 1) / 2).clamp_(0, 1) * 2 - 1
-        return self.erase(x)
+        hole = self.erase(torch.ones_like(x)) < 0.5
+        return torch.where(hole, torch.randn_like(x), x)
 
 
 def to_model_range(u8: np.ndarray | torch.Tensor) -> torch.Tensor:

@@ -65,21 +65,32 @@ def adam(params, run: RunConfig, lr: float, weight_decay: float = 0.0, **kw) -> 
                             fused=pick_device(run.device).type in ("cuda", "cpu"), **kw)
 
 
+class _CompiledOrEager(nn.Module):
+    """Runs ``torch.compile(model)``; the first call that fails (compilation happens then, not when
+    ``torch.compile`` returns) logs one line and every call from then on runs the model as it is."""
+
+    def __init__(self, model: nn.Module, fast):
+        super().__init__()
+        self.model, self.fast, self.failed = model, fast, False
+
+    def forward(self, *args, **kwargs):
+        if not self.failed:
+            try:
+                return self.fast(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 (a missing compiler, an unsupported operation: never stop)
+                self.failed = True
+                log.warning("could not compile the model (%s: %s); running it as it is", type(exc).__name__,
+                            str(exc).splitlines()[0] if str(exc) else "")
+        return self.model(*args, **kwargs)
+
+
 def compiled(model: nn.Module, run: RunConfig) -> nn.Module:
-    """``torch.compile(model)`` with ``run.compile``; where it cannot compile, the model as it is, said in one
-    log line (a missing compiler or an unsupported operation must not stop a run)."""
+    """With ``run.compile``, the model compiled by torch.compile, falling back to the model as it is (in one
+    log line) where it cannot compile; otherwise the model itself."""
     if not run.compile:
         return model
-    import torch._dynamo
-
-    torch._dynamo.config.suppress_errors = True  # a graph that fails to compile runs eagerly instead
-    try:
-        out = torch.compile(model)
-        log.info("compiled the model with torch.compile")
-        return out
-    except Exception as exc:  # noqa: BLE001 (any backend failure: fall back, never stop)
-        log.warning("could not compile the model (%s: %s); running it eagerly", type(exc).__name__, exc)
-        return model
+    log.info("compiling the model with torch.compile (the first steps take longer)")
+    return _CompiledOrEager(model, torch.compile(model))
 
 
 def prepare_out(run: RunConfig) -> Path:
@@ -180,6 +191,7 @@ def fit(
         if acc.is_main_process:
             append_record(out, record)
             meta = {**task.meta, "epoch": epoch, "best": best, "monitor": task.monitor,
+                    "precision_used": pick_precision(run.precision, acc.device),
                     "scheduler": scheduler.state_dict(), "metrics": record}
             raw = acc.unwrap_model(model)
             save_checkpoint(last_path, raw, optimizer, meta)
