@@ -50,7 +50,7 @@ def test_make_phantoms_pretrain_train_reconstruct(tmp_path, capsys):
     ("resume: 'no'", "resume: 'no' is not true or false"),
     ("strict: 'false'", "strict: 'false' is not true or false"),
     ("lr: fast", "lr: 'fast' is not a number"),
-    ("precision: fp64", "precision: 'fp64' is not one of fp32, bf16, fp16"),
+    ("precision: fp64", "precision: 'fp64' is not one of auto, fp32, bf16, fp16"),
     ("window: 40", "window: 40 is not a string (quote it)"),
     ("seed: null", "seed: None is not a value"),
 ])

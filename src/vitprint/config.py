@@ -83,7 +83,7 @@ class RunConfig:
     out: str = "runs/run"
     epochs: int = 10
     batch_size: int = 64
-    precision: str = "fp32"
+    precision: str = "auto"
     seed: int = 0
     num_workers: int = 0
     resume: bool = False
