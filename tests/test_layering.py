@@ -12,10 +12,10 @@ LEAVES = ("evaluation.metrics", "evaluation.plots")
 LAYERS = [
     ("errors", "progress", "device", "config", "data", "models", *LEAVES),
     ("training", "inference"),
-    ("membership", "detection"),
+    ("membership", "detection", "attribution"),
     ("evaluation",),
     ("api",),
-    ("cli", "demo", "benchmark", "__main__", "__init__"),
+    ("cli", "demo", "benchmark", "attribution_bench", "__main__", "__init__"),
 ]
 
 

@@ -114,7 +114,7 @@ def _run_cfg(a):
 
     return RunConfig(out=a.out, epochs=a.epochs, batch_size=a.batch_size, precision=a.precision,
                      seed=a.seed, num_workers=a.num_workers, resume=a.resume, device=a.device,
-                     compile=getattr(a, "compile", False))
+                     compile=a.compile)
 
 
 def _optim_cfg(a):
@@ -127,7 +127,7 @@ def _data_cfg(a):
     from vitprint.config import DataConfig
 
     return DataConfig(window=a.window, cache_dir=a.cache_dir, no_cache=a.no_cache, strict=a.strict,
-                      val_fraction=getattr(a, "val_fraction", DataConfig.val_fraction), max_pixels=a.max_pixels)
+                      val_fraction=a.val_fraction if hasattr(a, "val_fraction") else DataConfig.val_fraction, max_pixels=a.max_pixels)
 
 
 # ---------------------------------------------------------------- commands
