@@ -61,13 +61,18 @@ def test_features_shapes_and_invariance():
     assert (texture(loud)[:, 19] > texture(quiet)[:, 19]).all()  # the fine-grain residual sees the scanner
 
 
-def test_planted_copies_are_attributed_to_their_subset():
-    rng = np.random.default_rng(0)
-    parts = _cohorts(3, 10)
+def _planted(n: int, seed: int):
+    """Three cohorts of ``n`` patients and a near-copy of each: described reals, labels, copies, their labels."""
+    rng = np.random.default_rng(seed)
+    parts = _cohorts(3, n)
     real, y = _stack(parts)
     gen, y_gen = _stack([_copy(p, rng) for p in parts])
     space = FeatureSpace().fit(real)
-    f_real, f_gen = space.describe(real), space.describe(gen)
+    return space.describe(real), y, space.describe(gen), y_gen, rng
+
+
+def test_planted_copies_are_attributed_to_their_subset():
+    f_real, y, f_gen, y_gen, _ = _planted(10, 0)
     proba = NearestSubset(k=1).fit(f_real, y, 3).predict_proba(f_gen)
     assert (proba.argmax(1) == y_gen).mean() == 1.0
     cluster = ClusterMatch(seed=0).fit(f_gen.features, proba)
@@ -75,12 +80,7 @@ def test_planted_copies_are_attributed_to_their_subset():
 
 
 def test_shuffled_subset_labels_give_chance_accuracy():
-    rng = np.random.default_rng(1)
-    parts = _cohorts(3, 30)
-    real, y = _stack(parts)
-    gen, y_gen = _stack([_copy(p, rng) for p in parts])
-    space = FeatureSpace().fit(real)
-    f_real, f_gen = space.describe(real), space.describe(gen)
+    f_real, y, f_gen, y_gen, rng = _planted(30, 1)
     honest = (NearestSubset(k=1).fit(f_real, y, 3).predict_proba(f_gen).argmax(1) == y_gen).mean()
     shuffled = (NearestSubset(k=1).fit(f_real, rng.permutation(y), 3).predict_proba(f_gen).argmax(1) == y_gen).mean()
     assert honest == 1.0
@@ -103,6 +103,22 @@ def test_cluster_match_recovers_distinct_scanners_in_any_order():
     votes = NearestSubset().fit(f_real, y, 3).predict_proba(f_gen)
     pred = ClusterMatch(seed=0).fit(f_gen.features, votes).predict_proba(f_gen.features).argmax(1)
     assert (pred == y_gen).mean() >= 0.9
+
+
+def test_without_labelled_images_none_of_these_falls_back_on_the_correlation_with_the_reals():
+    rng = np.random.default_rng(2)
+    parts = _cohorts(3, 20)
+    real, _ = _stack(parts)
+    space = FeatureSpace().fit(real)
+    f_real = space.describe(real)
+    own = best_correlation(f_real, f_real, exclude_self=True)  # the reals against each other, as attribute does
+    assert own.shape == (60,) and own.max() < 0.999  # no image found itself
+    none = NoneOfThese(0.05).fit(best_correlation(space.describe(_copy(real, rng)), f_real), "copies")
+    others = cohort(7, 20, SIZE, Scanner(), True, 9)  # patients of no subset
+    assert none.predict(best_correlation(space.describe(others), f_real)).mean() > 0.8
+    assert none.predict(best_correlation(space.describe(_copy(real, rng)), f_real)).mean() < 0.2
+    with pytest.raises(VitprintError):
+        NoneOfThese(1.5)
 
 
 def test_typicality_flags_another_scanners_images_and_few_of_the_known_generators():

@@ -36,9 +36,6 @@ class Described:
     def __len__(self) -> int:
         return len(self.features)
 
-    def take(self, idx) -> "Described":
-        return Described(self.features[idx], self.fine[idx])
-
 
 def _floats(pixels, start: int, stop: int) -> torch.Tensor:
     return torch.from_numpy(np.asarray(pixels[start:stop], np.float32) / 255.0)[:, None]
