@@ -55,21 +55,37 @@ def main(argv=None) -> int:
     p.add_argument("--n", type=int, default=32,
                    help="members and non-members per run (default: 32, a multiple of the 4 pathology classes, so "
                         "both groups hold each class equally often)")
+    p.add_argument("--start", type=int, default=0,
+                   help="first seed (default: 0); later seeds extend an earlier run without repeating it")
+    p.add_argument("--kinds", nargs="+", choices=("null", "confounded", "leak"), default=["null", "confounded", "leak"],
+                   help="which cases to simulate (default: all three)")
+    p.add_argument("--merge", nargs="+", type=Path, default=[],
+                   help="earlier result files whose runs are counted with these (a seed run twice is an error)")
     p.add_argument("--out", type=Path, default=Path("runs/verdict-controls.json"))
     a = p.parse_args(argv)
     t0 = time.perf_counter()
-    rows = [one_run("null", s, a.n) for s in range(a.runs)]
-    rows += [one_run(kind, s, a.n) for kind in ("confounded", "leak") for s in range(max(2, a.runs // 5))]
+    runs = {"null": a.runs, "confounded": max(2, a.runs // 5), "leak": max(2, a.runs // 5)}
+    rows = [one_run(kind, s, a.n) for kind in a.kinds for s in range(a.start, a.start + runs[kind])]
+    for path in a.merge:
+        old = json.loads(path.read_text())
+        if old["n_per_side"] != a.n or tuple(old["detectors"]) != DETECTORS:
+            sys.exit(f"{path} was made with other settings (n per side, detectors); not merged")
+        rows += old["runs"]
+    seen = Counter((r["kind"], r["seed"]) for r in rows)
+    if max(seen.values()) > 1:
+        sys.exit(f"a seed was run twice: {[k for k, c in seen.items() if c > 1][:3]}; choose --start past the merged runs")
     summary = {}
     for kind in ("null", "confounded", "leak"):
         got = [r for r in rows if r["kind"] == kind]
+        if not got:
+            continue
         counts = Counter(r["verdict"] for r in got)
         leaks = counts.get("Leak detected", 0)
         ci = binomtest(leaks, len(got)).proportion_ci(0.95, method="wilson")
         summary[kind] = {"runs": len(got), "verdicts": dict(counts), "leak_rate": leaks / len(got),
                          "leak_rate_ci": [ci.low, ci.high],
                          "median_blind_auc": float(np.median([r["blind_auc"] for r in got]))}
-    result = {"seconds": time.perf_counter() - t0, "n_per_side": a.n, "detectors": DETECTORS, "summary": summary,
+    result = {"seconds": time.perf_counter() - t0, "merged": [str(p) for p in a.merge], "n_per_side": a.n, "detectors": DETECTORS, "summary": summary,
               "runs": rows}
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(result, indent=2, default=float))

@@ -42,7 +42,15 @@ def test_challenge_layouts_are_found_and_mismatches_explained(tmp_path):
     assert set(challenge_folder(dev)) == {"generated", "real_used", "real_not_used"}
     inp = resolve_inputs(dev=str(dev), test=str(test))
     assert inp.labelled and inp.unknown == [test / "real_unknown"]
-    assert inp.generated == [dev / "generated", test / "generated"]
+    # Apart by default (the test images against the test generated set); the development not-used
+    # images are the reference unless turned off or given explicitly.
+    assert inp.generated == [dev / "generated"] and inp.test_generated == [test / "generated"]
+    assert inp.reference == [dev / "real_not_used"] and inp.reference_from_dev
+    pooled = resolve_inputs(dev=str(dev), test=str(test), pool_generated=True, dev_reference=False)
+    assert pooled.generated == [dev / "generated", test / "generated"] and not pooled.test_generated
+    assert pooled.reference == [] and not pooled.reference_from_dev
+    given = resolve_inputs(dev=str(dev), test=str(test), reference=[str(tmp_path / "dev" / "generated")])
+    assert given.reference == [dev / "generated"] and not given.reference_from_dev
     with pytest.raises(VitprintError, match="expected generated/, real_used/"):
         challenge_folder(tmp_path)
     with pytest.raises(VitprintError, match="looks like a test folder"):
@@ -152,3 +160,68 @@ def test_an_id_shared_by_two_roles_is_prefixed_in_the_tables_not_in_the_run_file
     assert len(ids) == len(set(ids)) and {"member/m_0", "unknown/m_0"} <= set(ids)
     assert sorted(line.split(",")[0] for line in (tmp_path / "out" / "run.txt").read_text().split()) == ["m_0", "u_0"]
     assert "more than one role" in caplog.text
+
+
+def _two_generators(tmp_path):
+    """A development and a test folder whose generated images come from different generators: the dev
+    generator copied the dev members *and the test non-members*, the test generator the test members."""
+    rng = np.random.default_rng(3)
+    px = {k: rng.integers(0, 256, (n, 32, 32), dtype=np.uint8)
+          for k, n in (("dev_used", 6), ("dev_not", 6), ("test_used", 4), ("test_not", 4), ("noise", 6))}
+    def save(folder, images, prefix):
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, im in enumerate(images):
+            Image.fromarray(im).save(folder / f"{prefix}_{i}.png")
+    save(tmp_path / "dev" / "real_used", px["dev_used"], "du")
+    save(tmp_path / "dev" / "real_not_used", px["dev_not"], "dn")
+    save(tmp_path / "dev" / "generated", np.concatenate([px["dev_used"], px["test_not"], px["noise"]]), "dg")
+    save(tmp_path / "test" / "real_unknown", np.concatenate([px["test_used"], px["test_not"]]), "u")
+    save(tmp_path / "test" / "generated", np.concatenate([px["test_used"], px["noise"]]), "tg")
+    return tmp_path / "dev", tmp_path / "test"
+
+
+def test_dev_and_test_generated_sets_are_kept_apart_and_the_dev_not_used_images_are_the_reference(tmp_path):
+    import shutil
+
+    from vitprint.config import DataConfig
+    from vitprint.api.job import DetectConfig, detect
+    from vitprint.membership.scoring import ScoreConfig
+
+    dev, test = _two_generators(tmp_path)
+    data = DataConfig(no_cache=True)
+
+    def run(out, **kw):
+        cfg = DetectConfig(out=str(tmp_path / out), n_boot=0, folds=2, report=False, decision="pixel_nn",
+                           scores=ScoreConfig(detectors=("pixel_nn",), pixel_size=32))
+        summary = detect(resolve_inputs(dev=str(dev), test=str(test), **kw), model_config("micro"), cfg, data)
+        rows = (tmp_path / out / "run.txt").read_text().split()
+        return summary, {r.split(",")[0]: int(r.split(",")[1]) for r in rows}
+
+    summary, calls = run("apart")
+    # Each unknown image against the test generator's images only: its members called used, its
+    # non-members (which only the development generator copied) not.
+    assert [calls[f"u_{i}"] for i in range(8)] == [1, 1, 1, 1, 0, 0, 0, 0]
+    assert summary["generated_sets"] == {"development": 16, "test": 10, "apart": True}
+    assert summary["generated"] == 26 and any("kept apart" in line for line in summary["set_up"])
+    # The automatic reference: calibrated scores, each not-used image cross-fitted, none of them deciding.
+    assert "pixel_nn_cal" in summary["detectors"] and summary["cross_fitted"] == {"pixel_nn_cal": 6}
+    assert "pixel_nn_cal" in summary["not_for_verdict"]
+    assert summary["reproduction"]["inputs"]["test_generated"]["images"] == 10
+    _, pooled = run("pooled", pool_generated=True, dev_reference=False)
+    assert [pooled[f"u_{i}"] for i in range(8)] == [1] * 8  # pooled, the dev generator's copies count too
+    # A test generated/ folder that copies the development one is one set, not two.
+    shutil.rmtree(test / "generated")
+    shutil.copytree(dev / "generated", test / "generated")
+    summary, _ = run("same", dev_reference=False)
+    assert "generated_sets" not in summary and summary["generated"] == 16
+    assert summary["set_up"] == ["The development and test generated/ folders hold the same images: one generated set."]
+
+
+def test_the_dev_and_test_options_are_refused_without_both_folders(tmp_path, capsys):
+    from vitprint.cli import main
+
+    f = _challenge_like(tmp_path)
+    for flag in ("--pool-generated", "--no-dev-reference"):
+        assert main(_detect_args(f, tmp_path / "out", flag)) == 2
+        assert "only with both --dev and --test" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "scores.csv").exists()

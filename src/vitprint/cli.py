@@ -235,8 +235,13 @@ def cmd_detect(a) -> int:
     from vitprint.membership.scoring import ScoreConfig
     from vitprint.evaluation.metrics import metric_table
 
+    if (a.no_dev_reference or a.pool_generated) and not (a.dev and a.test):
+        raise VitprintError("--no-dev-reference and --pool-generated act only with both --dev and --test")
+    if a.no_dev_reference and a.reference:
+        raise VitprintError("--no-dev-reference has no effect with --reference (the given reference is used)")
     inputs = resolve_inputs(a.dev, a.test, a.generated or (), a.members or (), a.non_members or (),
-                            a.unknown or (), a.reference or ())
+                            a.unknown or (), a.reference or (), pool_generated=a.pool_generated,
+                            dev_reference=not a.no_dev_reference)
     model_cfg = _model_cfg(a)
     if a.encoder:
         model_cfg = _encoder_model_cfg(a, model_cfg)
@@ -319,6 +324,8 @@ def _print_detection(summary, metric_table) -> None:
     if "development" in summary:
         print("development metrics (cross-validated; 95% bootstrap intervals):")
         print(metric_table(summary["development"]))
+    for line in summary.get("set_up", []):
+        print(line)
     if "run_decision" in summary:
         print(f"run file decisions: {summary['run_decision']}")
     for key, label in (("run_file", "run file"), ("report", "report")):
@@ -531,7 +538,9 @@ def _parser_detect(sub) -> None:
     g.add_argument("--members", nargs="+", metavar="DIR", help="real images known to be used for training")
     g.add_argument("--non-members", nargs="+", metavar="DIR", help="real images known not to be used")
     g.add_argument("--unknown", nargs="+", metavar="DIR", help="real images to decide (the run file covers these)")
-    g.add_argument("--reference", nargs="+", metavar="DIR", help="real images the generator never saw, for the calibrated scores")
+    g.add_argument("--reference", nargs="+", metavar="DIR", help="real images the generator never saw, for the calibrated scores (with --dev and --test: the development real_not_used/ images, unless --no-dev-reference)")
+    g.add_argument("--no-dev-reference", action="store_true", help="with --dev and --test: do not use the development real_not_used/ images as the reference set")
+    g.add_argument("--pool-generated", action="store_true", help="with --dev and --test: score every real image against both generated/ folders as one set (default: each against its own folder's, as they may come from different generators)")
     g = p.add_argument_group("scores")
     g.add_argument("--detectors", nargs="+", default=list(DEFAULT_DETECTORS), choices=available_detectors(), metavar="NAME",
                    help=f"detectors to run, among {', '.join(available_detectors())} (default: {' '.join(DEFAULT_DETECTORS)}); with --reference each calibratable one also gets a <name>_cal score")

@@ -26,14 +26,14 @@ from vitprint.data.folders import list_images
 from vitprint.data.imageset import ImageSet
 from vitprint.data.outputs import finish_swap
 from vitprint.data.sources import cache_dir, read_files, read_folders, subset
-from vitprint.membership.base import unique_images
+from vitprint.membership.base import pixel_hashes, unique_images
 from vitprint.detection.inputs import Inputs
 from vitprint.detection.roles import check_roles
 from vitprint.evaluation.report import ReconstructionPanel, select_evidence
 from vitprint.evaluation.runfile import run_id, validate_run
 from vitprint.membership.decisions import DECISIONS
 from vitprint.membership.registry import detector_class
-from vitprint.membership.scoring import ScoreConfig, compute_scores, score_names
+from vitprint.membership.scoring import ScoreConfig, compute_scores, merge_scores, score_names
 from vitprint.errors import VitprintError
 from vitprint.api.assess import AssessConfig, assess
 from vitprint.api.result import DetectionResult, with_regions
@@ -169,13 +169,15 @@ def detect(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, data: Data
         from vitprint.training.checkpoint import read_meta
 
         size = read_meta(cfg.autoencoder).get("model", {}).get("image_size", size)
-    generated = read_folders(inputs.generated, size, data, what="generated images")
-    keep, n_read = unique_images(generated.pixels), len(generated)
-    if len(keep) < len(generated):
-        log.warning("%d of the %d generated images are pixel-identical duplicates (for example a test generated/ "
-                    "folder that copies the development one); each image is counted once", len(generated) - len(keep),
-                    len(generated))
-        generated = subset(generated, keep)
+    gen_sets, keeps, dropped = _generated_sets(inputs, size, data)
+    generated = gen_sets[0] if len(gen_sets) == 1 else _joined(gen_sets)
+    set_up = []
+    if inputs.test_generated:
+        set_up.append(f"Generated sets kept apart: the unknown images are scored against the {len(gen_sets[-1])} "
+                      f"test generated images, the labelled ones against the {len(gen_sets[0])} development ones "
+                      "(they may come from different generators; --pool-generated compares every image with all)."
+                      if len(gen_sets) == 2 else
+                      "The development and test generated/ folders hold the same images: one generated set.")
     reals = read_reals(inputs, size, data)
     read = {Path(p).resolve() for p in reals.images.paths}
     undecided = [str(f) for folder in inputs.unknown for f in list_images(folder) if f.resolve() not in read]
@@ -186,35 +188,65 @@ def detect(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, data: Data
     roles = check_roles(reals.images.paths, reals.groups, reals.images.pixels, generated.paths,
                         reference.paths if reference is not None else None,
                         reference.pixels if reference is not None else None)
+    if inputs.reference_from_dev:
+        set_up.append("Reference set: the development not-used images (automatic; --no-dev-reference turns it off). "
+                      "Each of them is scored against a reference that excludes it.")
     if roles["reference_overlap"]:
         log.info("%d real image(s) are also in the reference set: each is scored against a reference that "
                  "excludes it (cross-fitted)", roles["reference_overlap"])
-    log.info("%d generated images; %d real (%s)", len(generated), len(reals.images),
+    log.info("%d generated images%s; %d real (%s)", len(generated),
+             f" ({len(gen_sets[0])} development, {len(gen_sets[1])} test, kept apart)" if len(gen_sets) == 2 else "",
+             len(reals.images),
              ", ".join(f"{(reals.groups == g).sum()} {g.replace('_', '-')}" for g in GROUPS if (reals.groups == g).any()))
+    for line in set_up:
+        log.info("%s", line)
 
     needs_model = any(detector_class(d).needs_autoencoder for d in cfg.scores.detectors)
     model, model_path = _autoencoder(generated, model_cfg, cfg, data, device) if needs_model else (None, None)
-
-    def at_size(px: int):
-        return (read_reals(inputs, px, data).images,
-                subset(read_folders(inputs.generated, px, data, what="generated images"), keep),
-                read_folders(inputs.reference, px, data, what="reference images") if inputs.reference else None)
 
     cache = cache_dir(data)
     options = {"ref_lr": cfg.ae_lr,  # a reference autoencoder (recon_cal) learns as the job's own did
                **cfg.scores.options(autoencoder=model, device=str(device), seed=cfg.seed,
                                     cache_dir=str(cache) if cache else None, encoder_path=cfg.encoder)}
-    scores = compute_scores(reals.images, generated, cfg.scores.detectors, options, reference, at_size)
+    unknown = reals.groups == "unknown"
+    # Each real image is scored against its own generated set: one pass, or the labelled images against
+    # the development set and the unknown ones against the test set.
+    passes = [np.arange(len(unknown))] if len(gen_sets) == 1 else [np.flatnonzero(~unknown), np.flatnonzero(unknown)]
+    read_at: dict[int, tuple] = {}
+
+    def at_size(which: int):
+        def sets(px: int):
+            if px not in read_at:
+                read_at[px] = (read_reals(inputs, px, data).images,
+                               [subset(g, k) for g, k in zip(_read_generated(inputs, px, data), keeps)],
+                               read_folders(inputs.reference, px, data, what="reference images")
+                               if inputs.reference else None)
+            r, gens, ref = read_at[px]
+            return subset(r, passes[which]), gens[which], ref
+        return sets
+
+    parts = []
+    for which, idx in enumerate(passes):
+        if len(passes) > 1:
+            log.info("scoring the %s images against the %s generated set", ("labelled", "unknown")[which],
+                     ("development", "test")[which])
+        part = compute_scores(subset(reals.images, idx), gen_sets[which], cfg.scores.detectors, options, reference,
+                              at_size(which))
+        parts.append((idx, part, sum(len(g) for g in gen_sets[:which])))
+    scores = merge_scores(parts, len(unknown))
 
     summary: dict[str, Any] = {"config_stamp": stamp, "generated": len(generated),
-                               "generated_duplicates_dropped": int(n_read - len(keep)), "autoencoder": model_path,
+                               "generated_duplicates_dropped": dropped, "autoencoder": model_path,
                                "detectors": list(scores.values), "peers": scores.peers, "decision": cfg.decision}
     if scores.cross_fitted:
         summary["cross_fitted"] = scores.cross_fitted
     if scores.notes:
         summary["notes"] = scores.notes
-    summary["reproduction"] = _reproduction(inputs, model_cfg, cfg, reals, generated, reference, data)
-    unknown = reals.groups == "unknown"
+    if set_up:
+        summary["set_up"] = set_up
+    if len(gen_sets) == 2:
+        summary["generated_sets"] = {"development": len(gen_sets[0]), "test": len(gen_sets[1]), "apart": True}
+    summary["reproduction"] = _reproduction(inputs, model_cfg, cfg, reals, gen_sets, reference, data)
     evaluation, assessment, decided = assess(scores.values, reals.labels, unknown, np.asarray(reals.images.pixels),
                                              AssessConfig(cfg.folds, cfg.n_boot, cfg.seed, cfg.target_fpr, cfg.decision,
                                                           cfg.assume_prevalence), not_for_verdict=scores.cross_fitted)
@@ -237,6 +269,34 @@ def detect(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, data: Data
     check = (lambda path: validate_run(path, inputs.unknown[0])) if len(inputs.unknown) == 1 else None
     result.save(out, run_names=cfg.run_names, report=cfg.report, check_run=check, **parts)
     return summary
+
+
+def _read_generated(inputs: Inputs, size: int, data: DataConfig) -> list[ImageSet]:
+    sets = [read_folders(inputs.generated, size, data, what="generated images")]
+    if inputs.test_generated:
+        sets.append(read_folders(inputs.test_generated, size, data, what="test generated images"))
+    return sets
+
+
+def _generated_sets(inputs: Inputs, size: int, data: DataConfig) -> tuple[list[ImageSet], list[np.ndarray], int]:
+    """The generated set(s), each without pixel-identical duplicates: one, or the development and the test
+    set apart (merged into one when they hold the same images). Returns the sets, the kept indices of
+    each as read, and how many duplicates were dropped."""
+    sets = _read_generated(inputs, size, data)
+    keeps = [unique_images(g.pixels) for g in sets]
+    if len(sets) == 2 and set(pixel_hashes(subset(sets[0], keeps[0]).pixels)) == \
+            set(pixel_hashes(subset(sets[1], keeps[1]).pixels)):
+        sets, keeps = sets[:1], keeps[:1]  # a test generated/ folder that copies the development one
+    dropped = sum(len(g) - len(k) for g, k in zip(sets, keeps))
+    if dropped:
+        log.warning("%d of the %d generated images are pixel-identical duplicates; each image is counted once",
+                    dropped, sum(len(g) for g in sets))
+    return [subset(g, k) for g, k in zip(sets, keeps)], keeps, int(dropped)
+
+
+def _joined(sets: list[ImageSet]) -> ImageSet:
+    return ImageSet([i for g in sets for i in g.ids], [p for g in sets for p in g.paths],
+                    np.concatenate([np.asarray(g.pixels) for g in sets]))
 
 
 def _report_parts(result: DetectionResult, reals: RealSet, model, data: DataConfig) -> dict[str, Any]:
@@ -265,13 +325,15 @@ def _report_parts(result: DetectionResult, reals: RealSet, model, data: DataConf
     return parts
 
 
-def _reproduction(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, reals: RealSet, generated: ImageSet,
-                  reference: ImageSet | None, data: DataConfig) -> dict[str, Any]:
+def _reproduction(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, reals: RealSet,
+                  gen_sets: list[ImageSet], reference: ImageSet | None, data: DataConfig) -> dict[str, Any]:
     """What a reader needs to rerun this job and check they got the same inputs."""
     def digest(pixels) -> str:
         return hashlib.sha1(np.ascontiguousarray(pixels).tobytes()).hexdigest()[:16]
 
-    sets = {"generated": (inputs.generated, generated.pixels)}
+    sets = {"generated": (inputs.generated + (inputs.test_generated if len(gen_sets) == 1 else []), gen_sets[0].pixels)}
+    if len(gen_sets) == 2:
+        sets["test_generated"] = (inputs.test_generated, gen_sets[1].pixels)
     for group, folders in (("member", inputs.members), ("non_member", inputs.non_members), ("unknown", inputs.unknown)):
         if folders:
             sets[group] = (folders, np.asarray(reals.images.pixels)[reals.groups == group])
@@ -289,7 +351,8 @@ def _stamp(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig) -> str:
     """A hash of everything that decides the outputs (not where they go or whether a report is drawn)."""
     settings = {k: v for k, v in dataclasses.asdict(cfg).items()
                 if k not in ("out", "report", "force", "n_boot", "command_line")}
-    blob = json.dumps({"inputs": {k: [str(p) for p in v] for k, v in dataclasses.asdict(inputs).items()},
+    blob = json.dumps({"inputs": {k: [str(p) for p in v] if isinstance(v, list) else v
+                                  for k, v in dataclasses.asdict(inputs).items()},
                        "model": dataclasses.asdict(model_cfg), "settings": settings}, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 

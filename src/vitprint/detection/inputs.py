@@ -4,6 +4,13 @@ The ImageCLEFmedical GANs Subtask 1 layout is found automatically: a
 development folder holds ``generated/``, ``real_used/`` and ``real_not_used/``;
 a test folder holds ``generated/`` and ``real_unknown/``. Explicit folders cover
 any other case.
+
+With both folders, the development and test ``generated/`` folders are kept
+apart (each real image is scored against the generated images of its own
+folder: the two may come from different generators; the job merges them
+when they hold the same images), unless they are pooled on request; and the
+development ``real_not_used/`` images become the reference set (real images
+the generator never saw) for the calibrated scores, unless turned off.
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ class Inputs:
     non_members: list[Path] = field(default_factory=list)
     unknown: list[Path] = field(default_factory=list)
     reference: list[Path] = field(default_factory=list)
+    test_generated: list[Path] = field(default_factory=list)  # the unknown images' own generated set, if apart
+    reference_from_dev: bool = False  # the reference is the development real_not_used/ images
 
     @property
     def labelled(self) -> bool:
@@ -49,8 +58,13 @@ def challenge_folder(root: str | Path) -> dict[str, Path]:
 
 
 def resolve_inputs(dev: str | None = None, test: str | None = None, generated=(), members=(), non_members=(),
-                   unknown=(), reference=()) -> Inputs:
-    """Combine challenge folders and explicit folders into one job, checking it makes sense."""
+                   unknown=(), reference=(), pool_generated: bool = False, dev_reference: bool = True) -> Inputs:
+    """Combine challenge folders and explicit folders into one job, checking it makes sense.
+
+    ``pool_generated``: with ``dev`` and ``test``, one generated set of both folders (default: apart).
+    ``dev_reference``: with ``dev`` and ``test`` and no ``reference``, the development not-used images
+    are the reference set.
+    """
     inp = Inputs([Path(p) for p in generated], [Path(p) for p in members], [Path(p) for p in non_members],
                  [Path(p) for p in unknown], [Path(p) for p in reference])
     if dev:
@@ -68,11 +82,15 @@ def resolve_inputs(dev: str | None = None, test: str | None = None, generated=()
                                 "test")
         if not dev:
             inp.generated.append(t["generated"])
-        elif t["generated"].resolve() != inp.generated[0].resolve():
-            # Both folders hold the same generator's images in the challenge;
-            # every real image is compared with all of them as one set.
-            inp.generated.append(t["generated"])
+        elif t["generated"].resolve() != d["generated"].resolve():
+            if pool_generated:
+                inp.generated.append(t["generated"])  # every real image against all generated images as one set
+            else:
+                inp.test_generated.append(t["generated"])
         inp.unknown.append(t["real_unknown"])
+        if dev and dev_reference and not inp.reference:
+            inp.reference.append(d["real_not_used"])
+            inp.reference_from_dev = True
     if not inp.generated:
         raise VitprintError("no generated images: give the challenge's folders or generated-image folders",
                             ("dev", "test", "generated"))
@@ -82,7 +100,7 @@ def resolve_inputs(dev: str | None = None, test: str | None = None, generated=()
     if not inp.labelled and not inp.unknown:
         raise VitprintError("no real images to score: give members and non-members, or unknown images",
                             ("members", "non_members", "unknown"))
-    for p in [*inp.generated, *inp.members, *inp.non_members, *inp.unknown, *inp.reference]:
+    for p in [*inp.generated, *inp.test_generated, *inp.members, *inp.non_members, *inp.unknown, *inp.reference]:
         if not p.is_dir():
             raise VitprintError(f"not a folder: {p}")
     for p in [*inp.members, *inp.non_members, *inp.unknown]:

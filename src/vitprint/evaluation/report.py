@@ -113,6 +113,8 @@ def write_report(result, out: Path, evidence: Evidence | None = None,
     parts = [f"<h1>vitprint membership report</h1><p>{datetime.datetime.now():%Y-%m-%d %H:%M} · "
              f"{summary.get('generated', len(result.generated_paths))} generated images · {len(labels)} real images · "
              f"detectors: {', '.join(result.scores)}</p>", _verdict_block(summary)]
+    for line in summary.get("set_up", []):
+        parts.append(f"<p>{html.escape(line)}</p>")
     if summary.get("run_decision"):
         parts.append(f"<p>Run file <code>run.txt</code>: {html.escape(summary['run_decision'])}.</p>")
     if summary.get("undecided"):

@@ -159,3 +159,28 @@ def compute_scores(
     if not out.values:
         raise VitprintError(f"none of the detectors ({', '.join(detectors)}) could run: they need a reference set")
     return out
+
+
+def merge_scores(parts: list[tuple[np.ndarray, Scores, int]], n: int) -> Scores:
+    """One job's scores from passes over parts of its real images: ``(real indices, scores, offset)``
+    each, where ``offset`` places the pass's generated images in the job's list of generated images."""
+    if len(parts) == 1 and len(parts[0][0]) == n:
+        return parts[0][1]
+    first = parts[0][1]
+    out = Scores(peers=list(first.peers))
+    for name in first.values:
+        v = np.full(n, np.nan)
+        for idx, s, _ in parts:
+            v[idx] = s.values[name]
+        out.values[name] = v
+    for name in first.nearest:
+        if all(name in s.nearest for _, s, _ in parts):
+            near = np.full(n, -1, np.int64)
+            for idx, s, offset in parts:
+                near[idx] = np.asarray(s.nearest[name]) + offset
+            out.nearest[name] = near
+    for _, s, _ in parts:
+        for name, count in s.cross_fitted.items():
+            out.cross_fitted[name] = out.cross_fitted.get(name, 0) + count
+        out.notes += [note for note in s.notes if note not in out.notes]
+    return out
