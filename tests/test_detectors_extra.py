@@ -183,3 +183,50 @@ def test_logan_scores_what_the_generator_over_represents_and_sits_at_chance_othe
     assert 0.2 < roc_auc_score(y, independent.score_samples(np.concatenate([_textures(rng, 20), non]))) < 0.8
     with pytest.raises(Exception, match="reference"):
         create_detector("logan").fit(generated, None)
+
+
+def _shifted_copies(rng, real, n):
+    copies = []
+    for i in range(n):
+        dy, dx = rng.integers(-3, 4, 2)
+        c = np.roll(real[i].astype(float), (dy, dx), (0, 1)) * rng.uniform(0.9, 1.1) + rng.uniform(-10, 10)
+        copies.append(_noisy(np.clip(c, 0, 255), rng, 3))
+    return np.stack(copies)
+
+
+def test_pair_learns_copies_out_of_fold_and_sits_at_chance_on_independent_sets():
+    rng = np.random.default_rng(11)
+    real = _textures(rng, 32, size=48)
+    y = np.r_[np.ones(16, int), np.zeros(16, int)]
+    generated = np.concatenate([_shifted_copies(rng, real, 16), _textures(rng, 24, size=48)])
+    opts = dict(copy_size=48, copy_steps=100, copy_width=8)
+    det = create_detector("pair", **opts).fit(generated)
+    with pytest.raises(Exception, match="learning from labelled"):
+        det.score_samples(real)
+    s, nearest = det.score_labelled(real, y, folds=4)
+    assert roc_auc_score(y, s) >= 0.95
+    assert (nearest[:16] == np.arange(16)).mean() >= 0.75
+    # Unknown images (-1) are scored by the model fitted on all labelled ones, which the detector keeps.
+    part = np.r_[y[:12], -np.ones(4, int), y[16:28], -np.ones(4, int)]
+    s2, _ = det.score_labelled(real, part, folds=4)
+    assert np.allclose(s2[part < 0], det.score_samples(real[part < 0]))
+    # Independent generated images: labels carry nothing the features can learn; out of fold it stays at chance.
+    null = create_detector("pair", **opts).fit(_textures(rng, 40, size=48)).score_labelled(real, y, folds=4)[0]
+    assert 0.2 < roc_auc_score(y, null) < 0.8
+
+
+def test_pair_scores_are_reported_but_never_read_by_the_verdict():
+    import vitprint
+
+    rng = np.random.default_rng(12)
+    real = _textures(rng, 24, size=48)
+    y = np.r_[np.ones(12, int), np.zeros(12, int)]
+    generated = np.concatenate([_shifted_copies(rng, real, 12), _textures(rng, 12, size=48)])
+    r = vitprint.detect(generated, real, labels=y, detectors=("pixel_nn", "pair"), n_boot=0, folds=3,
+                        options={"copy_size": 48, "copy_steps": 30, "copy_width": 8, "pixel_size": 48})
+    assert "pair" in r.scores and "pair" in r.summary["not_for_verdict"]
+    assert r.verdict["primary"] == "pixel_nn"
+    # Without labels there is nothing to learn: skipped, said so, the other detectors still run.
+    r = vitprint.detect(generated, real, detectors=("pixel_nn", "pair"), assume_prevalence=0.5, n_boot=0,
+                        options={"copy_size": 48, "copy_steps": 30, "copy_width": 8, "pixel_size": 48})
+    assert list(r.scores) == ["pixel_nn"]

@@ -121,13 +121,19 @@ def mean_interval(values, bounds=(0.0, 1.0)) -> tuple[float, float, float]:
     return m, max(m - half, bounds[0]), min(m + half, bounds[1])
 
 
-def heldout_metrics(values: dict[str, np.ndarray], labels: np.ndarray, seed: int) -> dict[str, dict[str, float]]:
-    """Fit thresholds (and the combiner) on one stratified half, evaluate on the other."""
+def heldout_split(labels: np.ndarray, seed: int) -> np.ndarray:
+    """``(N,)`` True for the stratified half that fits thresholds, the combiner and supervised detectors."""
     rng = np.random.default_rng([seed, 3])
     dev = np.zeros(len(labels), bool)
     for c in (0, 1):
         idx = np.flatnonzero(labels == c)
         dev[rng.permutation(idx)[: len(idx) // 2]] = True
+    return dev
+
+
+def heldout_metrics(values: dict[str, np.ndarray], labels: np.ndarray, seed: int) -> dict[str, dict[str, float]]:
+    """Fit thresholds (and the combiner) on one stratified half, evaluate on the other."""
+    dev = heldout_split(labels, seed)
     test = ~dev
     names = list(values)
     X = np.stack([values[n] for n in names], 1)
@@ -203,14 +209,16 @@ def run_cell(family: str, n: int, seed: int, scale: Scale, encoder: str | None, 
     ae = train_autoencoder(generated, cfg, RunConfig(out=str(work / "ae"), epochs=scale.ae_epochs,
                                                      batch_size=scale.batch_size, seed=seed),
                            OptimConfig(lr=scale.lr), DataConfig(no_cache=True, val_fraction=0.1), encoder_path=encoder)
-    cfg_scores = ScoreConfig(detectors=(*ScoreConfig().detectors, "domias", "logan", "recon_cal"), pixel_size=scale.image_size)
+    cfg_scores = ScoreConfig(detectors=(*ScoreConfig().detectors, "domias", "logan", "recon_cal", "pair"), pixel_size=scale.image_size)
     scores = compute_scores(ImageSet.from_pixels(reals, "real"), generated, cfg_scores.detectors,
                             cfg_scores.options(autoencoder=ae, seed=seed, encoder_path=encoder, ref_lr=scale.lr,
+                                               cache_dir=str(work / "cache"),  # copy_nn and pair share one embedding
                                                **dict(scale.detector_options)),
-                            reference=reference)
+                            reference=reference, labels=np.where(heldout_split(labels, seed), labels, -1))
     metrics = heldout_metrics(scores.values, labels, seed)
     # The verdict as `vitprint detect` gives it on these images (all of them labelled; no bootstrap needed).
-    _, assessment, _ = assess(scores.values, labels, np.zeros(len(labels), bool), reals, AssessConfig(n_boot=0, seed=seed))
+    _, assessment, _ = assess(scores.values, labels, np.zeros(len(labels), bool), reals, AssessConfig(n_boot=0, seed=seed),
+                              not_for_verdict=[*scores.cross_fitted, *scores.supervised])
     v = assessment["verdict"]
     return {"family": family, "members": n, "seed": seed, "null": null, "generator_epochs": epochs,
             "perturbed": perturbed, "copy_rate": rate, "peers": [d for d in scores.values if d in scores.peers],

@@ -375,10 +375,12 @@ def cmd_train_generator(a) -> int:
     from vitprint.training.generator import train_generator
 
     check_image_size(a.image_size, 32, what="the generated image size")  # before reading any image
+    if a.family == "ddpm" and a.z_dim is not None:
+        raise VitprintError("--z-dim is for dcgan and vae: a diffusion model starts from a noise image of the image's size")
     images = read_folders(a.images, a.image_size, _data_cfg(a), what="training images")
     run = RunConfig(out=a.out, epochs=a.epochs, batch_size=a.batch_size, precision=a.precision, seed=a.seed,
                     num_workers=a.num_workers, resume=a.resume, device=a.device)
-    summary = train_generator(images, run, family=a.family, z_dim=a.z_dim, base=a.width, lr=a.lr)
+    summary = train_generator(images, run, family=a.family, z_dim=a.z_dim or 100, base=a.width, lr=a.lr)
     print(f"generator checkpoint: {summary['checkpoint']}; samples: {Path(a.out) / 'samples.png'}")
     return 0
 
@@ -645,12 +647,12 @@ def _parser_validate_run(sub) -> None:
 
 
 def _parser_train_generator(sub) -> None:
-    p = sub.add_parser("train-generator", help="train a DCGAN or VAE on real images (to build a membership setting)",
-                       description="Train a standard DCGAN (or a convolutional VAE) on every image below the folders, to reproduce the situation vitprint audits: a generator trained on known members. Writes checkpoints/last.safetensors, metrics.jsonl and samples.png.")
+    p = sub.add_parser("train-generator", help="train a DCGAN, VAE or diffusion model on real images (to build a membership setting)",
+                       description="Train a standard DCGAN (or a convolutional VAE, or a small DDPM) on every image below the folders, to reproduce the situation vitprint audits: a generator trained on known members. Writes checkpoints/last.safetensors, metrics.jsonl and samples.png.")
     p.add_argument("images", nargs="+", help="training image folder(s): the members")
-    p.add_argument("--family", choices=["dcgan", "vae"], default="dcgan", help="generator family (default: dcgan)")
+    p.add_argument("--family", choices=["dcgan", "vae", "ddpm"], default="dcgan", help="generator family: dcgan, vae or ddpm (a small diffusion model sampled with 25 DDIM steps; default: dcgan)")
     p.add_argument("--image-size", type=int, default=64, help="generated image size, a power of two >= 32 (default: 64)")
-    p.add_argument("--z-dim", type=int, default=100, help="noise size (default: 100)")
+    p.add_argument("--z-dim", type=int, help="noise size of dcgan and vae (default: 100)")
     p.add_argument("--width", type=int, default=32, help="base channel width (default: 32)")
     _add_run(p, "runs/generator", epochs=200, batch=32, compile_option=False)
     p.add_argument("--lr", type=float, help="Adam learning rate (default: 2e-4 with betas 0.5/0.999 for dcgan, 1e-3 for vae)")
@@ -667,7 +669,7 @@ def _parser_bench(sub) -> None:
     p.add_argument("--subsets", nargs="+", type=int, help="attribution only: the numbers of cohorts K (default: the scale's: 2 5)")
     p.add_argument("--out", default="runs/bench", help="working and results folder (default: runs/bench)")
     p.add_argument("--docs", metavar="MARKDOWN", help="write the tables into this markdown file (for example docs/benchmarks.md), replacing this scale's section")
-    p.add_argument("--families", nargs="+", choices=["dcgan", "vae"], help="generator families (default: the scale's: dcgan vae)")
+    p.add_argument("--families", nargs="+", choices=["dcgan", "vae", "ddpm"], help="generator families (default: the scale's: dcgan vae)")
     p.add_argument("--sizes", nargs="+", type=int, help="member-set sizes (default: the scale's)")
     p.add_argument("--seeds", type=int, help="seeds per cell (default: the scale's)")
     p.add_argument("--no-speed", action="store_true", help="skip the scoring-speed measurements")

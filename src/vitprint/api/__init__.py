@@ -83,11 +83,11 @@ def detect(generated, real, *, labels: Sequence[int] | None = None, reference=No
     groups = np.where(y == 1, "member", np.where(y == 0, "non_member", "unknown"))
     check_roles(real_paths, groups, real_px, gen_paths, ref_paths, ref)
     keep = unique_images(gen)
-    scores = compute_scores(real_px, gen[keep], tuple(detectors), {"seed": seed, **options}, ref)
+    scores = compute_scores(real_px, gen[keep], tuple(detectors), {"seed": seed, **options}, ref, labels=y, folds=folds)
     unknown = y < 0
     evaluation, summary, decided = assess(scores.values, y, unknown, real_px,
                                  AssessConfig(folds, n_boot, seed, target_fpr, decision, assume_prevalence),
-                                 not_for_verdict=scores.cross_fitted)
+                                 not_for_verdict=[*scores.cross_fitted, *scores.supervised])
     summary.update(detectors=list(scores.values), peers=scores.peers, generated=int(len(keep)),
                    generated_duplicates_dropped=int(len(gen) - len(keep)))
     if scores.cross_fitted:

@@ -231,7 +231,8 @@ def detect(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, data: Data
             log.info("scoring the %s images against the %s generated set", ("labelled", "unknown")[which],
                      ("development", "test")[which])
         part = compute_scores(subset(reals.images, idx), gen_sets[which], cfg.scores.detectors, options, reference,
-                              at_size(which))
+                              at_size(which), labels=reals.labels[idx], folds=cfg.folds,
+                              learned=parts[0][1].learned if parts else None)
         parts.append((idx, part, sum(len(g) for g in gen_sets[:which])))
     scores = merge_scores(parts, len(unknown))
 
@@ -242,6 +243,10 @@ def detect(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, data: Data
         summary["cross_fitted"] = scores.cross_fitted
     if scores.notes:
         summary["notes"] = scores.notes
+    if scores.supervised:
+        set_up.append(f"{', '.join(scores.supervised)} learnt from the labelled images (each scored out of fold); "
+                      "such scores are reported but never tested for the verdict, and decide the run file only when "
+                      "named.")
     if set_up:
         summary["set_up"] = set_up
     if len(gen_sets) == 2:
@@ -249,7 +254,8 @@ def detect(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, data: Data
     summary["reproduction"] = _reproduction(inputs, model_cfg, cfg, reals, gen_sets, reference, data)
     evaluation, assessment, decided = assess(scores.values, reals.labels, unknown, np.asarray(reals.images.pixels),
                                              AssessConfig(cfg.folds, cfg.n_boot, cfg.seed, cfg.target_fpr, cfg.decision,
-                                                          cfg.assume_prevalence), not_for_verdict=scores.cross_fitted)
+                                                          cfg.assume_prevalence),
+                                             not_for_verdict=[*scores.cross_fitted, *scores.supervised])
     summary.update(assessment)
     if undecided:
         summary["undecided"] = {"files": undecided, "decision": 0,

@@ -35,6 +35,8 @@ class Detector(ABC):
     - ``calibratable``: a ``<name>_cal`` variant (the same score measured
       against the reference set, subtracted) makes sense.
     - ``peer``: implemented from another paper, as a baseline to compare with.
+    - ``supervised``: it learns from labelled real images too (``score_labelled(real, labels, folds)``
+      scores labelled ones out of fold); its scores are never read by the verdict.
     - ``image_size``: the size it wants images read at (None = the job's).
     """
 
@@ -43,6 +45,7 @@ class Detector(ABC):
     needs_autoencoder: bool = False
     calibratable: bool = False
     peer: bool = False
+    supervised: bool = False
     image_size: int | None = None
 
     @abstractmethod

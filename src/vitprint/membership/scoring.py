@@ -76,6 +76,8 @@ class Scores:
     peers: list[str] = field(default_factory=list)
     cross_fitted: dict[str, int] = field(default_factory=dict)  # detector -> real images cross-fitted
     notes: list[str] = field(default_factory=list)  # settings that had to be reduced, said once
+    supervised: list[str] = field(default_factory=list)  # scores learnt from the labels (out of fold)
+    learned: dict[str, Any] = field(default_factory=dict)  # supervised detector -> fitted, for another pass
 
 
 def score_names(detectors, with_reference: bool) -> list[str]:
@@ -109,6 +111,9 @@ def compute_scores(
     options: dict[str, Any] | None = None,
     reference=None,
     at_size: Callable[[int], tuple[Any, Any, Any]] | None = None,
+    labels=None,
+    folds: int = 5,
+    learned: dict[str, Any] | None = None,
 ) -> Scores:
     """Fit every detector on the generated (and reference) images and score the reals.
 
@@ -116,7 +121,10 @@ def compute_scores(
     ...); each detector takes what its constructor accepts. A detector that asks
     for its own image size gets the sets from ``at_size(size)`` (default:
     resized from the given arrays). Detectors that need a reference set are
-    skipped (with a warning) when there is none.
+    skipped (with a warning) when there is none. A supervised detector reads
+    ``labels`` (1/0, -1 = unknown; labelled images are scored out of ``folds``
+    folds), or scores with the classifier another pass learnt (``learned``); with
+    neither it is skipped.
     """
     options = dict(options or {})
     out = Scores()
@@ -138,14 +146,30 @@ def compute_scores(
                 None if ref_px is None else resize_pixels(ref_px, size))
         return resized[size]
 
+    y = None if labels is None else np.asarray(labels, int)
+    can_learn = y is not None and min((y == 1).sum(), (y == 0).sum()) >= 2
     for name in score_names(detectors, ref_px is not None):
         det = create_detector(name, **options)
+        if det.supervised and not can_learn and name not in (learned or {}):
+            note = f"{name} learns from labelled images (at least 2 used and 2 not used); none here, skipped"
+            log.warning(note)
+            out.notes.append(note)
+            continue
         if det.needs_autoencoder and options.get("autoencoder") is None:
             raise VitprintError(f"{name} needs a trained autoencoder")
         r, g, ref = sets_for(det.image_size)
         log.info("scoring with %s", name)
         det.fit(g, ref if det.needs_reference else None)
-        values, nearest = det.score_with_evidence(r)
+        if det.supervised:
+            if can_learn:
+                values, nearest = det.score_labelled(r, y, folds)
+            else:
+                det.model_ = learned[name].model_
+                values, nearest = det.score_with_evidence(r)
+            out.supervised.append(name)
+            out.learned[name] = det
+        else:
+            values, nearest = det.score_with_evidence(r)
         out.values[name] = values
         if nearest is not None:
             out.nearest[name] = np.asarray(nearest)
@@ -157,6 +181,8 @@ def compute_scores(
         if detector_class(d).needs_reference and ref_px is None:
             log.warning("%s needs a reference set (real images the generator never saw); skipped", d)
     if not out.values:
+        if out.notes:
+            raise VitprintError(f"none of the detectors ({', '.join(detectors)}) could run: {'; '.join(out.notes)}")
         raise VitprintError(f"none of the detectors ({', '.join(detectors)}) could run: they need a reference set")
     return out
 
@@ -167,7 +193,7 @@ def merge_scores(parts: list[tuple[np.ndarray, Scores, int]], n: int) -> Scores:
     if len(parts) == 1 and len(parts[0][0]) == n:
         return parts[0][1]
     first = parts[0][1]
-    out = Scores(peers=list(first.peers))
+    out = Scores(peers=list(first.peers), supervised=list(first.supervised))
     for name in first.values:
         v = np.full(n, np.nan)
         for idx, s, _ in parts:

@@ -1,10 +1,11 @@
 """Training a generator on real images and sampling from it (the membership setting).
 
-Two families: ``dcgan`` (non-saturating GAN loss, Adam 2e-4, betas 0.5/0.999,
+Three families: ``dcgan`` (non-saturating GAN loss, Adam 2e-4, betas 0.5/0.999,
 one-sided label smoothing and differentiable translation before the
-discriminator, so it trains on a few hundred images without collapsing)
-and ``vae`` (a convolutional VAE of the same shape: MSE reconstruction + KL,
-Adam 1e-3 by default). Both share the run conventions of the other trainings:
+discriminator, so it trains on a few hundred images without collapsing),
+``vae`` (a convolutional VAE of the same shape: MSE reconstruction + KL,
+Adam 1e-3 by default) and ``ddpm`` (a small diffusers UNet trained to predict
+the noise, Adam 5e-4, sampled with 25 DDIM steps). All share the run conventions of the other trainings:
 Accelerate, per-epoch seeding, JSON-lines metrics, atomic checkpoints with
 ``--resume``.
 """
@@ -33,8 +34,8 @@ from vitprint.training.engine import append_record, checkpoint_paths, make_accel
 
 log = logging.getLogger(__name__)
 
-FAMILIES = ("dcgan", "vae")
-DEFAULT_LR = {"dcgan": 2e-4, "vae": 1e-3}
+FAMILIES = ("dcgan", "vae", "ddpm")
+DEFAULT_LR = {"dcgan": 2e-4, "vae": 1e-3, "ddpm": 5e-4}
 
 
 class GAN(nn.Module):
@@ -51,12 +52,22 @@ def build(family: str, image_size: int, z_dim: int, base: int) -> nn.Module:
         return GAN(image_size, z_dim, base)
     if family == "vae":
         return VAE(image_size, z_dim, base)
+    if family == "ddpm":
+        from vitprint.models.diffusion import Diffusion  # diffusers loads only for this family
+
+        return Diffusion(image_size, base)
     raise VitprintError(f"generator family must be one of {', '.join(FAMILIES)}, got {family!r}")
 
 
-def sampler(model: nn.Module) -> Generator:
-    """The network that maps noise to images."""
-    return model.generator if isinstance(model, GAN) else model.decoder
+def sampler(model: nn.Module) -> nn.Module:
+    """The network that maps noise ``(B, z_dim)`` to images ``(B, 1, S, S)``."""
+    if isinstance(model, GAN):
+        return model.generator
+    if isinstance(model, VAE):
+        return model.decoder
+    from vitprint.models.diffusion import DiffusionSampler
+
+    return DiffusionSampler(model)
 
 
 def diff_translate(x: torch.Tensor, fraction: float = 0.125) -> torch.Tensor:
@@ -115,6 +126,13 @@ def _vae_step(beta: float = 1.0):
     return step
 
 
+def _ddpm_step():
+    def step(model, x) -> tuple[dict[str, torch.Tensor], int]:
+        return {"loss": model(x)}, x.shape[0]
+
+    return step
+
+
 def train_generator(images: ImageSet, run: RunConfig, family: str = "dcgan", z_dim: int = 100, base: int = 32,
                     lr: float | None = None) -> dict[str, Any]:
     """Train a generator on ``images`` (read at the size it should generate); returns a summary.
@@ -131,7 +149,7 @@ def train_generator(images: ImageSet, run: RunConfig, family: str = "dcgan", z_d
         opts = {"generator": torch.optim.Adam(model.generator.parameters(), lr=lr, betas=(0.5, 0.999)),
                 "discriminator": torch.optim.Adam(model.discriminator.parameters(), lr=lr, betas=(0.5, 0.999))}
     else:
-        opts = {"vae": torch.optim.Adam(model.parameters(), lr=lr)}
+        opts = {family: torch.optim.Adam(model.parameters(), lr=lr)}
     start = 0
     if run.resume:
         start = load_checkpoint(last_path, model, opts)["epoch"] + 1
@@ -143,7 +161,8 @@ def train_generator(images: ImageSet, run: RunConfig, family: str = "dcgan", z_d
     model, loader = prepared[0], DeviceBatches(prepared[-1], acc.device)
     opts = dict(zip(opts, prepared[1:-1]))
     raw = acc.unwrap_model(model)
-    step, optimizer = (_gan_step(opts, acc), None) if family == "dcgan" else (_vae_step(), opts["vae"])
+    step, optimizer = ((_gan_step(opts, acc), None) if family == "dcgan" else
+                       (_vae_step(), opts["vae"]) if family == "vae" else (_ddpm_step(), opts["ddpm"]))
     meta = {"kind": "generator", "family": family, "image_size": images.size, "z_dim": z_dim, "base": base,
             "lr": lr, "run": to_dict(run), "train_images": len(images)}
     log.info("training a %d px %s on %d images for %d epochs on %s", images.size, family, len(images), run.epochs,
