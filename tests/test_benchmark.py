@@ -20,7 +20,7 @@ def test_membership_benchmark_end_to_end_at_toy_size(tmp_path, capsys):
     assert {c["verdict"]["verdict"] for c in res["cells"]} <= {"Leak detected", "No evidence of a leak", "Inconclusive"}
     assert set(res["summary"]) == {"dcgan", "vae", "dcgan (null generator)", "vae (null generator)"}
     cell = res["cells"][0]["detectors"]
-    assert set(cell) == {"recon", "latent_nn", "pixel_nn", "mc", "align_nn", "copy_nn", "domias", "logan", "recon_cal", "combined",
+    assert set(cell) == {"recon", "latent_nn", "pixel_nn", "mc", "align_nn", "copy_nn", "domias", "logan", "recon_cal", "pair", "combined",
                          "latent_nn_cal", "pixel_nn_cal", "mc_cal"}
     assert {"pixel_nn", "pixel_nn_cal", "mc", "domias", "logan"} <= set(res["cells"][0]["peers"])
     assert -1.0 <= res["cells"][0]["copy_rate"] <= 1.0
@@ -124,3 +124,14 @@ def test_copy_rate_counts_copies_of_members_beyond_chance():
     # Copies of members and of images the generator never saw, equally often: nothing beyond chance.
     assert copy_rate(np.concatenate([copies(members[:10]), copies(non[:10])]), members, non) == 0.0
     assert copy_rate(copies(non), members, non) == -1.0  # all near a non-member: below chance, not clipped
+
+
+def test_a_longer_generator_setting_gets_its_own_results_file(tmp_path, capsys):
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "results.json").write_text(json.dumps({"scale": "toy", "config": {"gen_steps": 6}, "cells": []}))
+    assert main(["bench", "--scale", "toy", "--gen-steps", "60", "--out", str(tmp_path / "b")]) == 2
+    assert "holds a benchmark with 6 generator steps" in capsys.readouterr().err
+    assert main(["bench", "--scale", "toy", "--gen-steps", "0", "--out", str(tmp_path / "c")]) == 2
+    assert "generator steps must be >= 1" in capsys.readouterr().err
+    assert main(["bench", "--task", "attribution", "--gen-steps", "60", "--out", str(tmp_path / "d")]) == 2
+    assert "--gen-steps belong" in capsys.readouterr().err

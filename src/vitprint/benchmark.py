@@ -84,7 +84,7 @@ SCALES = {
     "cpu": Scale("tiny", 64, 64, (64, 256, 1024), 3, ("dcgan", "vae"), 1000, 512, 5, 40, 20, 32, 3e-4,
                  (1_000, 10_000, 100_000), 256, (("align_size", 64), ("copy_size", 64))),
     # The seed's configuration at 256 px, for a GPU.
-    "gpu": Scale("seed", 256, 256, (64, 256, 1024), 3, ("dcgan", "vae"), 4000, 2048, 10, 100, 30, 64, 1e-4,
+    "gpu": Scale("seed", 256, 256, (64, 256, 1024), 3, ("dcgan", "vae", "ddpm"), 4000, 2048, 10, 100, 30, 64, 1e-4,
                  (1_000, 10_000, 100_000), 1024),
 }
 
@@ -307,13 +307,17 @@ def scoring_speed(scale: Scale, encoder: str | None, device: str = "cpu") -> lis
 
 
 def run_benchmark(scale_name: str, out: str | Path, families=None, sizes=None, seeds=None,
-                  speed: bool = True, perturbed: bool = False, null_cells: bool = True) -> dict[str, Any]:
-    """Run (or continue) the benchmark; results accumulate in ``out/results.json``."""
+                  speed: bool = True, perturbed: bool = False, null_cells: bool = True,
+                  gen_steps: int | None = None) -> dict[str, Any]:
+    """Run (or continue) the benchmark; results accumulate in ``out/results.json``. ``gen_steps`` replaces
+    the scale's generator training length (a longer one is the memorisation dial turned up)."""
     if scale_name not in SCALES:
         raise VitprintError(f"scale must be one of {', '.join(SCALES)}, got {scale_name!r}")
+    if gen_steps is not None and gen_steps < 1:
+        raise VitprintError(f"generator steps must be >= 1, got {gen_steps}", "gen_steps")
     scale = SCALES[scale_name]
     scale = dataclasses.replace(scale, families=tuple(families or scale.families), sizes=tuple(sizes or scale.sizes),
-                                seeds=seeds or scale.seeds)
+                                seeds=seeds or scale.seeds, gen_steps=gen_steps or scale.gen_steps)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.json"
@@ -325,6 +329,9 @@ def run_benchmark(scale_name: str, out: str | Path, families=None, sizes=None, s
     if results.get("perturbed", perturbed) != perturbed:
         raise VitprintError(f"{path} holds a benchmark {'with' if results['perturbed'] else 'without'} perturbed "
                             "generated images; choose another output folder", "out")
+    if results.get("config", {}).get("gen_steps", scale.gen_steps) != scale.gen_steps:
+        raise VitprintError(f"{path} holds a benchmark with {results['config']['gen_steps']} generator steps; choose "
+                            "another output folder", "out")
     results.update({"scale": scale_name, "perturbed": perturbed, "config": dataclasses.asdict(scale), "machine": machine(),
                     "started": results.get("started", time.strftime("%Y-%m-%d %H:%M"))})
     results.setdefault("cells", [])

@@ -398,7 +398,7 @@ def cmd_bench(a) -> int:
     from vitprint.evaluation.bench_report import write_tables
 
     membership_only = {"--families": a.families, "--sizes": a.sizes, "--no-speed": a.no_speed, "--no-null": a.no_null,
-                       "--perturb": a.perturb}
+                       "--perturb": a.perturb, "--gen-steps": a.gen_steps}
     if a.task == "attribution":
         given = [flag for flag, v in membership_only.items() if v]
         if given:
@@ -407,7 +407,7 @@ def cmd_bench(a) -> int:
     if a.subsets:
         raise VitprintError("--subsets belongs to the attribution benchmark (--task attribution)")
     results = run_benchmark(a.scale, a.out, a.families, a.sizes, a.seeds, speed=not a.no_speed, perturbed=a.perturb,
-                            null_cells=not a.no_null)
+                            null_cells=not a.no_null, gen_steps=a.gen_steps)
     command = a.command_line or shlex.join(["vitprint", *a.argv_used])
     print(f"tables: {write_tables(results, command, Path(a.docs) if a.docs else None, Path(a.out))}")
     print(f"results: {Path(a.out) / 'results.json'}")
@@ -653,7 +653,7 @@ def _parser_train_generator(sub) -> None:
     p.add_argument("--family", choices=["dcgan", "vae", "ddpm"], default="dcgan", help="generator family: dcgan, vae or ddpm (a small diffusion model sampled with 25 DDIM steps; default: dcgan)")
     p.add_argument("--image-size", type=int, default=64, help="generated image size, a power of two >= 32 (default: 64)")
     p.add_argument("--z-dim", type=int, help="noise size of dcgan and vae (default: 100)")
-    p.add_argument("--width", type=int, default=32, help="base channel width (default: 32)")
+    p.add_argument("--width", type=int, help="base channel width (default: 32; ddpm 16)")
     _add_run(p, "runs/generator", epochs=200, batch=32, compile_option=False)
     p.add_argument("--lr", type=float, help="Adam learning rate (default: 2e-4 with betas 0.5/0.999 for dcgan, 1e-3 for vae)")
     _add_data(p)
@@ -675,6 +675,7 @@ def _parser_bench(sub) -> None:
     p.add_argument("--no-speed", action="store_true", help="skip the scoring-speed measurements")
     p.add_argument("--no-null", action="store_true", help="skip the null-generator cells (per family, a generator trained on other patients than the members: every detector must sit at chance there)")
     p.add_argument("--perturb", action="store_true", help="shift (4-8%%), re-window and add noise to the generated images before scoring, as a generator does to a slice it copies")
+    p.add_argument("--gen-steps", type=int, help="membership only: generator training steps (default: the scale's, 1000 at cpu scale); more steps, more memorisation")
     p.add_argument("--command-line", help=argparse.SUPPRESS)
     _add_common(p)
     p.set_defaults(func=cmd_bench)

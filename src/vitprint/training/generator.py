@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 FAMILIES = ("dcgan", "vae", "ddpm")
 DEFAULT_LR = {"dcgan": 2e-4, "vae": 1e-3, "ddpm": 5e-4}
+DEFAULT_WIDTH = {"dcgan": 32, "vae": 32, "ddpm": 16}  # the UNet at 16 trains at ~0.45 s per 32 images at 64 px on 2 cores
 
 
 class GAN(nn.Module):
@@ -133,7 +134,7 @@ def _ddpm_step():
     return step
 
 
-def train_generator(images: ImageSet, run: RunConfig, family: str = "dcgan", z_dim: int = 100, base: int = 32,
+def train_generator(images: ImageSet, run: RunConfig, family: str = "dcgan", z_dim: int = 100, base: int | None = None,
                     lr: float | None = None) -> dict[str, Any]:
     """Train a generator on ``images`` (read at the size it should generate); returns a summary.
 
@@ -143,6 +144,7 @@ def train_generator(images: ImageSet, run: RunConfig, family: str = "dcgan", z_d
     out = prepare_out(run)
     last_path, _ = checkpoint_paths(out)
     lr = lr or DEFAULT_LR.get(family, 2e-4)
+    base = base or DEFAULT_WIDTH.get(family, 32)
     torch.manual_seed(run.seed)
     model = build(family, images.size, z_dim, base)
     if family == "dcgan":
