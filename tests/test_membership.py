@@ -49,6 +49,26 @@ def test_copied_members_rank_first_for_the_distance_scores():
     assert "pixel_nn" in scores.peers and "recon" not in scores.peers
 
 
+def test_latent_nn_stores_the_generated_latents_and_a_changed_encoder_or_set_misses(tmp_path, monkeypatch):
+    from vitprint.membership.detectors import latent_nn
+
+    rng = np.random.default_rng(5)
+    real = rng.integers(0, 256, (4, 32, 32), dtype=np.uint8)
+    gen = rng.integers(0, 256, (10, 32, 32), dtype=np.uint8)
+    torch.manual_seed(0)
+    ae = Autoencoder(model_config("micro")).eval()
+    calls = []
+    real_encode = latent_nn.encode
+    monkeypatch.setattr(latent_nn, "encode", lambda enc, px, *a: calls.append(len(px)) or real_encode(enc, px, *a))
+    first = create_detector("latent_nn", autoencoder=ae, cache_dir=tmp_path).fit(gen).score_samples(real)
+    again = create_detector("latent_nn", autoencoder=ae, cache_dir=tmp_path).fit(gen).score_samples(real)
+    assert calls == [10, 4, 4] and np.array_equal(first, again)  # the generated set was encoded once
+    with torch.no_grad():
+        next(ae.encoder.parameters()).add_(0.01)  # another encoder: its own latents
+    create_detector("latent_nn", autoencoder=ae, cache_dir=tmp_path).fit(gen)
+    create_detector("latent_nn", autoencoder=ae, cache_dir=tmp_path).fit(gen[:9])  # other images too
+    assert calls[3:] == [10, 9] and len(list((tmp_path / "latent_nn").glob("*.npy"))) == 3
+
 def test_latent_l2_uses_k():
     rng = np.random.default_rng(4)
     real = rng.integers(0, 256, (6, 32, 32), dtype=np.uint8)

@@ -1,18 +1,29 @@
 """``latent_nn``: distance from a real image's autoencoder latent to its k nearest generated latents.
 
 Score = -mean distance (cosine or L2) over the k nearest generated images.
+With ``cache_dir``, the generated set's latents are stored under a key made of
+the encoder's weights, the images and the precision, so a rerun (or the test
+set against the same generated images and autoencoder) does not encode them
+again; another autoencoder or other images make another key.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
+from pathlib import Path
+
 import numpy as np
 import torch
 
+from vitprint.data.imageset import atomic_write, save_npy
 from vitprint.errors import VitprintError
 from vitprint.inference import encode
 from vitprint.membership.base import Detector
 from vitprint.membership.knn import METRICS, knn_distances
 from vitprint.membership.registry import register_detector
+
+log = logging.getLogger(__name__)
 
 
 @register_detector
@@ -22,7 +33,7 @@ class LatentNN(Detector):
     calibratable = True
 
     def __init__(self, autoencoder=None, k: int = 5, latent_metric: str = "cosine", batch_size: int = 64,
-                 precision: str = "fp32", device: str = "cpu", index: str = "auto"):
+                 precision: str = "fp32", device: str = "cpu", index: str = "auto", cache_dir=None):
         if autoencoder is None:
             raise VitprintError("latent_nn needs a trained autoencoder")
         if k < 1:
@@ -31,12 +42,36 @@ class LatentNN(Detector):
             raise VitprintError(f"latent metric must be one of {METRICS}, got {latent_metric!r}")
         self.autoencoder, self.k, self.metric = autoencoder, k, latent_metric
         self.batch_size, self.precision, self.device, self.index = batch_size, precision, device, index
+        self.cache_dir = Path(cache_dir) / "latent_nn" if cache_dir else None
 
     def _encode(self, pixels) -> torch.Tensor:
         return torch.from_numpy(encode(self.autoencoder.encoder, pixels, self.batch_size, self.precision))
 
+    def _key(self, pixels) -> str:
+        h = hashlib.sha1(f"{self.precision}|{tuple(pixels.shape)}|v1".encode())
+        for name, t in self.autoencoder.encoder.state_dict().items():
+            h.update(name.encode())
+            h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        for start in range(0, len(pixels), 4096):
+            h.update(np.ascontiguousarray(pixels[start:start + 4096]).tobytes())
+        return h.hexdigest()[:24]
+
     def fit(self, generated, reference=None) -> "LatentNN":
+        pixels = getattr(generated, "pixels", generated)
+        path = self.cache_dir / f"{self._key(pixels)}.npy" if self.cache_dir else None
+        if path is not None and path.is_file():
+            try:
+                latents = np.load(path)
+                if latents.shape[0] == len(pixels):
+                    self.latents_ = torch.from_numpy(latents)
+                    log.info("latent_nn: reusing the stored latents of these %d generated images", len(pixels))
+                    return self
+            except (ValueError, OSError, EOFError) as exc:
+                log.warning("latent_nn: discarding a damaged stored latents file %s (%s)", path, exc)
         self.latents_ = self._encode(generated)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, lambda tmp: save_npy(tmp, self.latents_.numpy()))
         return self
 
     def _score(self, real):
