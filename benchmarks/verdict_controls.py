@@ -65,15 +65,18 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     t0 = time.perf_counter()
     runs = {"null": a.runs, "confounded": max(2, a.runs // 5), "leak": max(2, a.runs // 5)}
-    rows = [one_run(kind, s, a.n) for kind in a.kinds for s in range(a.start, a.start + runs[kind])]
-    for path in a.merge:
+    plan = [(kind, s) for kind in a.kinds for s in range(a.start, a.start + runs[kind])]
+    earlier = []
+    for path in a.merge:  # checked before any simulation runs
         old = json.loads(path.read_text())
         if old["n_per_side"] != a.n or tuple(old["detectors"]) != DETECTORS:
             sys.exit(f"{path} was made with other settings (n per side, detectors); not merged")
-        rows += old["runs"]
-    seen = Counter((r["kind"], r["seed"]) for r in rows)
-    if max(seen.values()) > 1:
-        sys.exit(f"a seed was run twice: {[k for k, c in seen.items() if c > 1][:3]}; choose --start past the merged runs")
+        earlier += old["runs"]
+    seen = Counter([*plan, *((r["kind"], r["seed"]) for r in earlier)])
+    if seen and max(seen.values()) > 1:
+        sys.exit(f"a seed would run twice: {[k for k, c in seen.items() if c > 1][:3]}; choose --start past the "
+                 "merged runs")
+    rows = [one_run(kind, s, a.n) for kind, s in plan] + earlier
     summary = {}
     for kind in ("null", "confounded", "leak"):
         got = [r for r in rows if r["kind"] == kind]

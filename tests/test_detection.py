@@ -1,4 +1,5 @@
 import numpy as np
+from pathlib import Path
 import pytest
 from PIL import Image
 
@@ -201,6 +202,14 @@ def test_dev_and_test_generated_sets_are_kept_apart_and_the_dev_not_used_images_
     # Each unknown image against the test generator's images only: its members called used, its
     # non-members (which only the development generator copied) not.
     assert [calls[f"u_{i}"] for i in range(8)] == [1, 1, 1, 1, 0, 0, 0, 0]
+    # Each image's nearest generated file is in its own set: a copy's is its own copy.
+    import csv
+
+    near = {r["id"]: Path(r["nearest_generated"]) for r in csv.DictReader(open(tmp_path / "apart" / "decisions.csv"))}
+    assert all(near[f"u_{i}"].parent == test / "generated" for i in range(8))
+    assert [near[f"u_{i}"].name for i in range(4)] == [f"tg_{i}.png" for i in range(4)]
+    assert all(near[f"du_{i}"] == dev / "generated" / f"dg_{i}.png" for i in range(6))
+    assert all(near[f"dn_{i}"].parent == dev / "generated" for i in range(6))
     assert summary["generated_sets"] == {"development": 16, "test": 10, "apart": True}
     assert summary["generated"] == 26 and any("kept apart" in line for line in summary["set_up"])
     # The automatic reference: calibrated scores, each not-used image cross-fitted, none of them deciding.

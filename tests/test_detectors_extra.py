@@ -205,6 +205,9 @@ def test_pair_learns_copies_out_of_fold_and_sits_at_chance_on_independent_sets()
         det.score_samples(real)
     s, nearest = det.score_labelled(real, y, folds=4)
     assert roc_auc_score(y, s) >= 0.95
+    # Out of fold: no labelled image is scored by the model fitted on all of them (which saw its label).
+    feats, _ = det.features(real)
+    assert not np.isclose(s, det.model_.decision_function(feats)).any()
     assert (nearest[:16] == np.arange(16)).mean() >= 0.75
     # Unknown images (-1) are scored by the model fitted on all labelled ones, which the detector keeps.
     part = np.r_[y[:12], -np.ones(4, int), y[16:28], -np.ones(4, int)]
@@ -217,16 +220,21 @@ def test_pair_learns_copies_out_of_fold_and_sits_at_chance_on_independent_sets()
 
 def test_pair_scores_are_reported_but_never_read_by_the_verdict():
     import vitprint
+    from vitprint.errors import VitprintError
 
     rng = np.random.default_rng(12)
     real = _textures(rng, 24, size=48)
     y = np.r_[np.ones(12, int), np.zeros(12, int)]
     generated = np.concatenate([_shifted_copies(rng, real, 12), _textures(rng, 12, size=48)])
-    r = vitprint.detect(generated, real, labels=y, detectors=("pixel_nn", "pair"), n_boot=0, folds=3,
-                        options={"copy_size": 48, "copy_steps": 30, "copy_width": 8, "pixel_size": 48})
+    opts = {"copy_size": 48, "copy_steps": 30, "copy_width": 8, "pixel_size": 48}
+    # pair first: on ties the verdict would take the first detector listed, so this fails if pair is read.
+    r = vitprint.detect(generated, real, labels=y, detectors=("pair", "pixel_nn"), n_boot=0, folds=3, options=opts)
     assert "pair" in r.scores and "pair" in r.summary["not_for_verdict"]
     assert r.verdict["primary"] == "pixel_nn"
-    # Without labels there is nothing to learn: skipped, said so, the other detectors still run.
-    r = vitprint.detect(generated, real, detectors=("pixel_nn", "pair"), assume_prevalence=0.5, n_boot=0,
-                        options={"copy_size": 48, "copy_steps": 30, "copy_width": 8, "pixel_size": 48})
-    assert list(r.scores) == ["pixel_nn"]
+    # pair alone could give no verdict at all: refused before any work, never tested in pixel_nn's place.
+    with pytest.raises(VitprintError, match="could be tested for a verdict"):
+        vitprint.detect(generated, real, labels=y, detectors=("pair",),
+                        options={k: v for k, v in opts.items() if k != "pixel_size"})
+    # Without labels there is nothing to learn: refused before any work.
+    with pytest.raises(VitprintError, match="learns from labelled images"):
+        vitprint.detect(generated, real, detectors=("pixel_nn", "pair"), assume_prevalence=0.5, options=opts)

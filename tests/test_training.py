@@ -116,6 +116,8 @@ def test_the_diffusion_family_trains_resumes_and_samples_deterministically(tmp_p
             "--batch-size", "4", "--out", str(tmp_path / "ddpm")]
     assert main([*args, "--z-dim", "10", "--epochs", "1"]) == 2
     assert "--z-dim is for dcgan and vae" in capsys.readouterr().err
+    assert main([*args[:-6], "--width", "12", *args[-4:], "--epochs", "1"]) == 2
+    assert "multiple of 8 for ddpm" in capsys.readouterr().err
     assert main([*args, "--epochs", "1"]) == 0
     assert main([*args, "--epochs", "2", "--resume"]) == 0
     records = (tmp_path / "ddpm" / "metrics.jsonl").read_text().splitlines()

@@ -332,7 +332,8 @@ def run_benchmark(scale_name: str, out: str | Path, families=None, sizes=None, s
     if results.get("config", {}).get("gen_steps", scale.gen_steps) != scale.gen_steps:
         raise VitprintError(f"{path} holds a benchmark with {results['config']['gen_steps']} generator steps; choose "
                             "another output folder", "out")
-    results.update({"scale": scale_name, "perturbed": perturbed, "config": dataclasses.asdict(scale), "machine": machine(),
+    results.update({"scale": scale_name, "perturbed": perturbed, "config": dataclasses.asdict(scale),
+                    "default_gen_steps": SCALES[scale_name].gen_steps, "machine": machine(),
                     "started": results.get("started", time.strftime("%Y-%m-%d %H:%M"))})
     results.setdefault("cells", [])
     done = {(c["family"], c["members"], c["seed"], c.get("null", False)) for c in results["cells"]}

@@ -377,10 +377,15 @@ def cmd_train_generator(a) -> int:
     check_image_size(a.image_size, 32, what="the generated image size")  # before reading any image
     if a.family == "ddpm" and a.z_dim is not None:
         raise VitprintError("--z-dim is for dcgan and vae: a diffusion model starts from a noise image of the image's size")
+    if a.z_dim is not None and a.z_dim < 1:
+        raise VitprintError(f"--z-dim must be >= 1, got {a.z_dim}")
+    if a.width is not None and (a.width < 1 or (a.family == "ddpm" and a.width % 8)):
+        raise VitprintError(f"--width must be >= 1{' and a multiple of 8 for ddpm (its group norm)' if a.family == 'ddpm' else ''}, "
+                            f"got {a.width}")
     images = read_folders(a.images, a.image_size, _data_cfg(a), what="training images")
     run = RunConfig(out=a.out, epochs=a.epochs, batch_size=a.batch_size, precision=a.precision, seed=a.seed,
                     num_workers=a.num_workers, resume=a.resume, device=a.device)
-    summary = train_generator(images, run, family=a.family, z_dim=a.z_dim or 100, base=a.width, lr=a.lr)
+    summary = train_generator(images, run, family=a.family, z_dim=100 if a.z_dim is None else a.z_dim, base=a.width, lr=a.lr)
     print(f"generator checkpoint: {summary['checkpoint']}; samples: {Path(a.out) / 'samples.png'}")
     return 0
 
@@ -655,7 +660,7 @@ def _parser_train_generator(sub) -> None:
     p.add_argument("--z-dim", type=int, help="noise size of dcgan and vae (default: 100)")
     p.add_argument("--width", type=int, help="base channel width (default: 32; ddpm 16)")
     _add_run(p, "runs/generator", epochs=200, batch=32, compile_option=False)
-    p.add_argument("--lr", type=float, help="Adam learning rate (default: 2e-4 with betas 0.5/0.999 for dcgan, 1e-3 for vae)")
+    p.add_argument("--lr", type=float, help="Adam learning rate (default: 2e-4 with betas 0.5/0.999 for dcgan, 1e-3 for vae, 5e-4 for ddpm)")
     _add_data(p)
     _add_common(p)
     p.set_defaults(func=cmd_train_generator)
@@ -669,7 +674,7 @@ def _parser_bench(sub) -> None:
     p.add_argument("--subsets", nargs="+", type=int, help="attribution only: the numbers of cohorts K (default: the scale's: 2 5)")
     p.add_argument("--out", default="runs/bench", help="working and results folder (default: runs/bench)")
     p.add_argument("--docs", metavar="MARKDOWN", help="write the tables into this markdown file (for example docs/benchmarks.md), replacing this scale's section")
-    p.add_argument("--families", nargs="+", choices=["dcgan", "vae", "ddpm"], help="generator families (default: the scale's: dcgan vae)")
+    p.add_argument("--families", nargs="+", choices=["dcgan", "vae", "ddpm"], help="generator families (default: the scale's: dcgan vae; the gpu scale adds ddpm)")
     p.add_argument("--sizes", nargs="+", type=int, help="member-set sizes (default: the scale's)")
     p.add_argument("--seeds", type=int, help="seeds per cell (default: the scale's)")
     p.add_argument("--no-speed", action="store_true", help="skip the scoring-speed measurements")

@@ -24,7 +24,7 @@ from vitprint.api.result import DetectionResult
 from vitprint.detection.roles import check_roles
 from vitprint.errors import VitprintError
 from vitprint.membership.base import unique_images
-from vitprint.membership.scoring import check_options, compute_scores, resize_pixels
+from vitprint.membership.scoring import check_options, check_plan, compute_scores, resize_pixels
 
 API_DETECTORS = ("pixel_nn", "mc", "align_nn", "copy_nn")
 CONTEXT = ("autoencoder", "device", "cache_dir", "batch_size", "precision", "encoder_path")  # shared by any detector that wants them
@@ -81,7 +81,9 @@ def detect(generated, real, *, labels: Sequence[int] | None = None, reference=No
     if not np.isin(y, (-1, 0, 1)).all():
         raise VitprintError(f"labels must be 1 (used), 0 (not used) or -1 (unknown), got {sorted(set(y) - {-1, 0, 1})}")
     groups = np.where(y == 1, "member", np.where(y == 0, "non_member", "unknown"))
-    check_roles(real_paths, groups, real_px, gen_paths, ref_paths, ref)
+    roles = check_roles(real_paths, groups, real_px, gen_paths, ref_paths, ref)
+    labelled = min((y == 1).sum(), (y == 0).sum()) >= 1
+    check_plan(tuple(detectors), ref is not None, labelled, bool(roles["reference_overlap"]))
     keep = unique_images(gen)
     scores = compute_scores(real_px, gen[keep], tuple(detectors), {"seed": seed, **options}, ref, labels=y, folds=folds)
     unknown = y < 0

@@ -47,7 +47,11 @@ def assess(values: dict[str, np.ndarray], labels, unknown, pixels, cfg: AssessCo
         raise VitprintError(f"decision must be one of {', '.join(allowed)}, got {cfg.decision!r}")
     summary: dict[str, Any] = {}
     evaluation = None
-    candidates = [n for n in values if n not in set(not_for_verdict)] or list(values)
+    candidates = [n for n in values if n not in set(not_for_verdict)]
+    if not candidates and (labels >= 0).any():
+        raise VitprintError(f"none of the scores ({', '.join(values)}) can be tested for a verdict: each was learnt "
+                            "from the labels or cross-fitted against a reference that holds scored images; add a "
+                            "detector that uses neither (align_nn, pixel_nn, copy_nn, ...)", "detectors")
     if not_for_verdict:
         summary["not_for_verdict"] = sorted(set(not_for_verdict) & set(values))
     y = labels[labelled]

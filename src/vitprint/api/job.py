@@ -33,7 +33,7 @@ from vitprint.evaluation.report import ReconstructionPanel, select_evidence
 from vitprint.evaluation.runfile import run_id, validate_run
 from vitprint.membership.decisions import DECISIONS
 from vitprint.membership.registry import detector_class
-from vitprint.membership.scoring import ScoreConfig, compute_scores, merge_scores, score_names
+from vitprint.membership.scoring import ScoreConfig, check_plan, compute_scores, merge_scores, score_names
 from vitprint.errors import VitprintError
 from vitprint.api.assess import AssessConfig, assess
 from vitprint.api.result import DetectionResult, with_regions
@@ -150,6 +150,8 @@ def detect(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, data: Data
     if lonely and not inputs.reference:
         raise VitprintError(f"{', '.join(lonely)} needs a reference set (real images the generator never saw): "
                             "give a reference set", "reference")
+    if not inputs.labelled:
+        check_plan(cfg.scores.detectors, bool(inputs.reference), False, False)
     allowed = [*DECISIONS, *score_names(cfg.scores.detectors, bool(inputs.reference))]
     if cfg.decision not in allowed:
         raise VitprintError(f"decision must be one of {', '.join(allowed)}, got {cfg.decision!r}", "decision")
@@ -191,6 +193,7 @@ def detect(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, data: Data
     if inputs.reference_from_dev:
         set_up.append("Reference set: the development not-used images (automatic; --no-dev-reference turns it off). "
                       "Each of them is scored against a reference that excludes it.")
+    check_plan(cfg.scores.detectors, reference is not None, inputs.labelled, bool(roles["reference_overlap"]))
     if roles["reference_overlap"]:
         log.info("%d real image(s) are also in the reference set: each is scored against a reference that "
                  "excludes it (cross-fitted)", roles["reference_overlap"])
@@ -232,7 +235,7 @@ def detect(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, data: Data
                      ("development", "test")[which])
         part = compute_scores(subset(reals.images, idx), gen_sets[which], cfg.scores.detectors, options, reference,
                               at_size(which), labels=reals.labels[idx], folds=cfg.folds,
-                              learned=parts[0][1].learned if parts else None)
+                              like=parts[0][1].fitted if parts else None)
         parts.append((idx, part, sum(len(g) for g in gen_sets[:which])))
     scores = merge_scores(parts, len(unknown))
 

@@ -172,7 +172,10 @@ def update_section(doc: Path, key: str, body: str, title: str) -> None:
 def write_tables(results: dict, command: str, doc: Path | None, out: Path) -> Path:
     """The tables and AUC plots: into ``doc``'s section for this scale (and perturbation), replacing it,
     or into ``out/results.md``. Returns the markdown file written."""
-    key = f"membership-{results['scale']}" + ("-perturbed" if results.get("perturbed") else "")
+    steps = results.get("config", {}).get("gen_steps")
+    longer = steps != results.get("default_gen_steps", steps)  # a longer (or shorter) setting: its own section
+    key = (f"membership-{results['scale']}" + ("-perturbed" if results.get("perturbed") else "")
+           + (f"-steps{steps}" if longer else ""))
     if doc is None:
         figs = auc_figures(results, out, "auc")
         path = out / "results.md"
@@ -180,6 +183,7 @@ def write_tables(results: dict, command: str, doc: Path | None, out: Path) -> Pa
         return path
     figs = auc_figures(results, doc.parent / "figures", key.replace("-", "_"))
     rel = {k: str(Path(v).relative_to(doc.parent)) for k, v in figs.items()}
-    title = f"Membership benchmark, --scale {results['scale']}" + (", perturbed copies" if results.get("perturbed") else "")
+    title = (f"Membership benchmark, --scale {results['scale']}" + (", perturbed copies" if results.get("perturbed") else "")
+             + (f", generators trained {steps} steps" if longer else ""))
     update_section(doc, key, markdown(results, command, rel), title)
     return doc

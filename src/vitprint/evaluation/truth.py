@@ -89,7 +89,9 @@ def evaluate_scores(values: dict[str, np.ndarray], labels: np.ndarray, folds: in
     "auto_choices": [...], "verdict": {...}}``.
     """
     cv = cross_validate(values, labels, folds, seed, target_fpr, candidates)
-    tested = {n: v for n, v in values.items() if candidates is None or n in candidates} or values
+    tested = {n: v for n, v in values.items() if candidates is None or n in candidates}
+    if not tested:
+        raise VitprintError("no score can be tested for a verdict")
     verdict, tests = decide_verdict(tested, labels, blind, seed=seed)
     out = {}
     for name, s in cv.scores.items():

@@ -52,6 +52,12 @@ class Detector(ABC):
     def fit(self, generated, reference=None) -> "Detector":
         """Learn what is needed from the generated (and, where used, reference) images; returns self."""
 
+    def fit_like(self, fitted: "Detector", generated, reference=None) -> "Detector":
+        """Fit on another generated set, keeping what ``fitted`` (the same detector, fitted on the labelled
+        images' generated set) learnt that should not change with it (a learnt embedding, a classifier), so
+        a threshold fitted on one set's scores still means the same on the other's. Default: fit afresh."""
+        return self.fit(generated, reference)
+
     @abstractmethod
     def _score(self, real) -> tuple[np.ndarray, np.ndarray | None]:
         """``(N,)`` scores (higher = more likely used) and ``(N,)`` nearest generated indices or None."""

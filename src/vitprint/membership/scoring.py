@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from vitprint.errors import VitprintError
-from vitprint.membership.base import as_pixels
+from vitprint.membership.base import Detector, as_pixels
 from vitprint.membership.knn import INDEXES
 from vitprint.membership.registry import accepted_options, available_detectors, create_detector, detector_class
 
@@ -77,7 +77,7 @@ class Scores:
     cross_fitted: dict[str, int] = field(default_factory=dict)  # detector -> real images cross-fitted
     notes: list[str] = field(default_factory=list)  # settings that had to be reduced, said once
     supervised: list[str] = field(default_factory=list)  # scores learnt from the labels (out of fold)
-    learned: dict[str, Any] = field(default_factory=dict)  # supervised detector -> fitted, for another pass
+    fitted: dict[str, Any] = field(default_factory=dict)  # detector -> fitted, for a pass over another set
 
 
 def score_names(detectors, with_reference: bool) -> list[str]:
@@ -113,7 +113,7 @@ def compute_scores(
     at_size: Callable[[int], tuple[Any, Any, Any]] | None = None,
     labels=None,
     folds: int = 5,
-    learned: dict[str, Any] | None = None,
+    like: dict[str, Any] | None = None,
 ) -> Scores:
     """Fit every detector on the generated (and reference) images and score the reals.
 
@@ -123,8 +123,10 @@ def compute_scores(
     resized from the given arrays). Detectors that need a reference set are
     skipped (with a warning) when there is none. A supervised detector reads
     ``labels`` (1/0, -1 = unknown; labelled images are scored out of ``folds``
-    folds), or scores with the classifier another pass learnt (``learned``); with
-    neither it is skipped.
+    folds), or scores with the classifier another pass learnt; with neither it
+    is skipped. ``like``: the detectors another pass fitted (``Scores.fitted``)
+    on the labelled images' generated set; each detector here keeps what that
+    one learnt (``Detector.fit_like``), so thresholds mean the same on both sets.
     """
     options = dict(options or {})
     out = Scores()
@@ -150,7 +152,8 @@ def compute_scores(
     can_learn = y is not None and min((y == 1).sum(), (y == 0).sum()) >= 2
     for name in score_names(detectors, ref_px is not None):
         det = create_detector(name, **options)
-        if det.supervised and not can_learn and name not in (learned or {}):
+        prior = (like or {}).get(name)
+        if det.supervised and not can_learn and prior is None:
             note = f"{name} learns from labelled images (at least 2 used and 2 not used); none here, skipped"
             log.warning(note)
             out.notes.append(note)
@@ -159,17 +162,18 @@ def compute_scores(
             raise VitprintError(f"{name} needs a trained autoencoder")
         r, g, ref = sets_for(det.image_size)
         log.info("scoring with %s", name)
-        det.fit(g, ref if det.needs_reference else None)
+        if prior is not None:
+            det.fit_like(prior, g, ref if det.needs_reference else None)
+        else:
+            det.fit(g, ref if det.needs_reference else None)
         if det.supervised:
-            if can_learn:
-                values, nearest = det.score_labelled(r, y, folds)
-            else:
-                det.model_ = learned[name].model_
-                values, nearest = det.score_with_evidence(r)
             out.supervised.append(name)
-            out.learned[name] = det
+        if det.supervised and prior is None:
+            values, nearest = det.score_labelled(r, y, folds)
         else:
             values, nearest = det.score_with_evidence(r)
+        if type(det).fit_like is not Detector.fit_like:  # only what another pass can reuse is kept
+            out.fitted[name] = det
         out.values[name] = values
         if nearest is not None:
             out.nearest[name] = np.asarray(nearest)
@@ -210,3 +214,26 @@ def merge_scores(parts: list[tuple[np.ndarray, Scores, int]], n: int) -> Scores:
             out.cross_fitted[name] = out.cross_fitted.get(name, 0) + count
         out.notes += [note for note in s.notes if note not in out.notes]
     return out
+
+
+def check_plan(detectors, with_reference: bool, labelled: bool, reference_overlaps: bool) -> None:
+    """Refuse, before any work, a set of detectors whose scores could not be used: a supervised detector
+    without labelled images, or (with labels) only scores the verdict may not read (learnt from the labels,
+    or cross-fitted against a reference that holds scored images)."""
+    supervised = [d for d in detectors if detector_class(d).supervised]
+    if supervised and not labelled:
+        raise VitprintError(f"{', '.join(supervised)} learns from labelled images (used and not used); there are "
+                            "none here: leave it out", "detectors")
+    if not labelled:
+        return
+
+    def untestable(name: str) -> bool:
+        base = detector_class(name[:-4] if name.endswith("_cal") and name not in available_detectors() else name)
+        uses_reference = name.endswith("_cal") or base.needs_reference
+        return base.supervised or (reference_overlaps and uses_reference)
+
+    names = score_names(detectors, with_reference)
+    if names and all(untestable(n) for n in names):
+        raise VitprintError(f"none of the scores ({', '.join(names)}) could be tested for a verdict: each would be "
+                            "learnt from the labels or cross-fitted against a reference that holds scored images; add "
+                            "a detector that uses neither (align_nn, pixel_nn, copy_nn, ...)", "detectors")

@@ -144,7 +144,7 @@ def train_generator(images: ImageSet, run: RunConfig, family: str = "dcgan", z_d
     out = prepare_out(run)
     last_path, _ = checkpoint_paths(out)
     lr = lr or DEFAULT_LR.get(family, 2e-4)
-    base = base or DEFAULT_WIDTH.get(family, 32)
+    base = DEFAULT_WIDTH.get(family, 32) if base is None else base
     torch.manual_seed(run.seed)
     model = build(family, images.size, z_dim, base)
     if family == "dcgan":

@@ -83,6 +83,12 @@ class CopyNN(Detector):
             atomic_write(vectors, lambda tmp: save_npy(tmp, self.embeddings_))
         return self
 
+    def fit_like(self, fitted: "CopyNN", generated, reference=None) -> "CopyNN":
+        """The same trained embedding (distances on one scale), the new set's embeddings."""
+        self.model_ = fitted.model_
+        self.embeddings_ = embed(self.model_, as_pixels(generated))
+        return self
+
     def embed(self, images) -> np.ndarray:
         """``(N, dim)`` unit-norm embeddings of uint8 images at ``copy_size``."""
         return embed(self.model_, as_pixels(images))

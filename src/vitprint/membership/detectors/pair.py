@@ -67,6 +67,13 @@ class Pair(Detector):
         self.copy.fit(self.generated_)
         return self
 
+    def fit_like(self, fitted: "Pair", generated, reference=None) -> "Pair":
+        """The embedding and the classifier learnt on the labelled images' generated set, on another set."""
+        self.generated_ = as_pixels(generated)
+        self.copy.fit_like(fitted.copy, self.generated_)
+        self.model_ = fitted.model_
+        return self
+
     def features(self, real) -> tuple[np.ndarray, np.ndarray]:
         """``(N, 6)`` pair features (``FEATURES``) and each image's nearest generated index."""
         real = as_pixels(real)
