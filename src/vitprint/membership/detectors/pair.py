@@ -13,7 +13,11 @@ it and its ``pair_k`` nearest generated images in the ``copy_nn`` embedding:
   often copy a region, not a whole slice;
 - the structural similarity (SSIM, ``kornia``) of the real image with its
   nearest generated image after that tile's shift, whole-image mean and the
-  90th percentile of the local map.
+  90th percentile of the local map;
+- the margins over the rival (as ``align_nn`` judges): how much more alike
+  that generated image is to this real image than to the most alike *other*
+  real image scored with it, in the embedding and by the local match. A copy's
+  source beats every rival; a neighbouring slice of the source does not.
 
 A regularised logistic regression (standardised features) is fitted on the
 labelled images. Every labelled image is scored out of fold (by a model fitted
@@ -34,14 +38,15 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from vitprint.errors import VitprintError
-from vitprint.membership.base import Detector, as_pixels
+from vitprint.membership.base import Detector, as_pixels, pixel_hashes
 from vitprint.membership.detectors.copy_nn import CopyNN
 from vitprint.membership.knn import knn_distances
 from vitprint.membership.regions import best_region
 from vitprint.membership.registry import register_detector
 
 FEATURES = ("nearest distance", "gap to the second", "mean distance", "best region correlation",
-            "SSIM with the nearest", "SSIM 90th percentile")
+            "SSIM with the nearest", "SSIM 90th percentile", "embedding margin over the rival",
+            "region margin over the rival")
 
 
 @register_detector
@@ -75,22 +80,37 @@ class Pair(Detector):
         return self
 
     def features(self, real) -> tuple[np.ndarray, np.ndarray]:
-        """``(N, 6)`` pair features (``FEATURES``) and each image's nearest generated index."""
+        """``(N, 8)`` pair features (``FEATURES``) and each image's nearest generated index."""
         real = as_pixels(real)
         k = min(self.k, len(self.generated_))
-        d, idx = knn_distances(self.copy.embed(real), self.copy.embeddings_, k=k, metric="cosine",
+        emb = self.copy.embed(real)
+        d, idx = knn_distances(emb, self.copy.embeddings_, k=k, metric="cosine",
                                device=self.copy.device, progress=False, index=self.copy.index)
         gap = d[:, 1] - d[:, 0] if k > 1 else np.zeros(len(d))
+        # Rivals: how alike each generated image is to the *other* real images scored with this one
+        # (identical pixels are never rivals). A copy's source beats every rival; a neighbouring slice of
+        # the source does not, however close it is in absolute terms.
+        same = np.unique(pixel_hashes(real), return_inverse=True)[1]
+        sims = emb @ self.copy.embeddings_.T  # (N, G) cosine similarities (unit-norm embeddings)
         rows = []
         for i in range(len(real)):
             a = np.asarray(real[i])
             regions = [best_region(a, np.asarray(self.generated_[j])) for j in idx[i, :3]]
             best = max(range(len(regions)), key=lambda r: regions[r].ncc)
-            aligned = np.roll(np.asarray(self.generated_[idx[i, best]]), regions[best].shift, (0, 1))
+            g = int(idx[i, best])
+            aligned = np.roll(np.asarray(self.generated_[g]), regions[best].shift, (0, 1))
             pair = torch.from_numpy(np.stack([a, aligned]).astype(np.float32) / 255.0)[:, None]
             local = ssim(pair[:1], pair[1:], 7)[0, 0].numpy()
-            rows.append([regions[best].ncc, float(local.mean()), float(np.quantile(local, 0.9))])
-        feats = np.column_stack([d[:, 0], gap, d.mean(1), np.asarray(rows, np.float64).reshape(-1, 3)])
+            others = np.flatnonzero(same != same[i])
+            if len(others):
+                rival = int(others[np.argmax(sims[others, g])])
+                margin_emb = float(sims[i, g] - sims[rival, g])
+                margin_region = regions[best].ncc - best_region(np.asarray(real[rival]), np.asarray(self.generated_[g])).ncc
+            else:
+                margin_emb, margin_region = float(sims[i, g]), regions[best].ncc
+            rows.append([regions[best].ncc, float(local.mean()), float(np.quantile(local, 0.9)), margin_emb,
+                         margin_region])
+        feats = np.column_stack([d[:, 0], gap, d.mean(1), np.asarray(rows, np.float64).reshape(-1, 5)])
         return feats.astype(np.float64), idx[:, 0]
 
     def _classifier(self):
