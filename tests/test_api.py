@@ -104,3 +104,22 @@ def test_arrays_of_the_wrong_kind_are_one_clear_error():
     generated, real, labels = _case(3)
     with pytest.raises(VitprintError, match=r"the real images must be a uint8 array \(N, S, S\), got float64"):
         vitprint.detect(generated, real.astype(float), labels=labels, detectors=("pixel_nn",))
+
+
+def test_unreadable_real_files_are_answered_0_without_labels_and_refused_with_them(tmp_path):
+    from PIL import Image
+
+    generated, real, _ = _case()
+    folder = tmp_path / "unknown"
+    folder.mkdir()
+    for i, img in enumerate(real[:8]):
+        Image.fromarray(img).save(folder / f"u_{i}.png")
+    (folder / "u_9.png").write_bytes(b"\x89PNG broken")
+    r = vitprint.detect(generated, folder, detectors=("pixel_nn",), assume_prevalence=0.5, image_size=64, n_boot=0,
+                        options={"pixel_size": 64})
+    assert [Path(f).name for f in r.summary["undecided"]["files"]] == ["u_9.png"]
+    lines = (r.save(tmp_path / "out") / "run.txt").read_text().splitlines()
+    assert len(lines) == 9 and "u_9,0" in lines  # every listed image answered, the unreadable one with 0
+    with pytest.raises(VitprintError, match="could not be read, so the labels cannot be matched"):
+        vitprint.detect(generated, folder, labels=[1, 0] * 4 + [0], detectors=("pixel_nn",), image_size=64,
+                        options={"pixel_size": 64})

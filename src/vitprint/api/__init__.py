@@ -30,8 +30,10 @@ API_DETECTORS = ("pixel_nn", "mc", "align_nn", "copy_nn")
 CONTEXT = ("autoencoder", "device", "cache_dir", "batch_size", "precision", "encoder_path")  # shared by any detector that wants them
 
 
-def _as_images(source, size: int | None, data: DataConfig, what: str) -> tuple[list[str], list[str], np.ndarray]:
-    """ids, paths and uint8 ``(N, S, S)`` pixels from an array, a folder, or a list of files/folders."""
+def _as_images(source, size: int | None, data: DataConfig, what: str,
+               unreadable: list[str] | None = None) -> tuple[list[str], list[str], np.ndarray]:
+    """ids, paths and uint8 ``(N, S, S)`` pixels from an array, a folder, or a list of files/folders.
+    Files that could not be read (skipped, unless ``data.strict``) are appended to ``unreadable``."""
     if isinstance(source, np.ndarray):
         images = ImageSet.from_pixels(source, what)
         return images.ids, [str(p) for p in images.paths], images.pixels
@@ -46,6 +48,9 @@ def _as_images(source, size: int | None, data: DataConfig, what: str) -> tuple[l
         else:
             raise VitprintError(f"{what}: not a file or folder: {p}")
     images = read_files(files, size or 256, data, what=what)
+    if unreadable is not None:
+        read = {Path(p).resolve() for p in images.paths}
+        unreadable += [str(f) for f in files if Path(f).resolve() not in read]
     return [Path(i).stem for i in images.ids], [str(p) for p in images.paths], np.asarray(images.pixels)
 
 
@@ -66,7 +71,11 @@ def detect(generated, real, *, labels: Sequence[int] | None = None, reference=No
     options = dict(options or {})
     check_options(tuple(detectors), {k: v for k, v in options.items() if k not in CONTEXT})
     _, gen_paths, gen = _as_images(generated, image_size, data, "generated")
-    ids, real_paths, real_px = _as_images(real, image_size, data, "real")
+    unreadable: list[str] = []
+    ids, real_paths, real_px = _as_images(real, image_size, data, "real", unreadable)
+    if unreadable and labels is not None:
+        raise VitprintError(f"{len(unreadable)} real image(s) could not be read, so the labels cannot be matched to "
+                            f"the images: {', '.join(Path(f).name for f in unreadable[:5])}; remove them or fix them")
     ref_paths, ref = (None, None)
     if reference is not None:
         _, ref_paths, ref = _as_images(reference, image_size, data, "reference")
@@ -94,7 +103,11 @@ def detect(generated, real, *, labels: Sequence[int] | None = None, reference=No
                    generated_duplicates_dropped=int(len(gen) - len(keep)))
     if scores.cross_fitted:
         summary["cross_fitted"] = scores.cross_fitted
+    if unreadable:
+        # As the command does: an unknown image that could not be read is answered 0 in the run file, and said so.
+        summary["undecided"] = {"files": unreadable, "decision": 0,
+                                "why": "unreadable; answered 0 (no evidence of use) so the run file covers every image"}
     nearest = {k: keep[v] for k, v in scores.nearest.items()}  # indices into the generated images as given
     return DetectionResult.assemble(ids=ids, paths=real_paths, labels=y, scores=scores, generated_paths=gen_paths,
                                     decided=decided, summary=summary, evaluation=evaluation, real_pixels=real_px,
-                                    generated_pixels=gen, nearest=nearest)
+                                    generated_pixels=gen, nearest=nearest, undecided=unreadable)
