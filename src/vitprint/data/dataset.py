@@ -59,7 +59,8 @@ def to_device(u8: np.ndarray, device: torch.device | str) -> torch.Tensor:
     """uint8 ``(B, S, S)`` pixels -> ``(B, 1, S, S)`` float in [-1, 1] on ``device``; the copy is uint8
     (pinned and non-blocking to a GPU) and the scaling runs on the device."""
     device = torch.device(device)
-    t = torch.from_numpy(np.ascontiguousarray(u8))
+    u8 = np.ascontiguousarray(u8)
+    t = torch.from_numpy(u8 if u8.flags.writeable else u8.copy())  # a memory map is read-only: copy the batch
     if device.type == "cuda":
         t = t.pin_memory()
     return to_model_range(t.to(device, non_blocking=True))[:, None]
@@ -75,7 +76,7 @@ class ImageTensors(Dataset):
         return len(self.images)
 
     def __getitem__(self, i: int):
-        x = torch.from_numpy(np.ascontiguousarray(self.images.pixels[i]))[None]
+        x = torch.from_numpy(np.array(self.images.pixels[i]))[None]  # a writable copy (a memory map is read-only)
         if self.images.labels is None:
             return x
         return x, int(self.images.labels[i])
