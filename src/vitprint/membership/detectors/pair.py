@@ -91,7 +91,6 @@ class Pair(Detector):
         # (identical pixels are never rivals). A copy's source beats every rival; a neighbouring slice of
         # the source does not, however close it is in absolute terms.
         same = np.unique(pixel_hashes(real), return_inverse=True)[1]
-        sims = emb @ self.copy.embeddings_.T  # (N, G) cosine similarities (unit-norm embeddings)
         rows = []
         for i in range(len(real)):
             a = np.asarray(real[i])
@@ -102,12 +101,13 @@ class Pair(Detector):
             pair = torch.from_numpy(np.stack([a, aligned]).astype(np.float32) / 255.0)[:, None]
             local = ssim(pair[:1], pair[1:], 7)[0, 0].numpy()
             others = np.flatnonzero(same != same[i])
+            sims = emb @ self.copy.embeddings_[g]  # every real image's cosine similarity with g (unit norm)
             if len(others):
-                rival = int(others[np.argmax(sims[others, g])])
-                margin_emb = float(sims[i, g] - sims[rival, g])
+                rival = int(others[np.argmax(sims[others])])
+                margin_emb = float(sims[i] - sims[rival])
                 margin_region = regions[best].ncc - best_region(np.asarray(real[rival]), np.asarray(self.generated_[g])).ncc
             else:
-                margin_emb, margin_region = float(sims[i, g]), regions[best].ncc
+                margin_emb, margin_region = float(sims[i]), regions[best].ncc
             rows.append([regions[best].ncc, float(local.mean()), float(np.quantile(local, 0.9)), margin_emb,
                          margin_region])
         feats = np.column_stack([d[:, 0], gap, d.mean(1), np.asarray(rows, np.float64).reshape(-1, 5)])
