@@ -10,7 +10,7 @@ ROOT = Path(vitprint.__file__).parent
 # they are leaves every layer may use, training's loss curves and validation metrics included.
 LEAVES = ("evaluation.metrics", "evaluation.plots")
 LAYERS = [
-    ("errors", "progress", "device", "config", "data", "models", *LEAVES),
+    ("errors", "progress", "device", "distributed", "config", "data", "models", *LEAVES),
     ("training", "inference"),
     ("membership", "detection", "attribution"),
     ("evaluation",),
@@ -30,7 +30,11 @@ def _layer(module: str) -> int:
 def _imports(path: Path):
     tree = ast.parse(path.read_text())
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("vitprint"):
+        if isinstance(node, ast.ImportFrom) and node.module == "vitprint":  # from vitprint import distributed
+            for alias in node.names:
+                if (ROOT / f"{alias.name}.py").is_file() or (ROOT / alias.name).is_dir():
+                    yield alias.name, node.lineno
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("vitprint"):
             yield node.module.removeprefix("vitprint").lstrip("."), node.lineno
         elif isinstance(node, ast.Import):
             for alias in node.names:
@@ -53,6 +57,8 @@ def test_the_check_would_catch_an_upward_import(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("def f():\n    from vitprint.cli import main\n")
     assert [t for t, _ in _imports(bad)] == ["cli"] and _layer("cli") > _layer("membership")
+    bad.write_text("from vitprint import api, __version__\n")
+    assert [t for t, _ in _imports(bad)] == ["api"]
 
 
 def test_the_leaves_import_nothing_of_vitprint():

@@ -11,12 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shlex
 import sys
 from pathlib import Path
 
 
-from vitprint import __version__
+from vitprint import __version__, distributed
 from vitprint.config import DEFAULT_MAX_PIXELS
 from vitprint.errors import VitprintError
 from vitprint.membership.registry import available_detectors
@@ -778,6 +779,8 @@ def _flags_for(parser: argparse.ArgumentParser, args, settings) -> list[str]:
 
 def _setup_logging(args) -> None:
     level = logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO
+    if not distributed.is_main() and not args.debug:  # several processes: the main one tells the story
+        level, args.quiet = logging.WARNING, True
     logging.basicConfig(level=level, format="%(message)s" if not args.debug else "%(levelname)s %(name)s: %(message)s")
     for noisy in ("matplotlib", "PIL", "timm", "accelerate"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
@@ -789,6 +792,8 @@ def _setup_logging(args) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if not distributed.is_main():  # several processes (torchrun, accelerate launch): the main one prints
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
     parser = build_parser()
     debug = "--debug" in argv
     args = None
@@ -796,7 +801,7 @@ def main(argv: list[str] | None = None) -> int:
         args = _apply_yaml(parser, argv)
         args.argv_used = [str(x) for x in argv]
         _setup_logging(args)
-        if args.command not in LOCKED:
+        if args.command not in LOCKED or not distributed.is_main():  # the main process holds the folder's lock
             return args.func(args)
         from vitprint.data.runlock import run_lock
 

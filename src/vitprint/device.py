@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from vitprint.errors import VitprintError
 
 
 def pick_device(device: str = "auto") -> torch.device:
-    """``auto`` is the first of cuda, mps, cpu; asking for one that is missing is a clear error."""
+    """``auto`` is the first of cuda, mps, cpu; asking for one that is missing is a clear error. Under a
+    launcher (torchrun, accelerate launch) each process takes the GPU of its local rank."""
+    if device in ("auto", "cuda") and torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
     if device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")

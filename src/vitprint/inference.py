@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from vitprint import distributed
 from vitprint.config import DataConfig, ModelConfig, from_dict
 from vitprint.data.dataset import to_device
 from vitprint.data.imageset import ImageSet, atomic_write
@@ -76,12 +77,14 @@ def encode(encoder: torch.nn.Module, images: ImageSet, batch_size: int = 64, pre
     """``(N, latent_dim)`` float32 latents of every image."""
     device = next(encoder.parameters()).device
     pixels = getattr(images, "pixels", images)
-    out = []
-    for start in bar(range(0, len(pixels), batch_size), enabled=progress, desc="encoding", unit="batch"):
-        x = to_device(pixels[start:start + batch_size], device)
+
+    def batch(start: int, stop: int) -> np.ndarray:
         with _autocast(device, precision):
-            out.append(encoder(x).float().cpu().numpy())
-    return np.concatenate(out)
+            return encoder(to_device(pixels[start:stop], device)).float().cpu().numpy()
+
+    # Inside vitprint.distributed.sharded() the batches are shared over the processes.
+    return np.concatenate(distributed.map_chunks(batch, len(pixels), batch_size, enabled=progress, desc="encoding",
+                                                 unit="batch"))
 
 
 def reconstruct_folders(checkpoint: str | Path, folders: list[str | Path], out: str | Path, batch_size: int = 32,

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from vitprint import __version__
+from vitprint import __version__, distributed
 from vitprint.config import DataConfig, ModelConfig, OptimConfig, RunConfig
 from vitprint.data.folders import list_images
 from vitprint.data.imageset import ImageSet
@@ -133,7 +133,8 @@ def _autoencoder(inputs_generated: ImageSet, model_cfg: ModelConfig, cfg: Detect
                         "(--preset tiny takes minutes; docs/benchmarks.md)", model_cfg.vit, hours,
                         len(inputs_generated), cfg.ae_epochs)
         ae_dir.mkdir(parents=True, exist_ok=True)
-        stamp.write_text(digest + "\n")
+        if distributed.is_main():
+            stamp.write_text(digest + "\n")
         run = RunConfig(out=str(ae_dir), epochs=cfg.ae_epochs, batch_size=cfg.ae_batch_size, seed=cfg.seed,
                         resume=last.is_file(), device=cfg.device, precision=cfg.precision)
         model = train_autoencoder(inputs_generated, model_cfg, run, OptimConfig(lr=cfg.ae_lr), data,
@@ -163,7 +164,8 @@ def detect(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, data: Data
     if not os.access(out, os.W_OK):
         raise VitprintError(f"cannot write to the output folder {out}")
     stamp = _stamp(inputs, model_cfg, cfg)
-    finish_swap(out)  # a job stopped while it replaced its outputs: finish that first
+    if distributed.is_main():
+        finish_swap(out)  # a job stopped while it replaced its outputs: finish that first
     check_overwrite(out, stamp, cfg.force)
     device = pick_device(cfg.device)
     size = model_cfg.image_size
@@ -229,15 +231,20 @@ def detect(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, data: Data
         return sets
 
     parts = []
-    for which, idx in enumerate(passes):
-        if len(passes) > 1:
-            log.info("scoring the %s images against the %s generated set", ("labelled", "unknown")[which],
-                     ("development", "test")[which])
-        part = compute_scores(subset(reals.images, idx), gen_sets[which], cfg.scores.detectors, options, reference,
-                              at_size(which), labels=reals.labels[idx], folds=cfg.folds,
-                              like=parts[0][1].fitted if parts else None)
-        parts.append((idx, part, sum(len(g) for g in gen_sets[:which])))
+    # Under torchrun / accelerate launch, every process scores (each encodes and searches its share of the
+    # generated set) and the main one alone assesses and writes.
+    with distributed.sharded(device):
+        for which, idx in enumerate(passes):
+            if len(passes) > 1:
+                log.info("scoring the %s images against the %s generated set", ("labelled", "unknown")[which],
+                         ("development", "test")[which])
+            part = compute_scores(subset(reals.images, idx), gen_sets[which], cfg.scores.detectors, options,
+                                  reference, at_size(which), labels=reals.labels[idx], folds=cfg.folds,
+                                  like=parts[0][1].fitted if parts else None)
+            parts.append((idx, part, sum(len(g) for g in gen_sets[:which])))
     scores = merge_scores(parts, len(unknown))
+    if not distributed.is_main():
+        return {"process": distributed.rank(), "detectors": list(scores.values), "written": False}
 
     summary: dict[str, Any] = {"config_stamp": stamp, "generated": len(generated),
                                "generated_duplicates_dropped": dropped, "autoencoder": model_path,

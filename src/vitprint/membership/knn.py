@@ -8,18 +8,27 @@ and ``hnsw`` (a navigable small-world graph) hand the search to FAISS, the
 field's standard; ``auto`` is the streamed search below ``AUTO_EXACT_BELOW``
 reference vectors (or when they would not fit ``AUTO_FLAT_MAX_BYTES``) and the
 flat index above, and says which it chose.
+
+Inside ``vitprint.distributed.sharded()`` with several processes, each process
+searches its share of the reference chunks and the per-process answers are
+merged, so every process returns what one process would.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vitprint import distributed
 from vitprint.data.dataset import to_model_range
+from vitprint.data.imageset import atomic_write
 from vitprint.errors import VitprintError
 from vitprint.progress import bar
 
@@ -27,6 +36,10 @@ METRICS = ("l2", "cosine")
 INDEXES = ("auto", "exact", "flat", "ivf", "hnsw")
 AUTO_EXACT_BELOW = 200_000  # below this many reference vectors the streamed exact search is used
 AUTO_FLAT_MAX_BYTES = 2 * 2**30  # the largest set of vectors auto copies into a FAISS flat index
+REF_CHUNK = 4096  # reference vectors per streamed chunk (the memory bound, and the unit shared between processes)
+# The approximate indexes' settings, measured on benchmarks/scale.py (docs/benchmarks.md).
+HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 80, 64
+IVF_NPROBE = 8  # lists probed per query: at least this many, and at least 1/64 of them
 
 log = logging.getLogger(__name__)
 
@@ -48,15 +61,19 @@ def knn_distances(
     to_vectors: Callable[[np.ndarray], torch.Tensor] | None = None,
     device: torch.device | str = "cpu",
     query_chunk: int = 1024,
-    ref_chunk: int = 4096,
+    ref_chunk: int | None = None,
     progress: bool = True,
     index: str = "exact",
+    store: str | Path | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Distances ``(N, k)`` (ascending) and indices ``(N, k)`` of each query's k nearest refs.
 
     ``refs`` is anything sliceable along its first axis (array, memmap, tensor);
-    ``to_vectors`` turns a slice into ``(m, D)`` float vectors (default: flatten);
-    ``index`` is one of ``INDEXES``.
+    ``to_vectors`` turns a slice into ``(m, D)`` float vectors (default: flatten); ``ref_chunk`` defaults
+    to ``REF_CHUNK``;
+    ``index`` is one of ``INDEXES``; with ``store`` (a folder), a FAISS index built over ``refs`` is kept
+    there under a key made of the vectors and the index's settings, and read back by any later search
+    over the same vectors instead of being built again.
     """
     if metric not in METRICS:
         raise VitprintError(f"metric must be one of {METRICS}, got {metric!r}", "latent_metric")
@@ -66,6 +83,7 @@ def knn_distances(
     if n_ref == 0:
         raise VitprintError("the reference set for nearest-neighbour search is empty")
     k = min(k, n_ref)
+    ref_chunk = ref_chunk or REF_CHUNK
     device = torch.device(device)
     convert = to_vectors or (lambda a: torch.as_tensor(np.asarray(a, dtype=np.float32)).flatten(1))
     q_all = convert(queries) if not isinstance(queries, torch.Tensor) else queries.float().flatten(1)
@@ -78,15 +96,16 @@ def knn_distances(
         if index != "exact":
             log.info("nearest-neighbour search over %d vectors: FAISS's flat index (exact)", n_ref)
     if index != "exact":
-        return _faiss_search(q_all, refs, k, metric, convert, ref_chunk, index)
+        return _faiss_search(q_all, refs, k, metric, convert, ref_chunk, index, store)
     out_d = np.empty((len(q_all), k), np.float32)
     out_i = np.empty((len(q_all), k), np.int64)
+    chunks = distributed.my_chunks(-(-n_ref // ref_chunk))
     for qs in range(0, len(q_all), query_chunk):
         q = q_all[qs:qs + query_chunk].to(device)
         best_d = torch.full((len(q), k), float("inf"), device=device)
         best_i = torch.zeros((len(q), k), dtype=torch.long, device=device)
-        for rs in bar(range(0, n_ref, ref_chunk), enabled=progress and n_ref > ref_chunk,
-                      desc="nearest neighbours", unit="chunk"):
+        for c in bar(chunks, enabled=progress and len(chunks) > 1, desc="nearest neighbours", unit="chunk"):
+            rs = c * ref_chunk
             r = convert(refs[rs:rs + ref_chunk]).to(device)
             d = _distances(q, r, metric)
             cand_d = torch.cat([best_d, d], 1)
@@ -95,7 +114,17 @@ def knn_distances(
             best_i = cand_i.gather(1, pos)
         out_d[qs:qs + len(q)] = best_d.cpu().numpy()
         out_i[qs:qs + len(q)] = best_i.cpu().numpy()
-    return out_d, out_i
+    return _merged(out_d, out_i, k)
+
+
+def _merged(d: np.ndarray, i: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k best of every process's k best (by distance, then index); the arrays themselves alone."""
+    if not distributed.active():
+        return d, i
+    parts = distributed.gather((d, i))
+    d, i = np.concatenate([p[0] for p in parts], 1), np.concatenate([p[1] for p in parts], 1)
+    order = np.lexsort((i, d), axis=1)[:, :k]
+    return np.take_along_axis(d, order, 1), np.take_along_axis(i, order, 1)
 
 
 def pixel_vectors(size: int) -> Callable[[np.ndarray], torch.Tensor]:
@@ -110,7 +139,31 @@ def pixel_vectors(size: int) -> Callable[[np.ndarray], torch.Tensor]:
     return convert
 
 
-def _faiss_search(q_all: torch.Tensor, refs, k: int, metric: str, convert, chunk: int, kind: str):
+def _ivf_lists(n: int) -> int:
+    return max(1, min(int(4 * np.sqrt(n)), n // 39))  # about 4 sqrt(n) lists, at least 39 vectors each
+
+
+def _tune(idx, kind: str, k: int) -> None:
+    """Search settings (not stored with an index, so set on every use)."""
+    if kind == "hnsw":
+        idx.hnsw.efSearch = max(HNSW_EF_SEARCH, 2 * k)
+    elif kind == "ivf":
+        idx.nprobe = min(idx.nlist, max(IVF_NPROBE, idx.nlist // 64))
+
+
+def _store_path(store, refs, kind: str, metric: str, convert, chunk: int) -> Path:
+    """Where the index of these vectors and settings is kept: a key of the raw vectors, how they are turned
+    into search vectors (their first chunk, converted) and the index's build settings."""
+    first = np.ascontiguousarray(convert(refs[:min(len(refs), 64)]).detach().cpu().numpy(), dtype=np.float32)
+    h = hashlib.sha1(json.dumps({"kind": kind, "metric": metric, "n": len(refs), "dim": first.shape[1],
+                                 "hnsw_m": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION, "v": 1}).encode())
+    h.update(first.tobytes())
+    for start in range(0, len(refs), chunk):
+        h.update(np.ascontiguousarray(np.asarray(refs[start:start + chunk])).tobytes())
+    return Path(store) / f"{kind}-{h.hexdigest()[:24]}.faiss"
+
+
+def _faiss_search(q_all: torch.Tensor, refs, k: int, metric: str, convert, chunk: int, kind: str, store=None):
     """The same answer through a FAISS index (exact for ``flat``; approximate for ``ivf`` and ``hnsw``)."""
     import faiss
 
@@ -121,27 +174,60 @@ def _faiss_search(q_all: torch.Tensor, refs, k: int, metric: str, convert, chunk
         return v
 
     n, dim = len(refs), int(q_all.shape[1])
-    space = faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
-    if kind == "flat":
-        idx = faiss.IndexFlatIP(dim) if metric == "cosine" else faiss.IndexFlatL2(dim)
-    elif kind == "hnsw":
-        idx = faiss.IndexHNSWFlat(dim, 32, space)
-        idx.hnsw.efConstruction, idx.hnsw.efSearch = 80, max(64, 2 * k)
-    else:  # ivf: about 4 sqrt(n) lists, trained on a sample, 1/8 of them probed (at least 8)
-        lists = max(1, min(int(4 * np.sqrt(n)), n // 39))
-        quantizer = faiss.IndexFlatIP(dim) if metric == "cosine" else faiss.IndexFlatL2(dim)
-        idx = faiss.IndexIVFFlat(quantizer, dim, lists, space)
-        sample = np.sort(np.random.default_rng(0).choice(n, min(n, 64 * lists), replace=False))
-        idx.train(vectors(convert(np.asarray(refs[sample]) if not isinstance(refs, torch.Tensor) else refs[sample])))
-        idx.nprobe = max(8, lists // 8)
-    for start in range(0, n, chunk):
-        idx.add(vectors(convert(refs[start:start + chunk])))
-    d, i = idx.search(vectors(q_all), k)
+    starts = [c * chunk for c in distributed.my_chunks(-(-n // chunk))]  # all of them in one process
+    ids = np.concatenate([np.arange(s, min(s + chunk, n)) for s in starts]) if starts else np.zeros(0, np.int64)
+    # One process's whole index can be kept; a share of it (several processes) is built each time.
+    path = _store_path(store, refs, kind, metric, convert, chunk) if store and not distributed.active() else None
+    idx = None
+    if path is not None and path.is_file():
+        try:
+            idx = faiss.read_index(str(path))
+            log.info("nearest-neighbour search: reusing the stored %s index of these %d vectors", kind, n)
+        except RuntimeError as exc:
+            log.warning("discarding a damaged stored index %s (%s)", path, exc)
+        if idx is not None and (idx.ntotal != n or idx.d != dim):
+            log.warning("discarding a stored index %s that does not fit these vectors", path)
+            idx = None
+    if idx is None:
+        idx = _build(refs, starts, kind, metric, dim, convert, vectors, chunk)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, lambda tmp: faiss.write_index(idx, tmp))
+    _tune(idx, kind, k)
+    if idx.ntotal:
+        d, i = idx.search(vectors(q_all), k)
+    else:
+        d, i = np.full((len(q_all), k), np.nan, np.float32), np.full((len(q_all), k), -1, np.int64)
     d = 1.0 - d if metric == "cosine" else np.sqrt(np.clip(d, 0, None))
+    i = np.where(i >= 0, ids[np.clip(i, 0, None)] if len(ids) else -1, -1)
+    d = np.where(i >= 0, d, np.inf)
+    d, i = _merged(d.astype(np.float32), i.astype(np.int64), k)
     short = np.flatnonzero((i < 0).any(1))  # an approximate index found fewer than k: search those exactly
     if len(short):
         d[short], i[short] = knn_distances(q_all[short], refs, k, metric, convert, progress=False, ref_chunk=chunk)
     return d.astype(np.float32), i.astype(np.int64)
+
+
+def _build(refs, starts: list[int], kind: str, metric: str, dim: int, convert, vectors, chunk: int):
+    """A FAISS index over the chunks of ``refs`` that begin at ``starts``."""
+    import faiss
+
+    space = faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
+    if kind == "flat":
+        idx = faiss.IndexFlatIP(dim) if metric == "cosine" else faiss.IndexFlatL2(dim)
+    elif kind == "hnsw":
+        idx = faiss.IndexHNSWFlat(dim, HNSW_M, space)
+        idx.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+    else:  # ivf: the lists' centroids are trained on a sample of the whole set
+        n = len(refs)
+        lists = _ivf_lists(n)
+        quantizer = faiss.IndexFlatIP(dim) if metric == "cosine" else faiss.IndexFlatL2(dim)
+        idx = faiss.IndexIVFFlat(quantizer, dim, lists, space)
+        sample = np.sort(np.random.default_rng(0).choice(n, min(n, 64 * lists), replace=False))
+        idx.train(vectors(convert(np.asarray(refs[sample]) if not isinstance(refs, torch.Tensor) else refs[sample])))
+    for start in starts:
+        idx.add(vectors(convert(refs[start:start + chunk])))
+    return idx
 
 
 def thumbnails(images, size: int) -> np.ndarray:

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vitprint import distributed
 from vitprint.config import DataConfig, ModelConfig, OptimConfig, RunConfig, to_dict
 from vitprint.data.dataset import ImageTensors
 from vitprint.data.imageset import ImageSet
@@ -74,11 +75,11 @@ def train_autoencoder(
         return F.mse_loss(m(x).float(), x), len(x)
 
     def evaluate(m, loader, acc):
-        total, n = 0.0, 0
+        per_image = []  # every process's images, gathered (without the repeats that pad the last batch)
         for x in loader:
-            total += F.mse_loss(m(x).float(), x, reduction="sum").item() / x[0].numel()
-            n += len(x)
-        return {"val_loss": total / max(n, 1)}
+            e = F.mse_loss(m(x).float(), x, reduction="none").flatten(1).mean(1)
+            per_image.append(e if acc is None else acc.gather_for_metrics(e))
+        return {"val_loss": torch.cat(per_image).mean().item() if per_image else 0.0}
 
     task = Task(step, evaluate, monitor="val_loss", higher_is_better=False, meta=meta)
     fit(model, optimizer, scheduler, ImageTensors(train_set), ImageTensors(val_set), run, task)
@@ -86,15 +87,16 @@ def train_autoencoder(
     _, best_path = checkpoint_paths(out)
     load_checkpoint(best_path, model)
     model.eval()
-    show = subset(val_set, np.arange(min(grid_size, len(val_set))))
-    rec = reconstruct(model, show, keep=True, progress=False)
-    image_pairs(show.pixels, rec.images, out / "recon_grid.png",
-                captions=[f"mse {v:.4f}" for v in rec.mse])
     history = read_history(out)
-    loss_curve(history, out / "loss_curve.png")
     summary = {"checkpoint": str(best_path), "epochs": len(history),
                "best_val_loss": min(r["val_loss"] for r in history) if history else None,
                "train_images": len(train_set), "val_images": len(val_set)}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    if distributed.is_main():  # with several processes, the main one writes the run's files
+        show = subset(val_set, np.arange(min(grid_size, len(val_set))))
+        rec = reconstruct(model, show, keep=True, progress=False)
+        image_pairs(show.pixels, rec.images, out / "recon_grid.png",
+                    captions=[f"mse {v:.4f}" for v in rec.mse])
+        loss_curve(history, out / "loss_curve.png")
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
     model.summary = summary
     return model

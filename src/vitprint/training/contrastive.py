@@ -10,6 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vitprint import distributed
 from vitprint.data.copy_augment import CopyAugment
 from vitprint.data.dataset import to_device
 from vitprint.errors import VitprintError
@@ -81,10 +82,14 @@ def train_copy_net(pixels, cfg: ContrastiveConfig = ContrastiveConfig(), augment
     return model.eval(), losses
 
 
+EMBED_BATCH = 256  # images per embedding batch (the unit shared between processes)
+
+
 @torch.no_grad()
-def embed(model: CopyNet, pixels, batch_size: int = 256) -> np.ndarray:
+def embed(model: CopyNet, pixels, batch_size: int | None = None) -> np.ndarray:
     """``(N, dim)`` float32 unit-norm embeddings of uint8 ``(N, S, S)`` images."""
     device = next(model.parameters()).device
-    out = [model(to_device(np.asarray(pixels[s:s + batch_size]), device)).cpu().numpy()
-           for s in range(0, len(pixels), batch_size)]
+    # Inside vitprint.distributed.sharded() the batches are shared over the processes.
+    out = distributed.map_chunks(lambda s, e: model(to_device(np.asarray(pixels[s:e]), device)).cpu().numpy(),
+                                 len(pixels), batch_size or EMBED_BATCH, enabled=False)
     return np.concatenate(out) if out else np.zeros((0, model.cfg["dim"]), np.float32)

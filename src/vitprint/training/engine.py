@@ -201,6 +201,7 @@ def fit(
                     task.on_best(raw, record)
         log.info("epoch %d/%d: %s", epoch + 1, run.epochs,
                  ", ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "epoch"))
+    acc.wait_for_everyone()  # the main process has written the last checkpoint before anyone reads it
     return history
 
 
@@ -241,6 +242,9 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, step: StepFn, acc: Acc
         seen += n
         first = next(iter(sums))
         batches.set_postfix({first: f"{sums[first] / seen:.4f}", "img_s": f"{seen / (time.perf_counter() - t0):.1f}"})
+    if acc.num_processes > 1:  # every process's share of the epoch: one record for all of them
+        total = acc.reduce(torch.tensor([*sums.values(), seen], dtype=torch.float64, device=acc.device), "sum")
+        sums, seen = dict(zip(sums, total[:-1].tolist())), int(total[-1].item())
     return {**{k: v / max(seen, 1) for k, v in sums.items()}, "images_per_s": seen / (time.perf_counter() - t0)}
 
 

@@ -177,12 +177,14 @@ def train_generator(images: ImageSet, run: RunConfig, family: str = "dcgan", z_d
         if acc.is_main_process:
             append_record(out, record)
             save_checkpoint(last_path, raw, opts, {**meta, "epoch": epoch})
-    gen = sampler(raw).eval()
-    with torch.no_grad():
-        grid = gen(torch.randn(16, gen.z_dim, generator=torch.Generator().manual_seed(0)).to(acc.device)).cpu()
-    from vitprint.evaluation.plots import image_pairs
+    acc.wait_for_everyone()
+    if acc.is_main_process:  # with several processes, the main one writes the run's files
+        gen = sampler(raw).eval()
+        with torch.no_grad():
+            grid = gen(torch.randn(16, gen.z_dim, generator=torch.Generator().manual_seed(0)).to(acc.device)).cpu()
+        from vitprint.evaluation.plots import image_pairs
 
-    image_pairs(grid[:8, 0].numpy(), grid[8:, 0].numpy(), out / "samples.png", titles=("samples", "samples"))
+        image_pairs(grid[:8, 0].numpy(), grid[8:, 0].numpy(), out / "samples.png", titles=("samples", "samples"))
     return {"checkpoint": str(last_path), "epochs": run.epochs, "family": family}
 
 

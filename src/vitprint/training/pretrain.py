@@ -15,6 +15,7 @@ from vitprint.config import DataConfig, ModelConfig, OptimConfig, RunConfig, to_
 from vitprint.data.dataset import DeviceBatches, ImageTensors, SeedAugment
 from vitprint.data.folders import class_tree
 from vitprint.data.sources import read_files
+from vitprint import distributed
 from vitprint.evaluation.metrics import classification_metrics, confusion
 from vitprint.evaluation.plots import confusion_plot, loss_curve
 from vitprint.models.autoencoder import Classifier
@@ -100,6 +101,8 @@ def pretrain(
     device = pick_device(run.device)
     model.to(device).eval()
     summary: dict[str, Any] = {"classes": classes, "encoder": str(out / "encoder.safetensors")}
+    if not distributed.is_main():  # with several processes, the main one reports and writes the run's files
+        return summary
     for name in [s for s in ("valid", "test") if s in sets]:
         loader = DeviceBatches(torch.utils.data.DataLoader(ImageTensors(sets[name]), batch_size=run.batch_size), device)
         with torch.no_grad():

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vitprint import distributed
 from vitprint.data.imageset import atomic_write, save_npy
 from vitprint.errors import VitprintError
 from vitprint.membership.base import Detector, as_pixels
@@ -66,22 +67,40 @@ class CopyNN(Detector):
         weights = self.cache_dir / f"{key}.safetensors" if self.cache_dir else None
         vectors = self.cache_dir / f"{key}.npy" if self.cache_dir else None
         self.model_ = CopyNet(self.train_cfg.width, self.train_cfg.dim)
-        if weights is not None and weights.is_file() and vectors.is_file():
-            try:
-                self.model_.load_state_dict(read_state_dict(weights))
-                self.embeddings_ = np.load(vectors)
-                self.model_.to(self.device).eval()
-                log.info("copy_nn: reusing the embedding trained on these %d generated images (%s)", len(pixels), key)
-                return self
-            except (VitprintError, ValueError, RuntimeError, OSError, EOFError) as exc:
-                log.warning("copy_nn: discarding a damaged cache entry %s (%s)", weights, exc)
-        self.model_, self.losses_ = train_copy_net(pixels, self.train_cfg, device=self.device)
+        # With several processes (vitprint.distributed.sharded) the main one reads the store or trains, and
+        # sends the weights to the others; the generated set's embedding is then shared out.
+        stored = distributed.on_main(lambda: self._stored(weights, vectors))
+        if stored is not None:
+            self.model_.load_state_dict(stored[0])
+            self.embeddings_ = stored[1]
+            self.model_.to(self.device).eval()
+            log.info("copy_nn: reusing the embedding trained on these %d generated images (%s)", len(pixels), key)
+            return self
+
+        def train():
+            model, losses = train_copy_net(pixels, self.train_cfg, device=self.device)
+            return {k: v.cpu() for k, v in model.state_dict().items()}, losses
+
+        state, self.losses_ = distributed.on_main(train)
+        self.model_.load_state_dict(state)
+        self.model_.to(self.device).eval()
         self.embeddings_ = embed(self.model_, pixels)
-        if weights is not None:
+        if weights is not None and distributed.leads():
             weights.parent.mkdir(parents=True, exist_ok=True)
             save_weights(weights, self.model_, {"kind": "copy_net", **self.model_.cfg})
             atomic_write(vectors, lambda tmp: save_npy(tmp, self.embeddings_))
         return self
+
+    @staticmethod
+    def _stored(weights: Path | None, vectors: Path | None):
+        """``(state dict, embeddings)`` from the store, or None (nothing stored, or a damaged entry)."""
+        if weights is None or not weights.is_file() or not vectors.is_file():
+            return None
+        try:
+            return read_state_dict(weights), np.load(vectors)
+        except (VitprintError, ValueError, RuntimeError, OSError, EOFError) as exc:
+            log.warning("copy_nn: discarding a damaged cache entry %s (%s)", weights, exc)
+            return None
 
     def fit_like(self, fitted: "CopyNN", generated, reference=None) -> "CopyNN":
         """The same trained embedding (distances on one scale), the new set's embeddings."""

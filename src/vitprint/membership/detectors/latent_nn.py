@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vitprint import distributed
 from vitprint.data.imageset import atomic_write, save_npy
 from vitprint.errors import VitprintError
 from vitprint.inference import encode
@@ -68,8 +69,8 @@ class LatentNN(Detector):
                     return self
             except (ValueError, OSError, EOFError) as exc:
                 log.warning("latent_nn: discarding a damaged stored latents file %s (%s)", path, exc)
-        self.latents_ = self._encode(generated)
-        if path is not None:
+        self.latents_ = self._encode(generated)  # shared over the processes inside vitprint.distributed.sharded()
+        if path is not None and distributed.leads():
             path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(path, lambda tmp: save_npy(tmp, self.latents_.numpy()))
         return self

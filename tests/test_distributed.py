@@ -1,0 +1,137 @@
+"""Several processes on the CPU (gloo), started as a user starts them: ``torchrun … -m vitprint …``.
+
+Scoring shares the generated set between the processes and must give exactly what one process gives;
+training is data-parallel, writes its files once and resumes.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vitprint.data.phantoms import CLASSES, phantom
+
+# Small chunks, so that even a test-sized generated set is split between the processes.
+# Each process also notes how many chunks it handled of how many, to show that the work was shared.
+LAUNCH = """
+import atexit, json, os, sys
+import vitprint.distributed as distributed
+import vitprint.membership.knn as knn
+import vitprint.training.contrastive as contrastive
+knn.REF_CHUNK = 7
+contrastive.EMBED_BATCH = 5
+shares, plain = [], distributed.my_chunks
+def counted(n):
+    mine = plain(n)
+    shares.append((len(mine), n))
+    return mine
+distributed.my_chunks = counted
+atexit.register(lambda: open(f"shares-{os.environ['RANK']}-of-{os.environ['WORLD_SIZE']}.json", "w").write(json.dumps(shares)))
+from vitprint.cli import main
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch(tmp_path: Path, processes: int, *argv) -> subprocess.CompletedProcess:
+    script = tmp_path / "launch.py"
+    script.write_text(LAUNCH)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "VITPRINT_QUIET": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
+           "--master_port", str(_free_port()), str(script), *map(str, argv)]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+
+
+def _challenge(root: Path) -> None:
+    """A development and a test set, and a generator that copied each member with noise."""
+    from vitprint.demo import write_membership_split
+    from vitprint.data.phantoms import save_palette_png
+
+    write_membership_split(root, 6, 3, size=64)
+    rng = np.random.default_rng(3)
+    for folder in (root / "dev" / "generated", root / "test" / "generated"):
+        folder.mkdir(parents=True)
+    members = sorted((root / "members").glob("*.png"))
+    for i, path in enumerate(members):
+        px = np.asarray(Image.open(path).convert("L")).astype(np.int16)
+        copy = px + rng.integers(-6, 7, px.shape)
+        save_palette_png(np.clip(copy, 0, 255).astype(np.uint8), root / "dev" / "generated" / f"g_{i:03d}.png")
+    for j in range(17):
+        px = phantom(np.random.default_rng([9, j]), CLASSES[j % len(CLASSES)], 64)
+        save_palette_png(px, root / "dev" / "generated" / f"n_{j:03d}.png")
+    for path in (root / "dev" / "generated").iterdir():
+        (root / "test" / "generated" / path.name).write_bytes(path.read_bytes())
+
+
+def test_two_processes_score_exactly_as_one(tmp_path):
+    from vitprint.cli import main
+
+    _challenge(tmp_path)
+    assert main(["train", str(tmp_path / "dev" / "generated"), "--preset", "tiny", "--epochs", "1",
+                 "--batch-size", "8", "--device", "cpu", "--out", str(tmp_path / "ae"), "--quiet"]) == 0
+    outs = {}
+    for n in (1, 2):
+        out = tmp_path / f"det{n}"
+        done = _launch(tmp_path, n, "detect", "--dev", tmp_path / "dev", "--test", tmp_path / "test",
+                       "--detectors", "pixel_nn", "mc", "copy_nn", "latent_nn", "recon",
+                       "--detector-option", "copy_steps=15", "--autoencoder", tmp_path / "ae" / "checkpoints" /
+                       "best.safetensors", "--device", "cpu", "--bootstrap", "50", "--no-report", "--out", out)
+        assert done.returncode == 0, done.stderr[-3000:]
+        outs[n] = out
+    one, two = (np.genfromtxt(outs[n] / "scores.csv", delimiter=",", names=True, dtype=None, encoding=None)
+                for n in (1, 2))
+    names = [n for n in one.dtype.names if n not in ("id", "group", "label", "path")]
+    assert {"pixel_nn", "mc", "copy_nn", "latent_nn", "recon", "pixel_nn_cal", "latent_nn_cal"} <= set(names)
+    for name in names:
+        assert np.array_equal(one[name], two[name]), name  # bit for bit, not merely close
+        assert np.ptp(one[name]) > 0, name  # and not a constant that any split would reproduce
+    assert (outs[1] / "run.txt").read_text() == (outs[2] / "run.txt").read_text()
+    assert (outs[1] / "decisions.csv").read_text() == (outs[2] / "decisions.csv").read_text()
+    # The copies were found: the members score above the non-members on the pixel distance.
+    labels = np.array([str(v) for v in one["label"]])
+    assert (labels == "1").sum() == 6 and (labels == "0").sum() == 6
+    assert one["pixel_nn"][labels == "1"].min() > one["pixel_nn"][labels == "0"].max()
+    # Each of the two processes handled about half of every split piece of work; one process all of it.
+    for rank in (0, 1):
+        shares = json.loads((tmp_path / f"shares-{rank}-of-2.json").read_text())
+        assert shares and all(mine == (n + 1 - rank) // 2 for mine, n in shares)
+        assert sum(n for _, n in shares if n > 1) >= 10  # searches and encodings of several chunks
+    assert all(mine == n for mine, n in json.loads((tmp_path / "shares-0-of-1.json").read_text()))
+    # One set of outputs, written by the main process alone.
+    assert not list(outs[2].glob("*.tmp*")) and json.loads((outs[2] / "evaluation.json").read_text())["detectors"]
+
+
+def test_two_process_training_writes_once_and_resumes(tmp_path, phantom_tree):
+    images = phantom_tree / "train"
+    base = ["train", images, "--preset", "tiny", "--batch-size", "4", "--device", "cpu", "--seed", "1"]
+    done = _launch(tmp_path, 2, *base, "--epochs", "2", "--out", tmp_path / "two")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("best validation MSE") == 1  # the main process speaks
+    records = [json.loads(x) for x in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]  # one record per epoch, not one per process
+    done = _launch(tmp_path, 2, *base, "--epochs", "3", "--resume", "--out", tmp_path / "two")
+    assert done.returncode == 0, done.stderr[-3000:]
+    records = [json.loads(x) for x in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    from vitprint.training.checkpoint import read_meta
+
+    assert read_meta(tmp_path / "two" / "checkpoints" / "last.safetensors")["epoch"] == 2
+    done = _launch(tmp_path, 1, *base, "--epochs", "3", "--out", tmp_path / "one")
+    assert done.returncode == 0, done.stderr[-3000:]
+    one = [json.loads(x)["train_loss"] for x in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
+    two = [r["train_loss"] for r in records]
+    # The same curve shape: falling in both, and the two processes' mean loss (over every image of the
+    # epoch, both halves) near the one process's loss.
+    assert one[0] > one[-1] and two[0] > two[-1]
+    assert abs(two[0] - one[0]) < 0.25 * one[0]
