@@ -135,3 +135,37 @@ def test_a_longer_generator_setting_gets_its_own_results_file(tmp_path, capsys):
     assert "generator steps must be >= 1" in capsys.readouterr().err
     assert main(["bench", "--task", "attribution", "--gen-steps", "60", "--out", str(tmp_path / "d")]) == 2
     assert "--gen-steps belong" in capsys.readouterr().err
+
+
+def test_a_real_ct_family_deals_neighbouring_slices_to_different_roles(tmp_path, capsys):
+    nib = pytest.importorskip("nibabel")
+    from vitprint.benchmark import ct_roles, ct_slices
+
+    # A small volume (x, y, z = 40, 32, 30; HU): a texture per slice, and a centre that carries the slice's index.
+    vol = np.random.default_rng(0).normal(-600, 300, (40, 32, 30)).astype(np.float32)
+    for z in range(30):
+        vol[18:22, 14:18, z] = -1300 + 40 * z
+    nib.save(nib.Nifti1Image(vol, np.eye(4)), tmp_path / "ct.nii.gz")
+    (slices,) = ct_slices([str(tmp_path / "ct.nii.gz")], 16)
+    assert slices.shape == (30, 16, 16) and slices.dtype == np.uint8
+    members, non_members, reference = ct_roles([slices], 10)
+    centre = [int(x[8, 8]) for x in slices]
+    assert [int(x[8, 8]) for x in members] == centre[0::3] and [int(x[8, 8]) for x in non_members] == centre[1::3]
+    assert [int(x[8, 8]) for x in reference] == centre[2::3]
+    with pytest.raises(ValueError, match="at most 10 members per cell"):
+        ct_roles([slices], 11)
+    # The bench command: cells on the slices, their own table and docs section; a size that does not fit
+    # is refused before any work.
+    doc = tmp_path / "benchmarks.md"
+    base = ["bench", "--scale", "toy", "--families", "vae", "--seeds", "1", "--no-speed", "--ct", str(tmp_path / "ct.nii.gz"),
+            "--docs", str(doc)]
+    assert main([*base, "--sizes", "12", "--out", str(tmp_path / "big")]) == 2
+    assert "at most 10 members per cell" in capsys.readouterr().err
+    assert main([*base, "--sizes", "8", "--out", str(tmp_path / "b")]) == 0, capsys.readouterr().err
+    res = json.loads((tmp_path / "b" / "results.json").read_text())
+    assert {c["data"] for c in res["cells"]} == {"ct"} and res["data"] == {"ct": ["ct.nii.gz"]}
+    assert set(res["summary"]) == {"vae on real CT", "vae on real CT (null generator)"}
+    assert "<!-- membership-toy-ct -->" in doc.read_text() and "real CT (ct.nii.gz)" in doc.read_text()
+    assert main(["bench", "--scale", "toy", "--families", "vae", "--seeds", "1", "--sizes", "8", "--no-speed",
+                 "--out", str(tmp_path / "b")]) == 2  # phantom cells are not mixed into it
+    assert "holds a benchmark on other data" in capsys.readouterr().err

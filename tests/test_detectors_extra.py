@@ -47,6 +47,17 @@ def test_domias_finds_over_represented_images_and_needs_a_reference():
     assert "domias" not in compute_scores(members, generated, ("domias", "pixel_nn"), {"pixel_size": 32}).values
 
 
+def test_domias_survives_a_collapsed_generator(caplog):
+    rng = np.random.default_rng(4)
+    members, non = _textures(rng, 10), _textures(rng, 10)
+    collapsed = np.repeat(members[:1], 30, 0)  # every generated image the same: a singular covariance
+    with caplog.at_level("INFO"):
+        det = create_detector("domias", pixel_size=32, domias_dims=4).fit(collapsed, _textures(rng, 30))
+    s = det.score_samples(np.concatenate([members, non]))
+    assert "all alike" in caplog.text and np.isfinite(s).all()
+    assert s[0] == s.max()  # the one image the generator reproduces is the most over-represented
+
+
 def test_domias_ranks_like_the_domias_package_on_the_same_features():
     baselines = pytest.importorskip("domias.baselines")
     rng = np.random.default_rng(2)

@@ -239,6 +239,50 @@ def test_every_index_answers_like_exact_search(metric):
         knn_distances(queries, base, index="kdtree")
 
 
+@pytest.mark.parametrize("index", ["ivf", "hnsw"])
+def test_an_approximate_index_is_stored_once_and_reused(index, tmp_path, monkeypatch, caplog):
+    from vitprint.membership import knn
+
+    rng = np.random.default_rng(2)
+    base = rng.normal(size=(2000, 16)).astype(np.float32)
+    queries = base[:50] + rng.normal(0, 0.05, (50, 16)).astype(np.float32)
+    first = knn.knn_distances(queries, base, k=2, progress=False, index=index, store=tmp_path)
+    stored = list(tmp_path.glob(f"{index}-*.faiss"))
+    assert len(stored) == 1
+    built = []
+    monkeypatch.setattr(knn, "_build", lambda *a: built.append(a) or pytest.fail("built again"))
+    with caplog.at_level("INFO"):
+        again = knn.knn_distances(queries, base, k=2, progress=False, index=index, store=tmp_path)
+    assert "reusing the stored" in caplog.text and not built
+    assert np.array_equal(first[1], again[1]) and np.array_equal(first[0], again[0])
+    monkeypatch.undo()
+    other = base.copy()
+    other[7] += 1  # other vectors: another index, the first one kept
+    knn.knn_distances(queries, other, k=2, progress=False, index=index, store=tmp_path)
+    assert len(list(tmp_path.glob(f"{index}-*.faiss"))) == 2
+    stored[0].write_bytes(b"not an index")  # damaged: rebuilt with a warning, same answer
+    caplog.clear()
+    again = knn.knn_distances(queries, base, k=2, progress=False, index=index, store=tmp_path)
+    assert "damaged" in caplog.text and np.array_equal(first[1], again[1])
+    # The exact searches keep nothing.
+    knn.knn_distances(queries, base, k=2, progress=False, index="flat", store=tmp_path / "flat")
+    assert not (tmp_path / "flat").exists()
+
+
+def test_detectors_keep_their_approximate_index_in_the_cache(tmp_path):
+    from vitprint.membership.registry import create_detector
+
+    rng = np.random.default_rng(3)
+    generated = rng.integers(0, 256, (300, 32, 32), dtype=np.uint8)
+    real = generated[:10]
+    det = create_detector("pixel_nn", pixel_size=16, index="ivf", cache_dir=str(tmp_path))
+    first = det.fit(generated).score_samples(real)
+    assert len(list((tmp_path / "index").glob("ivf-*.faiss"))) == 1
+    again = create_detector("pixel_nn", pixel_size=16, index="ivf", cache_dir=str(tmp_path))
+    assert np.array_equal(again.fit(generated).score_samples(real), first)
+    assert len(list((tmp_path / "index").glob("ivf-*.faiss"))) == 1
+
+
 def test_auto_index_is_exact_below_its_threshold_and_says_so_above(monkeypatch, caplog):
     from vitprint.membership import knn
 

@@ -34,7 +34,7 @@ import torch
 from vitprint.config import DataConfig, OptimConfig, RunConfig
 from vitprint.data.imageset import ImageSet, atomic_write
 from vitprint.data.phantoms import CLASSES, phantom
-from vitprint.data.readers import resize_to_uint8
+from vitprint.data.readers import WINDOWS, ReadOptions, UnreadableImage, read_file, resize_to_uint8
 from vitprint.membership.decisions import Combiner, Threshold
 from vitprint.membership.knn import knn_distances, pixel_vectors
 from vitprint.membership.scoring import ScoreConfig, compute_scores
@@ -102,6 +102,45 @@ def patients(start: int, n: int, scale: Scale, stream: int) -> np.ndarray:
         px = phantom(np.random.default_rng([stream, 11, i]), CLASSES[i % len(CLASSES)], scale.phantom_size)
         out[k] = resize_to_uint8(px.astype(np.float32) / 255.0, scale.image_size)
     return out
+
+
+def ct_slices(volumes: list[str], size: int) -> list[np.ndarray]:
+    """Per CT volume (NIfTI or DICOM), its axial slices in the lung window, in order, padded to a square
+    (air around the body) and resized to ``(size, size)`` uint8."""
+    out = []
+    for path in volumes:
+        try:
+            slices = read_file(path, ReadOptions(window=WINDOWS["lung"]))
+        except (OSError, UnreadableImage) as exc:
+            raise VitprintError(f"cannot read the CT volume {path}: {exc}") from None
+        if len(slices) < 3:
+            raise VitprintError(f"{path} is not a CT volume (it holds {len(slices)} slice(s))")
+        squared = []
+        for img in slices:
+            h, w = img.shape
+            side = max(h, w)
+            pad = np.zeros((side, side), np.float32)
+            pad[(side - h) // 2:(side - h) // 2 + h, (side - w) // 2:(side - w) // 2 + w] = img
+            squared.append(resize_to_uint8(pad, size))
+        out.append(np.stack(squared))
+    return out
+
+
+def ct_roles(volumes: list[np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Members, non-members and reference slices, ``n`` each, dealt in turn along each volume (member,
+    non-member, reference, member, …), so a member's neighbouring slices are a non-member and a reference
+    slice: the case a detector must get right on real CT, where a copy must be told from the slice next
+    to its source."""
+    dealt = [[], [], []]
+    for vol in volumes:
+        for i, img in enumerate(vol):
+            dealt[i % 3].append(img)
+    have = min(len(d) for d in dealt)
+    if n > have:
+        total = sum(len(v) for v in volumes)
+        raise VitprintError(f"the CT volume(s) hold {total} slices: at most {have} members per cell (members, "
+                            f"non-members and reference slices are dealt in turn), not {n}", "sizes")
+    return tuple(np.stack(d[:n]) for d in dealt)
 
 
 BOUNDS = {"kappa": (-1.0, 1.0)}  # every other metric lies in [0, 1]
@@ -182,18 +221,26 @@ def copy_rate(generated: np.ndarray, members: np.ndarray, non_members: np.ndarra
 
 
 def run_cell(family: str, n: int, seed: int, scale: Scale, encoder: str | None, work: Path,
-             perturbed: bool = False, null: bool = False) -> dict[str, Any]:
+             perturbed: bool = False, null: bool = False, ct: list[np.ndarray] | None = None) -> dict[str, Any]:
     """One (family, member-set size, seed) cell; returns per-detector held-out metrics and the verdict.
 
     A ``null`` cell trains the generator on other patients than the members (the same count): nothing
     of the members can leak, so every detector must sit at chance and the verdict must not find a leak.
+    With ``ct`` (slices of real CT volumes, ``ct_slices``) the images are real slices dealt in turn to the
+    members, the non-members and the reference (``ct_roles``); a null cell's generator then learns the
+    reference slices, which neighbour members and non-members alike.
     """
     cfg = _model_cfg(scale)
     stream = 1000 * seed + n
-    reals = patients(0, 2 * n, scale, stream)
-    reference = patients(2 * n, n, scale, stream)  # other patients the generator never saw
     labels = np.r_[np.ones(n, int), np.zeros(n, int)]
-    trained_on = patients(3 * n, n, scale, stream) if null else reals[:n]
+    if ct is not None:
+        members, non_members, reference = ct_roles(ct, n)
+        reals = np.concatenate([members, non_members])
+        trained_on = reference if null else members
+    else:
+        reals = patients(0, 2 * n, scale, stream)
+        reference = patients(2 * n, n, scale, stream)  # other patients the generator never saw
+        trained_on = patients(3 * n, n, scale, stream) if null else reals[:n]
     epochs = max(1, math.ceil(scale.gen_steps * scale.batch_size / n))
     t0 = time.perf_counter()
     train_generator(ImageSet.from_pixels(trained_on, "train"),
@@ -221,6 +268,7 @@ def run_cell(family: str, n: int, seed: int, scale: Scale, encoder: str | None, 
                               not_for_verdict=[*scores.cross_fitted, *scores.supervised])
     v = assessment["verdict"]
     return {"family": family, "members": n, "seed": seed, "null": null, "generator_epochs": epochs,
+            "data": "ct" if ct is not None else "phantoms",
             "perturbed": perturbed, "copy_rate": rate, "peers": [d for d in scores.values if d in scores.peers],
             "seconds": time.perf_counter() - t0, "generator_seconds": t_gen, "detectors": metrics,
             "verdict": {k: v[k] for k in ("verdict", "primary", "primary_auc", "p_value", "blind_auc", "cv_auc")}}
@@ -308,9 +356,10 @@ def scoring_speed(scale: Scale, encoder: str | None, device: str = "cpu") -> lis
 
 def run_benchmark(scale_name: str, out: str | Path, families=None, sizes=None, seeds=None,
                   speed: bool = True, perturbed: bool = False, null_cells: bool = True,
-                  gen_steps: int | None = None) -> dict[str, Any]:
+                  gen_steps: int | None = None, ct: list[str] | None = None) -> dict[str, Any]:
     """Run (or continue) the benchmark; results accumulate in ``out/results.json``. ``gen_steps`` replaces
-    the scale's generator training length (a longer one is the memorisation dial turned up)."""
+    the scale's generator training length (a longer one is the memorisation dial turned up); ``ct`` (CT
+    volumes) replaces the phantom patients with real slices (``run_cell``)."""
     if scale_name not in SCALES:
         raise VitprintError(f"scale must be one of {', '.join(SCALES)}, got {scale_name!r}")
     if gen_steps is not None and gen_steps < 1:
@@ -332,7 +381,15 @@ def run_benchmark(scale_name: str, out: str | Path, families=None, sizes=None, s
     if results.get("config", {}).get("gen_steps", scale.gen_steps) != scale.gen_steps:
         raise VitprintError(f"{path} holds a benchmark with {results['config']['gen_steps']} generator steps; choose "
                             "another output folder", "out")
-    results.update({"scale": scale_name, "perturbed": perturbed, "config": dataclasses.asdict(scale),
+    data = {"ct": [Path(v).name for v in ct]} if ct else {"phantoms": True}
+    if results.get("data", data) != data:
+        raise VitprintError(f"{path} holds a benchmark on other data ({results['data']}); choose another output "
+                            "folder", "out")
+    slices = ct_slices(ct, scale.image_size) if ct else None
+    if slices is not None:
+        for n in scale.sizes:
+            ct_roles(slices, n)  # every size fits the volumes, checked before any work
+    results.update({"scale": scale_name, "perturbed": perturbed, "config": dataclasses.asdict(scale), "data": data,
                     "default_gen_steps": SCALES[scale_name].gen_steps, "machine": machine(),
                     "started": results.get("started", time.strftime("%Y-%m-%d %H:%M"))})
     results.setdefault("cells", [])
@@ -344,7 +401,7 @@ def run_benchmark(scale_name: str, out: str | Path, families=None, sizes=None, s
     todo = [c for c in wanted if c not in done]
     for family, n, seed, null in bar(todo, desc="benchmark cells", unit="cell"):
         with tempfile.TemporaryDirectory(dir=out) as work:
-            cell = run_cell(family, n, seed, scale, encoder, Path(work), perturbed, null)
+            cell = run_cell(family, n, seed, scale, encoder, Path(work), perturbed, null, slices)
         results["cells"].append(cell)
         atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(results, indent=2, default=float)))
         log.info("%s%s, %d members, seed %d: %s (%.0f s)", family, " (null generator)" if null else "", n, seed,
@@ -366,8 +423,10 @@ def machine() -> dict[str, str]:
 
 
 def family_key(cell: dict) -> str:
-    """The table a cell belongs to: its generator family, or that family's null-generator control."""
-    return f"{cell['family']} (null generator)" if cell.get("null") else cell["family"]
+    """The table a cell belongs to: its generator family (on real CT slices), or that family's
+    null-generator control."""
+    family = f"{cell['family']} on real CT" if cell.get("data") == "ct" else cell["family"]
+    return f"{family} (null generator)" if cell.get("null") else family
 
 
 def summarise(cells: list[dict]) -> dict[str, dict[str, dict[str, dict[str, list[float]]]]]:

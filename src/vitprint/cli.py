@@ -404,7 +404,7 @@ def cmd_bench(a) -> int:
     from vitprint.evaluation.bench_report import write_tables
 
     membership_only = {"--families": a.families, "--sizes": a.sizes, "--no-speed": a.no_speed, "--no-null": a.no_null,
-                       "--perturb": a.perturb, "--gen-steps": a.gen_steps}
+                       "--perturb": a.perturb, "--gen-steps": a.gen_steps, "--ct": a.ct}
     if a.task == "attribution":
         given = [flag for flag, v in membership_only.items() if v]
         if given:
@@ -413,7 +413,7 @@ def cmd_bench(a) -> int:
     if a.subsets:
         raise VitprintError("--subsets belongs to the attribution benchmark (--task attribution)")
     results = run_benchmark(a.scale, a.out, a.families, a.sizes, a.seeds, speed=not a.no_speed, perturbed=a.perturb,
-                            null_cells=not a.no_null, gen_steps=a.gen_steps)
+                            null_cells=not a.no_null, gen_steps=a.gen_steps, ct=a.ct)
     command = a.command_line or shlex.join(["vitprint", *a.argv_used])
     print(f"tables: {write_tables(results, command, Path(a.docs) if a.docs else None, Path(a.out))}")
     print(f"results: {Path(a.out) / 'results.json'}")
@@ -682,6 +682,7 @@ def _parser_bench(sub) -> None:
     p.add_argument("--no-null", action="store_true", help="skip the null-generator cells (per family, a generator trained on other patients than the members: every detector must sit at chance there)")
     p.add_argument("--perturb", action="store_true", help="shift (4-8%%), re-window and add noise to the generated images before scoring, as a generator does to a slice it copies")
     p.add_argument("--gen-steps", type=int, help="membership only: generator training steps (default: the scale's, 1000 at cpu scale); more steps, more memorisation")
+    p.add_argument("--ct", nargs="+", metavar="VOLUME", help="membership only: real CT volumes (NIfTI or DICOM) instead of phantom patients: axial slices in the lung window dealt in turn to members, non-members and the reference set, so each member's neighbouring slices are a non-member and a reference slice; a null cell's generator learns the reference slices. Sizes must fit: a third of the slices at most")
     p.add_argument("--command-line", help=argparse.SUPPRESS)
     _add_common(p)
     p.set_defaults(func=cmd_bench)

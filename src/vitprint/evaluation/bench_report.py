@@ -174,7 +174,8 @@ def write_tables(results: dict, command: str, doc: Path | None, out: Path) -> Pa
     or into ``out/results.md``. Returns the markdown file written."""
     steps = results.get("config", {}).get("gen_steps")
     longer = steps != results.get("default_gen_steps", steps)  # a longer (or shorter) setting: its own section
-    key = (f"membership-{results['scale']}" + ("-perturbed" if results.get("perturbed") else "")
+    ct = results.get("data", {}).get("ct")  # real CT slices instead of phantoms: their own section
+    key = (f"membership-{results['scale']}" + ("-ct" if ct else "") + ("-perturbed" if results.get("perturbed") else "")
            + (f"-steps{steps}" if longer else ""))
     if doc is None:
         figs = auc_figures(results, out, "auc")
@@ -183,7 +184,8 @@ def write_tables(results: dict, command: str, doc: Path | None, out: Path) -> Pa
         return path
     figs = auc_figures(results, doc.parent / "figures", key.replace("-", "_"))
     rel = {k: str(Path(v).relative_to(doc.parent)) for k, v in figs.items()}
-    title = (f"Membership benchmark, --scale {results['scale']}" + (", perturbed copies" if results.get("perturbed") else "")
+    title = (f"Membership benchmark, --scale {results['scale']}" + (f", real CT ({', '.join(ct)})" if ct else "")
+             + (", perturbed copies" if results.get("perturbed") else "")
              + (f", generators trained {steps} steps" if longer else ""))
     update_section(doc, key, markdown(results, command, rel), title)
     return doc

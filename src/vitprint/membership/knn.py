@@ -38,8 +38,9 @@ AUTO_EXACT_BELOW = 200_000  # below this many reference vectors the streamed exa
 AUTO_FLAT_MAX_BYTES = 2 * 2**30  # the largest set of vectors auto copies into a FAISS flat index
 REF_CHUNK = 4096  # reference vectors per streamed chunk (the memory bound, and the unit shared between processes)
 # The approximate indexes' settings, measured on benchmarks/scale.py (docs/benchmarks.md).
-HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 80, 64
-IVF_NPROBE = 8  # lists probed per query: at least this many, and at least 1/64 of them
+HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 80, 128
+IVF_NPROBE = 16  # lists probed per query: at least this many, and at least 1/64 of them
+STORED = ("ivf", "hnsw")  # the indexes worth keeping (a flat index is the vectors themselves)
 
 log = logging.getLogger(__name__)
 
@@ -65,15 +66,17 @@ def knn_distances(
     progress: bool = True,
     index: str = "exact",
     store: str | Path | None = None,
+    store_key: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Distances ``(N, k)`` (ascending) and indices ``(N, k)`` of each query's k nearest refs.
 
     ``refs`` is anything sliceable along its first axis (array, memmap, tensor);
     ``to_vectors`` turns a slice into ``(m, D)`` float vectors (default: flatten); ``ref_chunk`` defaults
     to ``REF_CHUNK``;
-    ``index`` is one of ``INDEXES``; with ``store`` (a folder), a FAISS index built over ``refs`` is kept
-    there under a key made of the vectors and the index's settings, and read back by any later search
-    over the same vectors instead of being built again.
+    ``index`` is one of ``INDEXES``; with ``store`` (a folder), an approximate index (``ivf``, ``hnsw``)
+    built over ``refs`` is kept there under a key made of the vectors (``store_key`` when the caller has
+    one: ``content_key(refs)``) and the index's settings, and read back by any later search over the same
+    vectors instead of being built again.
     """
     if metric not in METRICS:
         raise VitprintError(f"metric must be one of {METRICS}, got {metric!r}", "latent_metric")
@@ -85,7 +88,8 @@ def knn_distances(
     k = min(k, n_ref)
     ref_chunk = ref_chunk or REF_CHUNK
     device = torch.device(device)
-    convert = to_vectors or (lambda a: torch.as_tensor(np.asarray(a, dtype=np.float32)).flatten(1))
+    # A copy per chunk: the vectors may be a read-only memory map (the stored embeddings).
+    convert = to_vectors or (lambda a: torch.from_numpy(np.array(a, dtype=np.float32)).flatten(1))
     q_all = convert(queries) if not isinstance(queries, torch.Tensor) else queries.float().flatten(1)
     if index == "auto":
         # Measured (docs/benchmarks.md, benchmarks/scale.py): built per search, FAISS's exact flat index beats
@@ -96,7 +100,8 @@ def knn_distances(
         if index != "exact":
             log.info("nearest-neighbour search over %d vectors: FAISS's flat index (exact)", n_ref)
     if index != "exact":
-        return _faiss_search(q_all, refs, k, metric, convert, ref_chunk, index, store)
+        kept = store if index in STORED else None
+        return _faiss_search(q_all, refs, k, metric, convert, ref_chunk, index, kept, store_key)
     out_d = np.empty((len(q_all), k), np.float32)
     out_i = np.empty((len(q_all), k), np.int64)
     chunks = distributed.my_chunks(-(-n_ref // ref_chunk))
@@ -151,19 +156,36 @@ def _tune(idx, kind: str, k: int) -> None:
         idx.nprobe = min(idx.nlist, max(IVF_NPROBE, idx.nlist // 64))
 
 
-def _store_path(store, refs, kind: str, metric: str, convert, chunk: int) -> Path:
+def index_store(cache_dir, index: str, refs=None, key: str | None = None) -> dict:
+    """The ``store`` / ``store_key`` arguments of ``knn_distances`` for a detector with a cache folder: its
+    approximate index of ``refs`` is kept in ``cache_dir/index`` (nothing for the other indexes)."""
+    if not cache_dir or index not in STORED:
+        return {}
+    return {"store": Path(cache_dir) / "index", "store_key": key or content_key(refs)}
+
+
+def content_key(refs, chunk: int | None = None) -> str:
+    """A key of the raw vectors or images (their shape and bytes)."""
+    chunk = chunk or REF_CHUNK
+    h = hashlib.sha1(str(tuple(np.shape(refs))).encode())
+    for start in range(0, len(refs), chunk):
+        h.update(np.ascontiguousarray(np.asarray(refs[start:start + chunk])).tobytes())
+    return h.hexdigest()[:24]
+
+
+def _store_path(store, refs, kind: str, metric: str, convert, chunk: int, key: str | None) -> Path:
     """Where the index of these vectors and settings is kept: a key of the raw vectors, how they are turned
     into search vectors (their first chunk, converted) and the index's build settings."""
     first = np.ascontiguousarray(convert(refs[:min(len(refs), 64)]).detach().cpu().numpy(), dtype=np.float32)
     h = hashlib.sha1(json.dumps({"kind": kind, "metric": metric, "n": len(refs), "dim": first.shape[1],
-                                 "hnsw_m": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION, "v": 1}).encode())
+                                 "hnsw_m": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION, "v": 1,
+                                 "refs": key or content_key(refs, chunk)}).encode())
     h.update(first.tobytes())
-    for start in range(0, len(refs), chunk):
-        h.update(np.ascontiguousarray(np.asarray(refs[start:start + chunk])).tobytes())
     return Path(store) / f"{kind}-{h.hexdigest()[:24]}.faiss"
 
 
-def _faiss_search(q_all: torch.Tensor, refs, k: int, metric: str, convert, chunk: int, kind: str, store=None):
+def _faiss_search(q_all: torch.Tensor, refs, k: int, metric: str, convert, chunk: int, kind: str, store=None,
+                  store_key: str | None = None):
     """The same answer through a FAISS index (exact for ``flat``; approximate for ``ivf`` and ``hnsw``)."""
     import faiss
 
@@ -177,7 +199,8 @@ def _faiss_search(q_all: torch.Tensor, refs, k: int, metric: str, convert, chunk
     starts = [c * chunk for c in distributed.my_chunks(-(-n // chunk))]  # all of them in one process
     ids = np.concatenate([np.arange(s, min(s + chunk, n)) for s in starts]) if starts else np.zeros(0, np.int64)
     # One process's whole index can be kept; a share of it (several processes) is built each time.
-    path = _store_path(store, refs, kind, metric, convert, chunk) if store and not distributed.active() else None
+    path = (_store_path(store, refs, kind, metric, convert, chunk, store_key) if store and not distributed.active()
+            else None)
     idx = None
     if path is not None and path.is_file():
         try:

@@ -30,7 +30,7 @@ from vitprint import distributed
 from vitprint.data.imageset import atomic_write, save_npy
 from vitprint.errors import VitprintError
 from vitprint.membership.base import Detector, as_pixels
-from vitprint.membership.knn import knn_distances
+from vitprint.membership.knn import index_store, knn_distances
 from vitprint.membership.registry import register_detector
 from vitprint.models.copy_net import CopyNet
 from vitprint.training.checkpoint import read_state_dict, save_weights
@@ -97,7 +97,7 @@ class CopyNN(Detector):
         if weights is None or not weights.is_file() or not vectors.is_file():
             return None
         try:
-            return read_state_dict(weights), np.load(vectors)
+            return read_state_dict(weights), np.load(vectors, mmap_mode="r")  # read as the search streams
         except (VitprintError, ValueError, RuntimeError, OSError, EOFError) as exc:
             log.warning("copy_nn: discarding a damaged cache entry %s (%s)", weights, exc)
             return None
@@ -108,11 +108,15 @@ class CopyNN(Detector):
         self.embeddings_ = embed(self.model_, as_pixels(generated))
         return self
 
+    def index_store(self) -> dict:
+        """Where an approximate index of the generated embeddings is kept (beside the cache's entries)."""
+        return index_store(self.cache_dir.parent if self.cache_dir else None, self.index, self.embeddings_)
+
     def embed(self, images) -> np.ndarray:
         """``(N, dim)`` unit-norm embeddings of uint8 images at ``copy_size``."""
         return embed(self.model_, as_pixels(images))
 
     def _score(self, real):
         d, idx = knn_distances(self.embed(real), self.embeddings_, k=self.k, metric="cosine", device=self.device,
-                               progress=False, index=self.index)
+                               progress=False, index=self.index, **self.index_store())
         return -d.mean(1).astype(np.float64), idx[:, 0]

@@ -11,6 +11,8 @@ that is also in the reference is scored cross-fitted.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 from scipy.stats import gaussian_kde
 from sklearn.decomposition import PCA
@@ -19,6 +21,19 @@ from vitprint.errors import VitprintError
 from vitprint.membership.base import Detector, as_pixels
 from vitprint.membership.knn import thumbnails
 from vitprint.membership.registry import register_detector
+
+log = logging.getLogger(__name__)
+
+
+def _kde(z: np.ndarray, spread: float, rng: np.random.Generator, what: str) -> gaussian_kde:
+    """Scott's KDE of ``(m, d)`` features; where they lie in a lower-dimensional subspace (a collapsed
+    generator's identical images, say) its covariance is singular, and a seeded jitter of 1/1000 of the
+    features' spread makes the density a narrow bump there instead of an error."""
+    try:
+        return gaussian_kde(z.T)
+    except (np.linalg.LinAlgError, ValueError):
+        log.info("domias: the %s images' features are (nearly) all alike; their density is a narrow bump", what)
+        return gaussian_kde((z + 1e-3 * spread * rng.standard_normal(z.shape)).T)
 
 
 @register_detector
@@ -43,8 +58,11 @@ class Domias(Detector):
         if dims < 1:
             raise VitprintError(f"domias needs more reference images than {len(r)}")
         self.pca_ = PCA(dims, random_state=self.seed).fit(np.concatenate([g, r]))
-        self.kde_generated_ = gaussian_kde(self.pca_.transform(g).T)
-        self.kde_reference_ = gaussian_kde(self.pca_.transform(r).T)
+        zg, zr = self.pca_.transform(g), self.pca_.transform(r)
+        spread = float(np.concatenate([zg, zr]).std()) or 1.0
+        rng = np.random.default_rng(self.seed)
+        self.kde_generated_ = _kde(zg, spread, rng, "generated")
+        self.kde_reference_ = _kde(zr, spread, rng, "reference")
         return self
 
     def features(self, real) -> np.ndarray:

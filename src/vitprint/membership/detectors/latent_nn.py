@@ -21,7 +21,7 @@ from vitprint.data.imageset import atomic_write, save_npy
 from vitprint.errors import VitprintError
 from vitprint.inference import encode
 from vitprint.membership.base import Detector
-from vitprint.membership.knn import METRICS, knn_distances
+from vitprint.membership.knn import METRICS, index_store, knn_distances
 from vitprint.membership.registry import register_detector
 
 log = logging.getLogger(__name__)
@@ -62,20 +62,21 @@ class LatentNN(Detector):
         path = self.cache_dir / f"{self._key(pixels)}.npy" if self.cache_dir else None
         if path is not None and path.is_file():
             try:
-                latents = np.load(path)
+                latents = np.load(path, mmap_mode="r")  # read from disk as the search streams through it
                 if latents.shape[0] == len(pixels):
-                    self.latents_ = torch.from_numpy(latents)
+                    self.latents_ = latents
                     log.info("latent_nn: reusing the stored latents of these %d generated images", len(pixels))
                     return self
             except (ValueError, OSError, EOFError) as exc:
                 log.warning("latent_nn: discarding a damaged stored latents file %s (%s)", path, exc)
-        self.latents_ = self._encode(generated)  # shared over the processes inside vitprint.distributed.sharded()
+        self.latents_ = self._encode(generated).numpy()  # shared over the processes in vitprint.distributed.sharded()
         if path is not None and distributed.leads():
             path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(path, lambda tmp: save_npy(tmp, self.latents_.numpy()))
+            atomic_write(path, lambda tmp: save_npy(tmp, self.latents_))
         return self
 
     def _score(self, real):
+        kept = index_store(self.cache_dir.parent if self.cache_dir else None, self.index, self.latents_)
         d, idx = knn_distances(self._encode(real), self.latents_, k=self.k, metric=self.metric, device=self.device,
-                               index=self.index)
+                               index=self.index, **kept)
         return -d.mean(1).astype(np.float64), idx[:, 0]

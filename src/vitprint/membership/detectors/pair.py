@@ -85,7 +85,8 @@ class Pair(Detector):
         k = min(self.k, len(self.generated_))
         emb = self.copy.embed(real)
         d, idx = knn_distances(emb, self.copy.embeddings_, k=k, metric="cosine",
-                               device=self.copy.device, progress=False, index=self.copy.index)
+                               device=self.copy.device, progress=False, index=self.copy.index,
+                               **self.copy.index_store())
         gap = d[:, 1] - d[:, 0] if k > 1 else np.zeros(len(d))
         # Rivals: how alike each generated image is to the *other* real images scored with this one
         # (identical pixels are never rivals). A copy's source beats every rival; a neighbouring slice of
