@@ -140,11 +140,14 @@ def test_help_documents_every_command(capsys):
 
 def test_demo_end_to_end_at_a_tiny_size(tmp_path, capsys):
     demo_argv = ["demo", "--out", tmp_path / "d", "--preset", "micro", "--per-class", 3, "--members", 8,
-                 "--test-members", 4, "--n-generated", 24, "--gan-epochs", 2, "--pretrain-epochs", 1,
+                 "--test-members", 4, "--n-generated", 24, "--gen-epochs", 2, "--pretrain-epochs", 1,
                  "--ae-epochs", 1, "--bootstrap", 20]
     rc, out, err = _run(capsys, *demo_argv)
     assert rc == 0, err
     assert "development metrics" in out and "the run file against the hidden test truth" in out
+    assert "verdict, vae trained on the members:" in out and "verdict, the same vae trained on other patients" in out
+    null = json.loads((tmp_path / "d" / "detect-null-generator" / "evaluation.json").read_text())
+    assert set(null["detectors"]) == {"pixel_nn", "mc", "align_nn", "copy_nn"}
     d = tmp_path / "d"
     report = (d / "detect" / "report.html").read_text()
     assert "Blind baseline" in report and "data:image/png;base64," in report
@@ -166,6 +169,9 @@ def test_demo_end_to_end_at_a_tiny_size(tmp_path, capsys):
     rc, _, err = _run(capsys, *demo_argv)
     assert rc == 0, err
     assert ckpts and [p.stat().st_mtime_ns for p in ckpts] == mtimes
+    # Other settings never resume a folder made with these.
+    rc, _, err = _run(capsys, *demo_argv, "--family", "dcgan")
+    assert rc == 2 and "holds a demo made with other settings: family vae (not dcgan)" in err
 
 
 def test_detect_with_explicit_folders_and_no_labels(tmp_path, capsys):

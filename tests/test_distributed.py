@@ -44,12 +44,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(tmp_path: Path, processes: int, *argv) -> subprocess.CompletedProcess:
-    script = tmp_path / "launch.py"
-    script.write_text(LAUNCH)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "VITPRINT_QUIET": "1"}
+def _launch(tmp_path: Path, processes: int, *argv, script: str = LAUNCH) -> subprocess.CompletedProcess:
+    path = tmp_path / "launch.py"
+    path.write_text(script)
+    # Each launch its own cache: the processes must encode and train, not read what another launch stored.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "VITPRINT_QUIET": "1", "VITPRINT_CACHE": str(tmp_path / f"cache{processes}")}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
-           "--master_port", str(_free_port()), str(script), *map(str, argv)]
+           "--master_port", str(_free_port()), str(path), *map(str, argv)]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
 
 
@@ -135,3 +136,39 @@ def test_two_process_training_writes_once_and_resumes(tmp_path, phantom_tree):
     # epoch, both halves) near the one process's loss.
     assert one[0] > one[-1] and two[0] > two[-1]
     assert abs(two[0] - one[0]) < 0.25 * one[0]
+
+
+SEARCH = """
+import sys
+import numpy as np
+import torch
+import vitprint.distributed as distributed
+from vitprint.membership.knn import knn_distances
+rng = np.random.default_rng(0)
+refs = rng.normal(size=(500, 12)).astype(np.float32)
+queries = np.concatenate([refs[::25] + 0.01, rng.normal(size=(20, 12)).astype(np.float32)])
+out = {}
+with distributed.sharded():
+    for index in ("exact", "flat", "ivf"):
+        for metric in ("l2", "cosine"):
+            d, i = knn_distances(queries, refs, k=3, metric=metric, index=index, ref_chunk=60, progress=False)
+            out[f"{index}-{metric}-d"], out[f"{index}-{metric}-i"] = d, i
+if distributed.is_main():
+    np.savez(sys.argv[1], **out)
+"""
+
+
+def test_two_process_searches_answer_as_one(tmp_path):
+    done = {}
+    for n in (1, 2):
+        run = _launch(tmp_path, n, tmp_path / f"search{n}.npz", script=SEARCH)
+        assert run.returncode == 0, run.stderr[-3000:]
+        done[n] = np.load(tmp_path / f"search{n}.npz")
+    for key in done[1].files:
+        if key.startswith(("exact", "flat")):  # exact searches: the same neighbours and distances
+            assert np.array_equal(done[1][key], done[2][key]), key
+    for metric in ("l2", "cosine"):
+        # IVF: each process its own index over its share; the near-copies are still found exactly.
+        i1, i2 = done[1][f"ivf-{metric}-i"], done[2][f"ivf-{metric}-i"]
+        assert (i1[:20, 0] == np.arange(0, 500, 25)).all() and (i2[:20, 0] == np.arange(0, 500, 25)).all()
+        assert (i2 >= 0).all() and np.isfinite(done[2][f"ivf-{metric}-d"]).all()

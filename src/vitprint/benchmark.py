@@ -105,8 +105,8 @@ def patients(start: int, n: int, scale: Scale, stream: int) -> np.ndarray:
 
 
 def ct_slices(volumes: list[str], size: int) -> list[np.ndarray]:
-    """Per CT volume (NIfTI or DICOM), its axial slices in the lung window, in order, padded to a square
-    (air around the body) and resized to ``(size, size)`` uint8."""
+    """Per CT volume (a NIfTI file, or a multi-frame DICOM file), its axial slices in the lung window, in
+    order, padded to a square with air and resized to ``(size, size)`` uint8."""
     out = []
     for path in volumes:
         try:
@@ -115,11 +115,13 @@ def ct_slices(volumes: list[str], size: int) -> list[np.ndarray]:
             raise VitprintError(f"cannot read the CT volume {path}: {exc}") from None
         if len(slices) < 3:
             raise VitprintError(f"{path} is not a CT volume (it holds {len(slices)} slice(s))")
+        centre, width = WINDOWS["lung"]
+        air = float(np.clip((-1000.0 - (centre - width / 2)) / width, 0, 1))  # what surrounds the body
         squared = []
         for img in slices:
             h, w = img.shape
             side = max(h, w)
-            pad = np.zeros((side, side), np.float32)
+            pad = np.full((side, side), air, np.float32)
             pad[(side - h) // 2:(side - h) // 2 + h, (side - w) // 2:(side - w) // 2 + w] = img
             squared.append(resize_to_uint8(pad, size))
         out.append(np.stack(squared))
@@ -382,7 +384,8 @@ def run_benchmark(scale_name: str, out: str | Path, families=None, sizes=None, s
         raise VitprintError(f"{path} holds a benchmark with {results['config']['gen_steps']} generator steps; choose "
                             "another output folder", "out")
     data = {"ct": [Path(v).name for v in ct]} if ct else {"phantoms": True}
-    if results.get("data", data) != data:
+    # A results file from before real CT cells existed holds phantom cells.
+    if results.get("data", {"phantoms": True} if results.get("cells") else data) != data:
         raise VitprintError(f"{path} holds a benchmark on other data ({results['data']}); choose another output "
                             "folder", "out")
     slices = ct_slices(ct, scale.image_size) if ct else None

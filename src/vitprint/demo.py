@@ -4,17 +4,23 @@
    seed pretrained on a public chest-CT set).
 2. A separate pool of phantom patients split into members (``real_used``) and
    non-members (``real_not_used``): the challenge's development layout.
-3. A DCGAN trained on the members only, and images generated from it
+3. A generator trained long on the members only (by default a VAE, 1,000 steps on
+   64 members: a setting that memorises), and images generated from it
    (``generated``).
-4. Encoder pretraining, then detection: the autoencoder trained on the
+4. The same generator trained on other patients (a setting that cannot leak),
+   for the comparison line.
+5. Encoder pretraining, then detection: the autoencoder trained on the
    generated images, every score, cross-validated decisions, metrics with
-   intervals, the verdict with its controls and the HTML report.
+   intervals, the verdict with its controls and the HTML report; and the
+   verdict on the images of the generator that never saw the members.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +28,7 @@ import numpy as np
 from vitprint.config import DataConfig, RunConfig
 from vitprint.data.phantoms import CLASSES, make_phantoms, phantom, save_palette_png
 from vitprint.data.sources import read_folders
+from vitprint.errors import VitprintError
 from vitprint.detection.inputs import resolve_inputs
 from vitprint.api.job import DetectConfig, detect
 from vitprint.membership.scoring import ScoreConfig
@@ -69,18 +76,50 @@ def write_membership_split(root: str | Path, n_dev: int, n_test: int, size: int 
     return truth_path
 
 
+NULL_DETECTORS = ("pixel_nn", "mc", "align_nn", "copy_nn")  # the comparison's detectors: no autoencoder to train
+
+
+def _check_settings(out: Path, settings: dict) -> None:
+    """A demo folder is resumed only with the settings that made its finished steps."""
+    path = out / "demo-settings.json"
+    if path.is_file():
+        old = json.loads(path.read_text())
+        differ = [f"{k} {old.get(k)} (not {v})" for k, v in settings.items() if old.get(k) != v]
+        if differ:
+            raise VitprintError(f"{out} holds a demo made with other settings: {', '.join(differ)}; choose another "
+                                "output folder", "out")
+        return
+    if (out / "data" / ".reals").is_file():
+        raise VitprintError(f"{out} holds a demo made by an earlier version; choose another output folder", "out")
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(settings, indent=2))
+
+
 def _done(marker: Path) -> bool:
     return marker.is_file()
+
+
+def _generator(images: Path, run_dir: Path, out: Path, family: str, epochs: int, n_generated: int, size: int,
+               data: DataConfig, batch_size: int, seed: int) -> None:
+    """Train (or finish training) a generator on the images below ``images`` and write its samples to ``out``."""
+    last, _ = checkpoint_paths(run_dir)
+    if not (run_dir / "samples.png").is_file():
+        train_images = read_folders([images], size, data, what="generator training images")
+        train_generator(train_images, RunConfig(out=str(run_dir), epochs=epochs, batch_size=batch_size, seed=seed,
+                                                resume=last.is_file()), family=family)
+    generate(last, n_generated, out, seed=seed)
 
 
 def run_demo(
     out: str | Path = "vitprint-demo",
     preset: str = "tiny",
     per_class: int = 60,
-    members: int = 100,
-    test_members: int = 50,
+    members: int = 40,
+    test_members: int = 24,
     n_generated: int = 500,
-    gan_epochs: int = 300,
+    family: str = "vae",
+    gen_epochs: int = 500,
+    null: bool = True,
     pretrain_epochs: int = 30,
     ae_epochs: int = 20,
     lr: float = 3e-4,
@@ -90,41 +129,52 @@ def run_demo(
 ) -> dict[str, Path]:
     """Run (or finish) the demo in ``out``; returns the paths worth opening."""
     out = Path(out)
+    _check_settings(out, {"preset": preset, "per_class": per_class, "members": members, "test_members": test_members,
+                          "n_generated": n_generated, "family": family, "gen_epochs": gen_epochs,
+                          "pretrain_epochs": pretrain_epochs, "lr": lr, "seed": seed, "batch_size": batch_size})
     cfg = model_config(preset)
     data = DataConfig(cache_dir=str(out / "cache"), val_fraction=0.15)
     public, data_root = out / "public", out / "data"
     dev, test = data_root / "dev", data_root / "test"
 
     if not _done(public / ".done"):
-        log.info("1/5 making %d public phantom slices for encoder pretraining", per_class * len(CLASSES))
+        log.info("1/6 making %d public phantom slices for encoder pretraining", per_class * len(CLASSES))
         with bar(total=per_class * len(CLASSES), desc="phantoms", unit="img") as pbar:
             make_phantoms(public, per_class=per_class, seed=seed + 1000, progress=pbar)
         (public / ".done").write_text("ok\n")
     if not _done(data_root / ".reals"):
-        log.info("2/5 making %d member and %d non-member patients", members + test_members, members + test_members)
+        log.info("2/6 making %d member and %d non-member patients", members + test_members, members + test_members)
         write_membership_split(data_root, members, test_members, seed=seed)
         (data_root / ".reals").write_text("ok\n")
 
-    gan_dir = out / "generator"
+    n = members + test_members
     if not _done(data_root / ".generated"):
-        last, _ = checkpoint_paths(gan_dir)
-        meta_done = (gan_dir / "samples.png").is_file()
-        if not meta_done:
-            log.info("3/5 training a DCGAN on the %d members only (%d epochs)", members + test_members, gan_epochs)
-            used = read_folders([data_root / "members"], cfg.image_size, data, what="member images")
-            train_generator(used, RunConfig(out=str(gan_dir), epochs=gan_epochs, batch_size=batch_size, seed=seed,
-                                      resume=last.is_file()))
-        generate(last, n_generated, dev / "generated", seed=seed)
+        log.info("3/6 training a %s on the %d members only (%d epochs)", family, n, gen_epochs)
+        _generator(data_root / "members", out / "generator", dev / "generated", family, gen_epochs, n_generated,
+                   cfg.image_size, data, batch_size, seed)
         (data_root / ".generated").write_text("ok\n")
+    null_dev = data_root / "null-generator" / "dev"
+    if null and not _done(data_root / ".null-generated"):
+        log.info("4/6 training the same %s on %d other patients (it never sees a member)", family, n)
+        others = data_root / "other-patients"
+        others.mkdir(parents=True, exist_ok=True)
+        for i in range(n):  # stream 9: patients apart from the members, the non-members and the public set
+            save_palette_png(phantom(np.random.default_rng([seed, 9, i]), CLASSES[i % len(CLASSES)], 256),
+                             others / f"other_{i:04d}.png")
+        for group in ("real_used", "real_not_used"):  # the same development images, judged against it
+            shutil.copytree(dev / group, null_dev / group, dirs_exist_ok=True)
+        _generator(others, out / "null-generator", null_dev / "generated", family, gen_epochs, n_generated,
+                   cfg.image_size, data, batch_size, seed)
+        (data_root / ".null-generated").write_text("ok\n")
 
     pre_dir = out / "pretrain"
     if not _done(pre_dir / "summary.json"):
-        log.info("4/5 pretraining the %s encoder on the public phantoms", preset)
+        log.info("5/6 pretraining the %s encoder on the public phantoms", preset)
         last, _ = checkpoint_paths(pre_dir)
         pretrain(public, cfg, RunConfig(out=str(pre_dir), epochs=pretrain_epochs, batch_size=batch_size, seed=seed,
                                         resume=last.is_file()), dataclasses.replace(PRETRAIN_OPTIM, lr=lr), data=data)
 
-    log.info("5/5 detecting which real images the generator was trained on")
+    log.info("6/6 detecting which real images the generator was trained on")
     # The detectors work at the size the generator made its images.
     sized = {"align_size": cfg.image_size, "copy_size": max(32, cfg.image_size)}
     det = DetectConfig(out=str(out / "detect"), encoder=str(pre_dir / "encoder.safetensors"), ae_epochs=ae_epochs,
@@ -132,8 +182,15 @@ def run_demo(
                        scores=ScoreConfig(extra=sized), force=True)
     inputs = resolve_inputs(dev=str(dev), unknown=[str(test / "real_unknown")])
     summary = detect(inputs, cfg, det, data)
+    null_summary = None
+    if null:
+        log.info("the same detection against the generator that never saw the members (no autoencoder needed)")
+        null_det = dataclasses.replace(det, out=str(out / "detect-null-generator"), report=False,
+                                       scores=ScoreConfig(detectors=NULL_DETECTORS, extra=sized))
+        null_summary = detect(resolve_inputs(dev=str(null_dev)), cfg, null_det, data)
     return {
         "summary": summary,
+        "null summary": null_summary,
         "report": Path(summary["report"]),
         "run file": Path(summary["run_file"]),
         "test truth": data_root / "test_truth.csv",

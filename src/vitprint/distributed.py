@@ -80,6 +80,12 @@ def gather(obj: Any) -> list[Any]:
     return out
 
 
+def barrier() -> None:
+    """Every process waits for the others here (nothing alone)."""
+    if active():
+        torch.distributed.barrier()
+
+
 def leads() -> bool:
     """True where work done once for all processes happens: the main process inside ``sharded()``, every
     process outside it."""

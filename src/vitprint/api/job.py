@@ -23,7 +23,7 @@ import numpy as np
 from vitprint import __version__, distributed
 from vitprint.config import DataConfig, ModelConfig, OptimConfig, RunConfig
 from vitprint.data.folders import list_images
-from vitprint.data.imageset import ImageSet
+from vitprint.data.imageset import ImageSet, atomic_write
 from vitprint.data.outputs import finish_swap
 from vitprint.data.sources import cache_dir, read_files, read_folders, subset
 from vitprint.membership.base import pixel_hashes, unique_images
@@ -134,7 +134,7 @@ def _autoencoder(inputs_generated: ImageSet, model_cfg: ModelConfig, cfg: Detect
                         len(inputs_generated), cfg.ae_epochs)
         ae_dir.mkdir(parents=True, exist_ok=True)
         if distributed.is_main():
-            stamp.write_text(digest + "\n")
+            atomic_write(stamp, lambda tmp: Path(tmp).write_text(digest + "\n"))
         run = RunConfig(out=str(ae_dir), epochs=cfg.ae_epochs, batch_size=cfg.ae_batch_size, seed=cfg.seed,
                         resume=last.is_file(), device=cfg.device, precision=cfg.precision)
         model = train_autoencoder(inputs_generated, model_cfg, run, OptimConfig(lr=cfg.ae_lr), data,
@@ -164,9 +164,9 @@ def detect(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, data: Data
     if not os.access(out, os.W_OK):
         raise VitprintError(f"cannot write to the output folder {out}")
     stamp = _stamp(inputs, model_cfg, cfg)
-    if distributed.is_main():
+    if distributed.is_main():  # with several processes, the main one owns the folder (and stops them all)
         finish_swap(out)  # a job stopped while it replaced its outputs: finish that first
-    check_overwrite(out, stamp, cfg.force)
+        check_overwrite(out, stamp, cfg.force)
     device = pick_device(cfg.device)
     size = model_cfg.image_size
     if cfg.autoencoder:

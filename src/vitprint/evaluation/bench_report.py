@@ -88,6 +88,7 @@ def control_check(results: dict) -> list[str]:
 def markdown(results: dict, command: str, figures: dict[str, str]) -> str:
     cfg, mach = results["config"], results["machine"]
     seeds = cfg["seeds"]
+    ct = results.get("data", {}).get("ct")
     peers = {p for c in results.get("cells", []) for p in c.get("peers", [])}
     lines = [
         f"Command: `{command}`",
@@ -98,14 +99,23 @@ def markdown(results: dict, command: str, figures: dict[str, str]) -> str:
         f"{cfg['gen_steps']} steps of batch {cfg['batch_size']} on the members only; {cfg['n_generated']} generated "
         f"images; autoencoder {cfg['ae_epochs']} epochs on them from an encoder pretrained on separate phantoms. "
         f"Thresholds and the combiner fitted on one stratified half of the reals, metrics on the other half. "
-        f"Mean over {seeds} seeds with a 95% t-interval. Reference set (for the calibrated `_cal` scores and "
-        f"DOMIAS): as many other patients as members, never seen by the generator. "
+        f"Mean over {seeds} seeds with a 95% t-interval. "
+        + (f"Real CT ({', '.join(ct)}): axial slices in the lung window dealt in turn to members, non-members "
+           "and the reference set (every member's neighbouring slices are a non-member and a reference slice). "
+           "Reference set (for the calibrated `_cal` scores and DOMIAS): those reference slices, never seen by "
+           "the generator. " if ct else
+           "Reference set (for the calibrated `_cal` scores and DOMIAS): as many other patients as members, "
+           "never seen by the generator. ")
         + ("Generated images perturbed (shift 4-8%, contrast +-10%, offset, noise) before scoring. "
            if results.get("perturbed") else "")
         + "Peers (the literature's methods) are marked; the copy rate is the share of generated images that are "
-          "near-copies of a member minus the share near a non-member (0 when nothing was memorised). Null-generator tables: the generator is trained on as many other patients as "
-          "there are members (never a member), so every detector must sit at chance and no leak may be found. "
-          "The verdict row is `vitprint detect`'s verdict on all the cell's real images.",
+          "near-copies of a member minus the share near a non-member (0 when nothing was memorised). "
+        + ("Null-generator tables: the generator learns the reference slices (never a member; they neighbour "
+           "members and non-members alike), so every detector must sit at chance and no leak may be found. "
+           if ct else
+           "Null-generator tables: the generator is trained on as many other patients as there are members "
+           "(never a member), so every detector must sit at chance and no leak may be found. ")
+        + "The verdict row is `vitprint detect`'s verdict on all the cell's real images.",
         "",
     ]
     verdicts = cell_verdicts(results.get("cells", []))

@@ -40,6 +40,7 @@ REF_CHUNK = 4096  # reference vectors per streamed chunk (the memory bound, and 
 # The approximate indexes' settings, measured on benchmarks/scale.py (docs/benchmarks.md).
 HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 80, 128
 IVF_NPROBE = 16  # lists probed per query: at least this many, and at least 1/64 of them
+IVF_SAMPLE = 64  # training vectors per list for the IVF centroids (seeded sample)
 STORED = ("ivf", "hnsw")  # the indexes worth keeping (a flat index is the vectors themselves)
 
 log = logging.getLogger(__name__)
@@ -179,6 +180,7 @@ def _store_path(store, refs, kind: str, metric: str, convert, chunk: int, key: s
     first = np.ascontiguousarray(convert(refs[:min(len(refs), 64)]).detach().cpu().numpy(), dtype=np.float32)
     h = hashlib.sha1(json.dumps({"kind": kind, "metric": metric, "n": len(refs), "dim": first.shape[1],
                                  "hnsw_m": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION, "v": 1,
+                                 "ivf_lists": _ivf_lists(len(refs)), "ivf_sample": IVF_SAMPLE,
                                  "refs": key or content_key(refs, chunk)}).encode())
     h.update(first.tobytes())
     return Path(store) / f"{kind}-{h.hexdigest()[:24]}.faiss"
@@ -246,7 +248,7 @@ def _build(refs, starts: list[int], kind: str, metric: str, dim: int, convert, v
         lists = _ivf_lists(n)
         quantizer = faiss.IndexFlatIP(dim) if metric == "cosine" else faiss.IndexFlatL2(dim)
         idx = faiss.IndexIVFFlat(quantizer, dim, lists, space)
-        sample = np.sort(np.random.default_rng(0).choice(n, min(n, 64 * lists), replace=False))
+        sample = np.sort(np.random.default_rng(0).choice(n, min(n, IVF_SAMPLE * lists), replace=False))
         idx.train(vectors(convert(np.asarray(refs[sample]) if not isinstance(refs, torch.Tensor) else refs[sample])))
     for start in starts:
         idx.add(vectors(convert(refs[start:start + chunk])))

@@ -31,6 +31,13 @@ separate the groups with nothing leaked. ``relative=False`` gives the plain
 best correlation (in [-1, 1]). The pose is refined by half a step beyond the
 searched grid.
 
+Above ``prefilter`` generated images (512 by default), each real image's pose search
+is limited to its ``prefilter`` likeliest generated images by a cheap, shift-invariant
+signature (the pooled magnitude spectrum of the band-passed image at each searched
+scale, compared by cosine through the k-NN search), so the cost grows with the generated set only through that
+search; a generated image's rivals are then sought among the real images that
+shortlisted it.
+
 The nearest generated image is the candidate that gave the score. Pixel
 correlation with the training set is how copies made by medical generators
 have been found (Akbar et al.); this makes it shift-, scale- and
@@ -48,6 +55,7 @@ from vitprint.data.dataset import to_model_range
 from vitprint.data.filters import gaussian_response
 from vitprint.errors import VitprintError
 from vitprint.membership.base import Detector, as_pixels, pixel_hashes
+from vitprint.membership.knn import knn_distances
 from vitprint.membership.registry import register_detector
 from vitprint.progress import bar
 
@@ -94,6 +102,30 @@ def rivals(rows, cols, values, same) -> np.ndarray:
     return np.asarray([next((v for o, v in top[int(g)] if o != o_i), -np.inf) for g, o_i in zip(cols, owner)])
 
 
+def _signature(spectra: torch.Tensor) -> np.ndarray:
+    """``(m, D)`` shift-invariant signatures of band-passed images from their spectra: the magnitude,
+    pooled over 2 x 2 frequency bins (a small turn or zoom moves little of it), centred per image."""
+    mag = torch.fft.fftshift(spectra.abs(), dim=-2)[:, None]  # low frequencies together along both axes
+    pooled = F.avg_pool2d(mag, 2, ceil_mode=True).flatten(1)
+    return (pooled - pooled.mean(1, keepdim=True)).cpu().numpy()
+
+
+def _reverse(m: int, gen: np.ndarray, real: np.ndarray, value: np.ndarray, pose: np.ndarray):
+    """The rivals' table from measured (generated, real, value, pose) pairs: for each of the ``m``
+    generated images, the ``RIVALS`` real images that aligned best with it (value -2 where fewer)."""
+    order = np.lexsort((-value, gen))
+    gen, real, value, pose = gen[order], real[order], value[order], pose[order]
+    first = np.r_[0, np.flatnonzero(np.diff(gen)) + 1]
+    rank = np.arange(len(gen)) - np.repeat(first, np.diff(np.r_[first, len(gen)]))
+    keep = rank < RIVALS
+    rev_v, rev_i = torch.full((m, RIVALS), -2.0), torch.full((m, RIVALS), -1, dtype=torch.long)
+    rev_p = torch.zeros((m, RIVALS), dtype=torch.long)
+    at = (torch.as_tensor(gen[keep]), torch.as_tensor(rank[keep]))
+    rev_v[at], rev_i[at], rev_p[at] = (torch.as_tensor(value[keep]).float(), torch.as_tensor(real[keep]),
+                                       torch.as_tensor(pose[keep]))
+    return rev_v, rev_i, rev_p
+
+
 @register_detector
 class AlignNN(Detector):
     name = "align_nn"
@@ -102,7 +134,7 @@ class AlignNN(Detector):
     def __init__(self, align_size: int = 256, max_shift: float = 0.06, max_rotation: float = 10.0,
                  rotation_step: float = 2.5, max_scale: float = 0.1, scale_step: float = 0.05,
                  candidates: int = 16, bands: tuple[float, ...] = (2.0,), sigma_high: float = 6.0,
-                 coarse_size: int = 64, relative: bool = True,
+                 coarse_size: int = 64, relative: bool = True, prefilter: int = 512,
                  device: str = "cpu"):
         if align_size < 16:
             raise VitprintError(f"align_size must be >= 16, got {align_size}")
@@ -110,6 +142,8 @@ class AlignNN(Detector):
             raise VitprintError(f"max_shift must be a fraction of the image in [0, 0.5), got {max_shift}")
         if candidates < 1:
             raise VitprintError(f"candidates must be >= 1, got {candidates}")
+        if prefilter and prefilter < candidates:
+            raise VitprintError(f"prefilter must be 0 (off) or >= candidates ({candidates}), got {prefilter}")
         bands = tuple(float(b) for b in (bands if isinstance(bands, (list, tuple)) else [bands]))
         if not bands or not all(0 <= b < sigma_high for b in bands):
             raise VitprintError(f"need 0 <= every band's low sigma < sigma_high, got {bands}, {sigma_high}")
@@ -124,6 +158,7 @@ class AlignNN(Detector):
         self.scales = 1.0 + _grid(max_scale, scale_step)
         self.poses_ = [(float(a), float(s)) for a in self.angles for s in self.scales]
         self.bands, self.sigma_high, self.coarse_size = bands, sigma_high, coarse_size
+        self.prefilter = int(prefilter)
         self.device = torch.device(device)
 
     def fit(self, generated, reference=None) -> "AlignNN":
@@ -132,6 +167,7 @@ class AlignNN(Detector):
             raise VitprintError(f"align_nn works on {self.image_size} px images, got {self.generated_.shape[-1]} px")
         self.coarse_size_ = min(self.coarse_size, self.image_size)
         self.coarse_ = self._spectra(self.generated_, self.coarse_size_, batch=512)
+        self.signatures_ = _signature(self.coarse_) if 0 < self.prefilter < len(self.generated_) else None
         return self
 
     def _response(self, size: int, sigma_low: float) -> torch.Tensor:
@@ -161,13 +197,17 @@ class AlignNN(Detector):
         idx = torch.as_tensor(np.r_[0:m + 1, size - m:size] if m else [0], device=corr.device)
         return corr.index_select(-2, idx).index_select(-1, idx).flatten(-2).amax(-1)
 
-    def _coarse(self, real_u8, offset: int, reverse) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _coarse(self, real_u8, offset: int, reverse, allowed=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(b, k)`` indices of the generated images that align best at low resolution with these real
         images, with the rotation and scale at which each did. ``reverse`` (value, real index, pose index
         ``(n_generated, r)`` tensors, or None) keeps, for every generated image, the real images it aligns
-        best with so far; these images are ``offset ...`` of the whole set."""
+        best with so far; these images are ``offset ...`` of the whole set. ``allowed`` (``(b, M)``
+        generated indices, the prefilter's) limits each real image's search to those (``reverse`` then
+        collects the pairs instead: ``_prefiltered``)."""
         size = self.coarse_size_
         r = torch.stack([self._spectra(_transform(real_u8, a, s), size) for a, s in self.poses_], 1)  # (b, P, ...)
+        if allowed is not None:
+            return self._prefiltered(r, offset, reverse, allowed)
         k = min(self.candidates, len(self.coarse_))
         best_v = torch.full((len(r), k), -2.0)
         best_i = torch.zeros((len(r), k), dtype=torch.long)
@@ -193,6 +233,42 @@ class AlignNN(Detector):
             top, pos = all_v.topk(rev_v.shape[1], dim=1)
             rev_v[sl], rev_i[sl], rev_p[sl] = top, all_i.gather(1, pos), all_p.gather(1, pos)
         pose = np.asarray(self.poses_)[best_p.numpy()]  # (b, k, 2)
+        return best_i.numpy(), pose[..., 0], pose[..., 1]
+
+    def _shortlist(self, real) -> np.ndarray:
+        """``(n, prefilter)`` generated indices per real image: the nearest signatures to the real image's
+        at each searched scale (a zoom scales the spectrum; a small turn moves little of it), best first."""
+        d, i = zip(*(knn_distances(_signature(self._spectra(_transform(real, 0.0, s), self.coarse_size_)),
+                                   self.signatures_, k=self.prefilter, metric="cosine", device=self.device,
+                                   progress=False) for s in self.scales))
+        d, i = np.concatenate(d, 1), np.concatenate(i, 1)
+        out = np.empty((len(real), self.prefilter), np.int64)
+        for row in range(len(real)):
+            order = i[row, np.argsort(d[row], kind="stable")]
+            _, first = np.unique(order, return_index=True)
+            out[row] = order[np.sort(first)][:self.prefilter]
+        return out
+
+    def _prefiltered(self, r, offset: int, pairs: list | None, allowed: np.ndarray):
+        """``_coarse`` over each real image's own candidates ``allowed[i]``; every pair measured is added to
+        ``pairs`` (for the rivals)."""
+        size, (b, m) = self.coarse_size_, allowed.shape
+        k = min(self.candidates, m)
+        values = torch.empty((b, m))
+        poses = torch.empty((b, m), dtype=torch.long)
+        step = max(1, 2 ** 22 // (len(self.poses_) * size ** 2))
+        for i in range(b):
+            for start in range(0, m, step):
+                g = self.coarse_[torch.as_tensor(allowed[i, start:start + step])][None]  # (1, s, ...)
+                v, p = self._best_shift(r[i, :, None], g, size).cpu().max(0)  # over poses: (s,)
+                values[i, start:start + len(v)], poses[i, start:start + len(v)] = v, p
+        best_v, pos = values.topk(k, dim=1)
+        best_i = torch.as_tensor(allowed).gather(1, pos)
+        best_p = poses.gather(1, pos)
+        if pairs is not None:
+            pairs.append((allowed.ravel(), np.repeat(np.arange(offset, offset + b), m), values.numpy().ravel(),
+                          poses.numpy().ravel()))
+        pose = np.asarray(self.poses_)[best_p.numpy()]
         return best_i.numpy(), pose[..., 0], pose[..., 1]
 
     def _fine(self, x, ids, angles, scales) -> np.ndarray:
@@ -226,14 +302,19 @@ class AlignNN(Detector):
         ids = np.zeros((n, k), np.int64)
         ncc = np.zeros((n, k))
         m = len(self.generated_)
+        allowed = self._shortlist(real) if self.signatures_ is not None else None  # a large generated set
+        pairs = [] if allowed is not None and self.relative else None
         reverse = (torch.full((m, RIVALS), -2.0), torch.full((m, RIVALS), -1, dtype=torch.long),
-                   torch.zeros((m, RIVALS), dtype=torch.long)) if self.relative else None
+                   torch.zeros((m, RIVALS), dtype=torch.long)) if self.relative and allowed is None else None
         chunk = max(1, 256 // (k * len(self.scales)))
         for start in bar(range(0, n, chunk), desc="aligning", unit="batch"):
             x = np.asarray(real[start:start + chunk])
-            cand, angles, scales = self._coarse(x, start, reverse)
+            cand, angles, scales = self._coarse(x, start, reverse if pairs is None else pairs,
+                                                None if allowed is None else allowed[start:start + len(x)])
             ids[start:start + len(x)] = cand
             ncc[start:start + len(x)] = self._fine(x, cand, angles, scales)
+        if pairs is not None:
+            reverse = _reverse(m, *map(np.concatenate, zip(*pairs)))
         rows = np.arange(n)
         if not self.relative:
             arg = ncc.argmax(1)

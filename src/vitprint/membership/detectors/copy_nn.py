@@ -71,7 +71,7 @@ class CopyNN(Detector):
         # sends the weights to the others; the generated set's embedding is then shared out.
         stored = distributed.on_main(lambda: self._stored(weights, vectors))
         if stored is not None:
-            self.model_.load_state_dict(stored[0])
+            self.model_.load_state_dict(stored[0])  # checked to fit in _stored
             self.embeddings_ = stored[1]
             self.model_.to(self.device).eval()
             log.info("copy_nn: reusing the embedding trained on these %d generated images (%s)", len(pixels), key)
@@ -91,13 +91,14 @@ class CopyNN(Detector):
             atomic_write(vectors, lambda tmp: save_npy(tmp, self.embeddings_))
         return self
 
-    @staticmethod
-    def _stored(weights: Path | None, vectors: Path | None):
+    def _stored(self, weights: Path | None, vectors: Path | None):
         """``(state dict, embeddings)`` from the store, or None (nothing stored, or a damaged entry)."""
         if weights is None or not weights.is_file() or not vectors.is_file():
             return None
         try:
-            return read_state_dict(weights), np.load(vectors, mmap_mode="r")  # read as the search streams
+            state = read_state_dict(weights)
+            CopyNet(self.train_cfg.width, self.train_cfg.dim).load_state_dict(state)  # it fits this network
+            return state, np.load(vectors, mmap_mode="r")  # read as the search streams
         except (VitprintError, ValueError, RuntimeError, OSError, EOFError) as exc:
             log.warning("copy_nn: discarding a damaged cache entry %s (%s)", weights, exc)
             return None

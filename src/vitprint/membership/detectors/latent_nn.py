@@ -60,20 +60,29 @@ class LatentNN(Detector):
     def fit(self, generated, reference=None) -> "LatentNN":
         pixels = getattr(generated, "pixels", generated)
         path = self.cache_dir / f"{self._key(pixels)}.npy" if self.cache_dir else None
-        if path is not None and path.is_file():
-            try:
-                latents = np.load(path, mmap_mode="r")  # read from disk as the search streams through it
-                if latents.shape[0] == len(pixels):
-                    self.latents_ = latents
-                    log.info("latent_nn: reusing the stored latents of these %d generated images", len(pixels))
-                    return self
-            except (ValueError, OSError, EOFError) as exc:
-                log.warning("latent_nn: discarding a damaged stored latents file %s (%s)", path, exc)
+        # With several processes the main one reads the store and sends what it found (all encode, or none).
+        stored = distributed.on_main(lambda: self._stored(path, len(pixels)))
+        if stored is not None:
+            self.latents_ = stored
+            log.info("latent_nn: reusing the stored latents of these %d generated images", len(pixels))
+            return self
         self.latents_ = self._encode(generated).numpy()  # shared over the processes in vitprint.distributed.sharded()
         if path is not None and distributed.leads():
             path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(path, lambda tmp: save_npy(tmp, self.latents_))
         return self
+
+    @staticmethod
+    def _stored(path, n: int):
+        """The stored latents (memory-mapped: read from disk as the search streams through them), or None."""
+        if path is None or not path.is_file():
+            return None
+        try:
+            latents = np.load(path, mmap_mode="r")
+            return latents if latents.shape[0] == n else None
+        except (ValueError, OSError, EOFError) as exc:
+            log.warning("latent_nn: discarding a damaged stored latents file %s (%s)", path, exc)
+            return None
 
     def _score(self, real):
         kept = index_store(self.cache_dir.parent if self.cache_dir else None, self.index, self.latents_)
