@@ -40,6 +40,7 @@ from vitprint.membership.knn import knn_distances, pixel_vectors
 from vitprint.membership.scoring import ScoreConfig, compute_scores
 from vitprint.api.assess import AssessConfig, assess
 from vitprint.errors import VitprintError
+from vitprint.evaluation.bench_report import family_key
 from vitprint.evaluation.metrics import binary_metrics
 from vitprint.inference import encode
 from vitprint.models.presets import model_config
@@ -423,13 +424,6 @@ def machine() -> dict[str, str]:
     dev = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
     return {"cpu": platform.processor() or platform.machine(), "threads": str(torch.get_num_threads()),
             "gpu": dev, "torch": torch.__version__}
-
-
-def family_key(cell: dict) -> str:
-    """The table a cell belongs to: its generator family (on real CT slices), or that family's
-    null-generator control."""
-    family = f"{cell['family']} on real CT" if cell.get("data") == "ct" else cell["family"]
-    return f"{family} (null generator)" if cell.get("null") else family
 
 
 def summarise(cells: list[dict]) -> dict[str, dict[str, dict[str, dict[str, list[float]]]]]:

@@ -129,10 +129,10 @@ def run_demo(
 ) -> dict[str, Path]:
     """Run (or finish) the demo in ``out``; returns the paths worth opening."""
     out = Path(out)
+    cfg = model_config(preset)  # an unknown preset is refused before the folder records anything
     _check_settings(out, {"preset": preset, "per_class": per_class, "members": members, "test_members": test_members,
                           "n_generated": n_generated, "family": family, "gen_epochs": gen_epochs,
                           "pretrain_epochs": pretrain_epochs, "lr": lr, "seed": seed, "batch_size": batch_size})
-    cfg = model_config(preset)
     data = DataConfig(cache_dir=str(out / "cache"), val_fraction=0.15)
     public, data_root = out / "public", out / "data"
     dev, test = data_root / "dev", data_root / "test"

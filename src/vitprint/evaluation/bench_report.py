@@ -45,13 +45,19 @@ def combiner_check(summary) -> list[str]:
 LEAKING_COPY_RATE = 0.05  # a cell whose generator copies at least this share of its images is a leaking cell
 
 
+def family_key(cell: dict) -> str:
+    """The table a cell belongs to: its generator family (on real CT slices), or that family's
+    null-generator control."""
+    family = f"{cell['family']} on real CT" if cell.get("data") == "ct" else cell["family"]
+    return f"{family} (null generator)" if cell.get("null") else family
+
+
 def cell_verdicts(cells: list[dict]) -> dict[tuple[str, str], list[str]]:
     """``(table, size) -> [verdict per seed]`` (cells run before verdicts were recorded have none)."""
     out: dict[tuple[str, str], list[str]] = {}
     for c in cells:
         if "verdict" in c:
-            fam = f"{c['family']} (null generator)" if c.get("null") else c["family"]
-            out.setdefault((fam, str(c["members"])), []).append(c["verdict"]["verdict"])
+            out.setdefault((family_key(c), str(c["members"])), []).append(c["verdict"]["verdict"])
     return out
 
 

@@ -238,9 +238,12 @@ class AlignNN(Detector):
     def _shortlist(self, real) -> np.ndarray:
         """``(n, prefilter)`` generated indices per real image: the nearest signatures to the real image's
         at each searched scale (a zoom scales the spectrum; a small turn moves little of it), best first."""
-        d, i = zip(*(knn_distances(_signature(self._spectra(_transform(real, 0.0, s), self.coarse_size_)),
-                                   self.signatures_, k=self.prefilter, metric="cosine", device=self.device,
-                                   progress=False) for s in self.scales))
+        def signatures(scale: float) -> np.ndarray:  # a few real images at a time: bounded memory
+            return np.concatenate([_signature(self._spectra(_transform(np.asarray(real[a:a + 256]), 0.0, scale),
+                                                            self.coarse_size_)) for a in range(0, len(real), 256)])
+
+        d, i = zip(*(knn_distances(signatures(s), self.signatures_, k=self.prefilter, metric="cosine",
+                                   device=self.device, progress=False) for s in self.scales))
         d, i = np.concatenate(d, 1), np.concatenate(i, 1)
         out = np.empty((len(real), self.prefilter), np.int64)
         for row in range(len(real)):
@@ -313,7 +316,7 @@ class AlignNN(Detector):
                                                 None if allowed is None else allowed[start:start + len(x)])
             ids[start:start + len(x)] = cand
             ncc[start:start + len(x)] = self._fine(x, cand, angles, scales)
-        if pairs is not None:
+        if pairs:
             reverse = _reverse(m, *map(np.concatenate, zip(*pairs)))
         rows = np.arange(n)
         if not self.relative:
