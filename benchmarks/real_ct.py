@@ -118,8 +118,11 @@ def copy_of(hu_slice: np.ndarray, rng: np.random.Generator, size: int, kind: str
 
 
 def build_case(volume: np.ndarray, out: Path, n_dev: int, n_test: int, n_generated: int, slab: int,
-               seed: int, size: int = 256, copies: str = "mild") -> dict[str, int]:
-    """Write ``out/dev`` and ``out/test`` (challenge layout); returns the truth of the test images."""
+               seed: int, size: int = 256, copies: str = "mild", separate: bool = False) -> dict[str, int]:
+    """Write ``out/dev`` and ``out/test`` (challenge layout); returns the truth of the test images.
+
+    ``separate``: the test ``generated/`` holds other copies (new draws of the same degradation) of the
+    same members instead of the development set's, as when the two phases sample the generator apart."""
     rng = np.random.default_rng(seed)
     n_need = 2 * (n_dev + n_test)
     lungs = [i for i in range(len(volume)) if (volume[i] < -500).mean() > 0.05]
@@ -155,7 +158,13 @@ def build_case(volume: np.ndarray, out: Path, n_dev: int, n_test: int, n_generat
     for i in range(n_generated):
         save(copy_of(volume[all_members[i % len(all_members)]], rng, size, copies),
              out / "dev" / "generated" / f"gen_{i:05d}.png")
-    shutil.copytree(out / "dev" / "generated", out / "test" / "generated")
+    if separate:
+        (out / "test" / "generated").mkdir()
+        for i in range(n_generated):
+            save(copy_of(volume[all_members[i % len(all_members)]], rng, size, copies),
+                 out / "test" / "generated" / f"gen_{i:05d}.png")
+    else:
+        shutil.copytree(out / "dev" / "generated", out / "test" / "generated")
     (out / "truth.csv").write_text("".join(f"{k},{v}\n" for k, v in truth.items()))
     return truth
 
@@ -171,10 +180,13 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--copies", choices=COPIES, default="mild",
                    help="how the generated copies are degraded (see copy_of; default: mild)")
+    p.add_argument("--separate-generated", action="store_true",
+                   help="the test generated/ folder holds other copies than the development one")
     p.add_argument("--detect-args", default="--preset tiny", help="extra options for vitprint detect")
     a = p.parse_args(argv)
     volume = load_volume(a.volume)
-    truth = build_case(volume, a.out / "data", a.dev, a.test, a.generated, a.slab, a.seed, copies=a.copies)
+    truth = build_case(volume, a.out / "data", a.dev, a.test, a.generated, a.slab, a.seed, copies=a.copies,
+                       separate=a.separate_generated)
     shutil.rmtree(a.out / "detect", ignore_errors=True)  # this script's own output: a fresh run each time
     t0 = time.perf_counter()
     rc = vitprint_main(["detect", "--dev", str(a.out / "data" / "dev"), "--test", str(a.out / "data" / "test"),
@@ -185,7 +197,8 @@ def main(argv=None) -> int:
     run, missing = evaluate_run(a.out / "detect" / "run.txt", truth)
     m = run["run"]["metrics"]
     summary = json.loads((a.out / "detect" / "evaluation.json").read_text())
-    result = {"volume": a.volume.name, "slices": int(len(volume)), "slab": a.slab, "copies": a.copies, "seconds": seconds,
+    result = {"volume": a.volume.name, "slices": int(len(volume)), "slab": a.slab, "copies": a.copies,
+              "separate_generated": a.separate_generated, "seconds": seconds,
               "test_kappa": m["kappa"], "test_accuracy": m["accuracy"], "missing": missing,
               "decision": summary.get("run_decision_rule"), "verdict": summary.get("verdict", {}).get("sentence"),
               "development_auc": {n: r["metrics"]["roc_auc"] for n, r in summary.get("development", {}).items()}}

@@ -80,6 +80,31 @@ def test_degraded_copies_beat_sharp_copies_of_a_neighbour_only_with_the_relative
     assert (nearest[:12] == np.arange(12)).all()
 
 
+def test_the_jobs_other_real_images_are_rivals_too():
+    """Copies of members whose sources are scored in another call (the other phase's images): without
+    them, a neighbour of such a member has no rival for its neighbour's copy and looks used."""
+    rng = np.random.default_rng(8)
+    members = _textures(rng, 12)
+    neighbours = np.clip(members * 0.95 + (_textures(rng, 12).astype(float) - 128) * 0.25 + 6, 0, 255).astype(np.uint8)
+    def copy(img, blur):  # the scored members' copies degraded, the others' sharp
+        g = gaussian_filter(np.roll(img.astype(float), (2, 1), (0, 1)), blur)
+        return np.clip(g + rng.normal(0, 2, g.shape), 0, 255).astype(np.uint8)
+
+    generated = np.stack([copy(m, 0.0 if i < 6 else 1.8) for i, m in enumerate(members)])
+    scored = np.concatenate([members[6:], neighbours[:6]])  # neighbours of the members scored elsewhere
+    others = np.concatenate([members[:6], neighbours[6:]])
+    y = np.r_[np.ones(6), np.zeros(6)]
+    det = create_detector("align_nn", align_size=64, max_rotation=0, max_scale=0).fit(generated)
+    alone = det.score_samples(scored)
+    with_others, nearest = det.score_with_evidence(scored, others)
+    assert roc_auc_score(y, alone) < 0.8  # the lone neighbours take their neighbours' copies
+    assert roc_auc_score(y, with_others) == 1.0
+    assert (with_others[:6] > 0).all() and (with_others[6:] < 0).all()
+    assert (nearest[:6] == np.arange(6, 12)).all() and len(with_others) == 12
+    plain = create_detector("align_nn", align_size=64, max_rotation=0, max_scale=0, relative=False).fit(generated)
+    np.testing.assert_array_equal(plain.score_samples(scored), plain.score_with_evidence(scored, others)[0])
+
+
 def test_magnified_copies_are_found_with_the_scale_search():
     import torch
     import torch.nn.functional as F

@@ -227,7 +227,7 @@ def detect(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, data: Data
                                read_folders(inputs.reference, px, data, what="reference images")
                                if inputs.reference else None)
             r, gens, ref = read_at[px]
-            return subset(r, passes[which]), gens[which], ref
+            return subset(r, passes[which]), gens[which], ref, subset(r, passes[1 - which]) if len(passes) > 1 else None
         return sets
 
     parts = []
@@ -240,7 +240,8 @@ def detect(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, data: Data
                          ("development", "test")[which])
             part = compute_scores(subset(reals.images, idx), gen_sets[which], cfg.scores.detectors, options,
                                   reference, at_size(which), labels=reals.labels[idx], folds=cfg.folds,
-                                  like=parts[0][1].fitted if parts else None)
+                                  like=parts[0][1].fitted if parts else None,
+                                  others=subset(reals.images, passes[1 - which]) if len(passes) > 1 else None)
             parts.append((idx, part, sum(len(g) for g in gen_sets[:which])))
     scores = merge_scores(parts, len(unknown))
     if not distributed.is_main():

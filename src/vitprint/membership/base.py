@@ -38,6 +38,8 @@ class Detector(ABC):
     - ``supervised``: it learns from labelled real images too (``score_labelled(real, labels, folds)``
       scores labelled ones out of fold); its scores are never read by the verdict.
     - ``image_size``: the size it wants images read at (None = the job's).
+    - ``uses_others``: it judges each real image against the other real images too (``_score(real,
+      others)``): ``others`` are the job's real images that this call does not score (the other phase's).
     """
 
     name: str = ""
@@ -47,6 +49,7 @@ class Detector(ABC):
     peer: bool = False
     supervised: bool = False
     image_size: int | None = None
+    uses_others: bool = False
 
     @abstractmethod
     def fit(self, generated, reference=None) -> "Detector":
@@ -66,9 +69,14 @@ class Detector(ABC):
         """``(N,)`` float scores of the real images, higher = more likely used for training."""
         return self._score(as_pixels(real))[0]
 
-    def score_with_evidence(self, real) -> tuple[np.ndarray, np.ndarray | None]:
-        """Scores and, where the detector has one, the index of each image's nearest generated image."""
-        scores, nearest = self._score(as_pixels(real))
+    def score_with_evidence(self, real, others=None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Scores and, where the detector has one, the index of each image's nearest generated image.
+
+        ``others``: real images not scored here, which a detector that ``uses_others`` compares with."""
+        if self.uses_others and others is not None and len(as_pixels(others)):
+            scores, nearest = self._score(as_pixels(real), others=as_pixels(others))
+        else:
+            scores, nearest = self._score(as_pixels(real))
         return np.asarray(scores, np.float64), nearest
 
     def __repr__(self) -> str:

@@ -110,17 +110,21 @@ def compute_scores(
     detectors=DEFAULT_DETECTORS,
     options: dict[str, Any] | None = None,
     reference=None,
-    at_size: Callable[[int], tuple[Any, Any, Any]] | None = None,
+    at_size: Callable[[int], tuple[Any, Any, Any, Any]] | None = None,
     labels=None,
     folds: int = 5,
     like: dict[str, Any] | None = None,
+    others=None,
 ) -> Scores:
     """Fit every detector on the generated (and reference) images and score the reals.
 
     ``options`` is the shared context (autoencoder, k, device, batch size, seed,
     ...); each detector takes what its constructor accepts. A detector that asks
-    for its own image size gets the sets from ``at_size(size)`` (default:
-    resized from the given arrays). Detectors that need a reference set are
+    for its own image size gets the sets from ``at_size(size)`` (real, generated,
+    reference, others; default: resized from the given arrays). ``others``: the
+    job's real images that this call does not score (the other phase's), for
+    the detectors that judge each real image against the others too
+    (``Detector.uses_others``: align_nn's rivals). Detectors that need a reference set are
     skipped (with a warning) when there is none. A supervised detector reads
     ``labels`` (1/0, -1 = unknown; labelled images are scored out of ``folds``
     folds), or scores with the classifier another pass learnt; with neither it
@@ -132,7 +136,8 @@ def compute_scores(
     out = Scores()
     real_px, gen_px = as_pixels(real), as_pixels(generated)
     ref_px = as_pixels(reference) if reference is not None else None
-    resized: dict[int, tuple[Any, Any, Any]] = {}
+    others_px = as_pixels(others) if others is not None and len(as_pixels(others)) else None
+    resized: dict[int, tuple[Any, Any, Any, Any]] = {}
     for key in ("k", "copy_k", "mc_k"):
         if key in options and options[key] > len(gen_px):
             note = f"{key}={options[key]} is more than the {len(gen_px)} generated images; {len(gen_px)} are used"
@@ -141,11 +146,10 @@ def compute_scores(
 
     def sets_for(size: int | None):
         if size is None or size == real_px.shape[-1]:
-            return real_px, gen_px, ref_px
+            return real_px, gen_px, ref_px, others_px
         if size not in resized:
-            resized[size] = at_size(size) if at_size else (
-                resize_pixels(real_px, size), resize_pixels(gen_px, size),
-                None if ref_px is None else resize_pixels(ref_px, size))
+            resized[size] = at_size(size) if at_size else tuple(
+                None if x is None else resize_pixels(x, size) for x in (real_px, gen_px, ref_px, others_px))
         return resized[size]
 
     y = None if labels is None else np.asarray(labels, int)
@@ -160,7 +164,7 @@ def compute_scores(
             continue
         if det.needs_autoencoder and options.get("autoencoder") is None:
             raise VitprintError(f"{name} needs a trained autoencoder")
-        r, g, ref = sets_for(det.image_size)
+        r, g, ref, other = sets_for(det.image_size)
         log.info("scoring with %s", name)
         if prior is not None:
             det.fit_like(prior, g, ref if det.needs_reference else None)
@@ -171,7 +175,7 @@ def compute_scores(
         if det.supervised and prior is None:
             values, nearest = det.score_labelled(r, y, folds)
         else:
-            values, nearest = det.score_with_evidence(r)
+            values, nearest = det.score_with_evidence(r, other)
         if type(det).fit_like is not Detector.fit_like:  # only what another pass can reuse is kept
             out.fitted[name] = det
         out.values[name] = values

@@ -21,7 +21,8 @@ copy of its neighbour. What does not vary is the order: the source correlates
 with its copy better than any other real image does. So each of a real
 image's best few candidates (``TOP``) is also compared at full resolution with
 the real images that align best with it (the other images scored in the same
-call; identical pixels are never rivals), and the score is the largest margin
+call and the job's other real images, e.g. the other phase's; identical
+pixels are never rivals), and the score is the largest margin
 of the image's correlation over its best rival's. Where no other image was
 compared (a lone image), the rival is the median of the image's own
 candidates, a larger margin on another scale: score real images together.
@@ -130,6 +131,7 @@ def _reverse(m: int, gen: np.ndarray, real: np.ndarray, value: np.ndarray, pose:
 class AlignNN(Detector):
     name = "align_nn"
     image_size = 256
+    uses_others = True  # the job's other real images are rivals too
 
     def __init__(self, align_size: int = 256, max_shift: float = 0.06, max_rotation: float = 10.0,
                  rotation_step: float = 2.5, max_scale: float = 0.1, scale_step: float = 0.05,
@@ -297,11 +299,13 @@ class AlignNN(Detector):
         return best.cpu().numpy()
 
     @torch.no_grad()
-    def _score(self, real):
+    def _score(self, real, others=None):
         real = as_pixels(real)
+        n, k = len(real), min(self.candidates, len(self.generated_))
+        if others is not None and self.relative:  # the job's other real images: rivals only, not scored
+            real = np.concatenate([np.asarray(real), np.asarray(as_pixels(others))])
         if real.shape[-1] != self.image_size:
             raise VitprintError(f"align_nn works on {self.image_size} px images, got {real.shape[-1]} px")
-        n, k = len(real), min(self.candidates, len(self.generated_))
         ids = np.zeros((n, k), np.int64)
         ncc = np.zeros((n, k))
         m = len(self.generated_)
@@ -310,10 +314,13 @@ class AlignNN(Detector):
         reverse = (torch.full((m, RIVALS), -2.0), torch.full((m, RIVALS), -1, dtype=torch.long),
                    torch.zeros((m, RIVALS), dtype=torch.long)) if self.relative and allowed is None else None
         chunk = max(1, 256 // (k * len(self.scales)))
-        for start in bar(range(0, n, chunk), desc="aligning", unit="batch"):
+        for start in bar(range(0, len(real), chunk), desc="aligning", unit="batch"):
             x = np.asarray(real[start:start + chunk])
             cand, angles, scales = self._coarse(x, start, reverse if pairs is None else pairs,
                                                 None if allowed is None else allowed[start:start + len(x)])
+            if start >= n:
+                continue  # another image of the job: only its coarse alignments (the rivals' table) count
+            x, cand, angles, scales = x[:n - start], cand[:n - start], angles[:n - start], scales[:n - start]
             ids[start:start + len(x)] = cand
             ncc[start:start + len(x)] = self._fine(x, cand, angles, scales)
         if pairs:
@@ -325,7 +332,9 @@ class AlignNN(Detector):
         return self._relative(real, ids, ncc, reverse)
 
     def _relative(self, real, ids, ncc, reverse):
-        """The margin of each real image's best candidates over their rivals (see the module's text)."""
+        """The margin of each real image's best candidates over their rivals (see the module's text).
+
+        ``real``: the ``len(ids)`` scored images, then any others that are rivals only."""
         n, k = ids.shape
         top = np.argsort(-ncc, 1)[:, :min(TOP, k)]  # the candidates that can decide: the best few
         judged = np.unique(np.take_along_axis(ids, top, 1))
