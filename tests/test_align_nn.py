@@ -176,9 +176,10 @@ def test_the_prefilter_keeps_the_copies_and_the_rivals():
     assert all(n_few[i] in (i, i + 15) for i in members)  # the nearest generated image is one of its own copies
     plain = create_detector("align_nn", prefilter=24, relative=False, **opts).fit(generated).score_samples(real)
     assert roc_auc_score(y, plain) == 1.0  # the plain correlation through the shortlist too
-    # A copy's rivals are sought among the real images that shortlisted it: a rival can be missed (the
-    # member's margin grows), never invented.
-    assert (s_few[members] >= s_full[members] - 1e-4).all() and roc_auc_score(y, s_full) == 1.0
+    # A copy's rivals are sought among the real images that shortlisted it, and a member's candidates are
+    # its shortlist's: its summed margins stay near the full search's (both copies won by the member).
+    np.testing.assert_allclose(s_few[members], s_full[members], rtol=0.1)
+    assert roc_auc_score(y, s_full) == 1.0 and s_few[members].min() > 1.2  # two copies' margins, added
     import pytest
 
     with pytest.raises(ValueError, match="prefilter must be 0"):

@@ -22,8 +22,11 @@ with its copy better than any other real image does. So each of a real
 image's best few candidates (``TOP``) is also compared at full resolution with
 the real images that align best with it (the other images scored in the same
 call and the job's other real images, e.g. the other phase's; identical
-pixels are never rivals), and the score is the largest margin
-of the image's correlation over its best rival's. Where no other image was
+pixels are never rivals), and each candidate's margin is the image's
+correlation with it minus its best rival's. The score adds up the positive
+margins (a generator that memorised an image often leaves several copies of
+it, each won by its source); where no candidate wins, it is the largest
+(negative) margin. Where no other image was
 compared (a lone image), the rival is the median of the image's own
 candidates, a larger margin on another scale: score real images together.
 The reference set is not used: a reference drawn nearer to one group (the
@@ -62,7 +65,7 @@ from vitprint.progress import bar
 
 
 RIVALS = 4  # real images each judged generated image is also compared with
-TOP = 3  # candidates per real image judged against their rivals
+TOP = 6  # candidates per real image judged against their rivals
 
 
 def _grid(limit: float, step: float) -> np.ndarray:
@@ -358,5 +361,8 @@ class AlignNN(Detector):
         rival = np.where(alone, np.median(ncc, 1, keepdims=True), rival)
         margin = np.take_along_axis(ncc - rival, top, 1)
         arg = np.take_along_axis(top, margin.argmax(1)[:, None], 1)[:, 0]
-        rows = np.arange(n)
-        return margin.max(1), ids[rows, arg]
+        best = margin.max(1)
+        # A generator that copied an image often leaves several copies: their margins add up. Where no
+        # candidate wins over its rival, the score is the closest one came (negative).
+        score = np.where(best > 0, np.clip(margin, 0, None).sum(1), best)
+        return score, ids[np.arange(n), arg]
