@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 from safetensors.torch import load_file
 
-POINTS = 3  # kills per command
+POINTS = 2  # kills per command (each point is two runs of a few seconds of start-up)
 
 
 def _vitprint(*args, kill_after: float | None = None) -> int | None:
