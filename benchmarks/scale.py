@@ -114,7 +114,7 @@ def main(argv=None) -> int:
                     t = time.perf_counter()
                     held = faiss.read_index(str(path))
                     load = time.perf_counter() - t
-                    knn._tune(held, index, 1)
+                    knn.tune(held, index, 1)
                     q = queries.numpy().copy()
                     if a.metric == "cosine":
                         faiss.normalize_L2(q)

@@ -149,7 +149,7 @@ def _ivf_lists(n: int) -> int:
     return max(1, min(int(4 * np.sqrt(n)), n // 39))  # about 4 sqrt(n) lists, at least 39 vectors each
 
 
-def _tune(idx, kind: str, k: int) -> None:
+def tune(idx, kind: str, k: int) -> None:
     """Search settings (not stored with an index, so set on every use)."""
     if kind == "hnsw":
         idx.hnsw.efSearch = max(HNSW_EF_SEARCH, 2 * k)
@@ -218,7 +218,7 @@ def _faiss_search(q_all: torch.Tensor, refs, k: int, metric: str, convert, chunk
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(path, lambda tmp: faiss.write_index(idx, tmp))
-    _tune(idx, kind, k)
+    tune(idx, kind, k)
     if idx.ntotal:
         d, i = idx.search(vectors(q_all), k)
     else:

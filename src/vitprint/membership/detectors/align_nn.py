@@ -26,9 +26,10 @@ pixels are never rivals), and each candidate's margin is the image's
 correlation with it minus its best rival's. The score adds up the positive
 margins (a generator that memorised an image often leaves several copies of
 it, each won by its source); where no candidate wins, it is the largest
-(negative) margin. Where no other image was
-compared (a lone image), the rival is the median of the image's own
-candidates, a larger margin on another scale: score real images together.
+(negative) margin; a generated image repeated pixel for pixel counts once.
+Where no other image was compared (a lone image), the rival is the median of
+the image's own candidates, a larger margin on another scale, of which only
+the largest counts: score real images together.
 The reference set is not used: a reference drawn nearer to one group (the
 non-members' neighbouring slices, say) would lower that group's margins and
 separate the groups with nothing leaked. ``relative=False`` gives the plain
@@ -42,7 +43,7 @@ scale, compared by cosine through the k-NN search), so the cost grows with the g
 search; a generated image's rivals are then sought among the real images that
 shortlisted it.
 
-The nearest generated image is the candidate that gave the score. Pixel
+The nearest generated image is the candidate with the largest margin. Pixel
 correlation with the training set is how copies made by medical generators
 have been found (Akbar et al.); this makes it shift-, scale- and
 intensity-robust and fast.
@@ -170,6 +171,7 @@ class AlignNN(Detector):
         self.generated_ = as_pixels(generated)
         if self.generated_.shape[-1] != self.image_size:
             raise VitprintError(f"align_nn works on {self.image_size} px images, got {self.generated_.shape[-1]} px")
+        _, self.distinct_ = np.unique(pixel_hashes(self.generated_), return_inverse=True)  # duplicates count once
         self.coarse_size_ = min(self.coarse_size, self.image_size)
         self.coarse_ = self._spectra(self.generated_, self.coarse_size_, batch=512)
         self.signatures_ = _signature(self.coarse_) if 0 < self.prefilter < len(self.generated_) else None
@@ -305,10 +307,11 @@ class AlignNN(Detector):
     def _score(self, real, others=None):
         real = as_pixels(real)
         n, k = len(real), min(self.candidates, len(self.generated_))
+        for images in (real, others):
+            if images is not None and as_pixels(images).shape[-1] != self.image_size:
+                raise VitprintError(f"align_nn works on {self.image_size} px images, got {images.shape[-1]} px")
         if others is not None and self.relative:  # the job's other real images: rivals only, not scored
             real = np.concatenate([np.asarray(real), np.asarray(as_pixels(others))])
-        if real.shape[-1] != self.image_size:
-            raise VitprintError(f"align_nn works on {self.image_size} px images, got {real.shape[-1]} px")
         ids = np.zeros((n, k), np.int64)
         ncc = np.zeros((n, k))
         m = len(self.generated_)
@@ -360,9 +363,17 @@ class AlignNN(Detector):
         alone = ~np.isfinite(rival)  # no other real image to compare with: the image's typical candidate
         rival = np.where(alone, np.median(ncc, 1, keepdims=True), rival)
         margin = np.take_along_axis(ncc - rival, top, 1)
+        lone = np.take_along_axis(alone, top, 1)
         arg = np.take_along_axis(top, margin.argmax(1)[:, None], 1)[:, 0]
         best = margin.max(1)
-        # A generator that copied an image often leaves several copies: their margins add up. Where no
-        # candidate wins over its rival, the score is the closest one came (negative).
-        score = np.where(best > 0, np.clip(margin, 0, None).sum(1), best)
-        return score, ids[np.arange(n), arg]
+        # A generator that copied an image often leaves several copies: their margins add up (a generated
+        # image repeated pixel for pixel counts once). A margin over the median stand-in rival is on another
+        # scale: of those, only the largest counts. Where no candidate wins over its rival, the score is
+        # the closest one came (negative).
+        distinct = self.distinct_[np.take_along_axis(ids, top, 1)]
+        won = np.clip(margin, 0, None)
+        for row in np.flatnonzero(best > 0):
+            _, first = np.unique(distinct[row], return_index=True)
+            won[row, np.setdiff1d(np.arange(won.shape[1]), first)] = 0
+        summed = np.where(lone, 0, won).sum(1) + np.where(lone, won, 0).max(1)
+        return np.where(best > 0, summed, best), ids[np.arange(n), arg]
