@@ -234,3 +234,35 @@ def test_the_dev_and_test_options_are_refused_without_both_folders(tmp_path, cap
         assert main(_detect_args(f, tmp_path / "out", flag)) == 2
         assert "only with both --dev and --test" in capsys.readouterr().err
     assert not (tmp_path / "out" / "scores.csv").exists()
+
+
+def test_with_generated_sets_apart_each_phase_sees_the_others_real_images_as_rivals(tmp_path):
+    """A detector that judges real images against each other gets, in each pass, the real images the
+    pass does not score (the other phase's), at its own image size; the others get nothing."""
+    from vitprint.api.job import DetectConfig, detect
+    from vitprint.config import DataConfig
+    from vitprint.membership.base import Detector
+    from vitprint.membership.registry import register_detector
+    from vitprint.membership.scoring import ScoreConfig
+
+    seen = []
+
+    class _Spy(Detector):
+        name = "others_spy_for_test"
+        uses_others = True
+        image_size = 16
+
+        def fit(self, generated, reference=None):
+            return self
+
+        def _score(self, real, others=None):
+            seen.append((len(real), None if others is None else others.shape))
+            return np.arange(len(real), dtype=float), None
+
+    register_detector(_Spy)
+    dev, test = _two_generators(tmp_path)
+    cfg = DetectConfig(out=str(tmp_path / "out"), n_boot=0, folds=2, report=False, decision="pixel_nn",
+                       scores=ScoreConfig(detectors=("pixel_nn", "others_spy_for_test"), pixel_size=32))
+    detect(resolve_inputs(dev=str(dev), test=str(test), dev_reference=False), model_config("micro"), cfg,
+           DataConfig(no_cache=True))
+    assert seen == [(12, (8, 16, 16)), (8, (12, 16, 16))]  # 6 + 6 labelled, then 8 unknown

@@ -179,7 +179,9 @@ def detect(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, data: Data
     if inputs.test_generated:
         set_up.append(f"Generated sets kept apart: the unknown images are scored against the {len(gen_sets[-1])} "
                       f"test generated images, the labelled ones against the {len(gen_sets[0])} development ones "
-                      "(they may come from different generators; --pool-generated compares every image with all)."
+                      "(they may come from different generators; --pool-generated compares every image with all). "
+                      "Detectors that judge a real image against the others (align_nn's rivals) still compare it "
+                      "with every real image of both phases."
                       if len(gen_sets) == 2 else
                       "The development and test generated/ folders hold the same images: one generated set.")
     reals = read_reals(inputs, size, data)
