@@ -225,6 +225,14 @@ def test_pair_learns_copies_out_of_fold_and_sits_at_chance_on_independent_sets()
     part = np.r_[y[:12], -np.ones(4, int), y[16:28], -np.ones(4, int)]
     s2, _ = det.score_labelled(real, part, folds=4)
     assert np.allclose(s2[part < 0], det.model_.decision_function(det.features(real)[0])[part < 0])
+    # The job's other real images are rivals too: more rivals can only lower the embedding margin over the
+    # most alike of them (the region margin is then taken against that rival), the other features do not
+    # change, and an image identical to a scored one is never its rival.
+    alone, _ = det.features(real[:16])
+    with_others, _ = det.features(real[:16], others=real[16:])
+    assert np.allclose(alone[:, :6], with_others[:, :6]) and (with_others[:, 6] <= alone[:, 6] + 1e-6).all()
+    assert (with_others[:, 6] < alone[:, 6] - 1e-6).any()
+    assert np.allclose(det.features(real[:16], others=real[:16].copy())[0], alone)
     # Independent generated images: labels carry nothing the features can learn; out of fold it stays at chance.
     null = create_detector("pair", **opts).fit(_textures(rng, 40, size=48)).score_labelled(real, y, folds=4)[0]
     assert 0.2 < roc_auc_score(y, null) < 0.8

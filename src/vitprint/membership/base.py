@@ -39,7 +39,8 @@ class Detector(ABC):
       scores labelled ones out of fold); its scores are never read by the verdict.
     - ``image_size``: the size it wants images read at (None = the job's).
     - ``uses_others``: it judges each real image against the other real images too (``_score(real,
-      others)``): ``others`` are the job's real images that this call does not score (the other phase's).
+      others)``, and ``score_labelled(..., others=)`` for a supervised one): ``others`` are the job's real
+      images that this call does not score (the other phase's).
     """
 
     name: str = ""

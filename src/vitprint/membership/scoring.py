@@ -173,7 +173,7 @@ def compute_scores(
         if det.supervised:
             out.supervised.append(name)
         if det.supervised and prior is None:
-            values, nearest = det.score_labelled(r, y, folds)
+            values, nearest = det.score_labelled(r, y, folds, **({"others": other} if det.uses_others else {}))
         else:
             values, nearest = det.score_with_evidence(r, other)
         if type(det).fit_like is not Detector.fit_like:  # only what another pass can reuse is kept

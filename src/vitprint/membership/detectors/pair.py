@@ -54,6 +54,7 @@ class Pair(Detector):
     name = "pair"
     supervised = True
     image_size = 96
+    uses_others = True  # the job's other real images are rivals too
 
     def __init__(self, copy_size: int = 96, pair_k: int = 5, pair_c: float = 1.0, copy_steps: int = 300,
                  copy_width: int = 16, seed: int = 0, cache_dir=None, device: str = "cpu", index: str = "auto"):
@@ -79,19 +80,24 @@ class Pair(Detector):
         self.model_ = fitted.model_
         return self
 
-    def features(self, real) -> tuple[np.ndarray, np.ndarray]:
-        """``(N, 8)`` pair features (``FEATURES``) and each image's nearest generated index."""
+    def features(self, real, others=None) -> tuple[np.ndarray, np.ndarray]:
+        """``(N, 8)`` pair features (``FEATURES``) and each image's nearest generated index; ``others``: the
+        job's real images not scored here, rivals too."""
         real = as_pixels(real)
         k = min(self.k, len(self.generated_))
         emb = self.copy.embed(real)
+        pool, pool_emb = real, emb  # the rivals: the images scored here, then the others
+        if others is not None and len(as_pixels(others)):
+            pool = np.concatenate([np.asarray(real), np.asarray(as_pixels(others))])
+            pool_emb = np.concatenate([emb, self.copy.embed(as_pixels(others))])
         d, idx = knn_distances(emb, self.copy.embeddings_, k=k, metric="cosine",
                                device=self.copy.device, progress=False, index=self.copy.index,
                                **self.copy.index_store())
         gap = d[:, 1] - d[:, 0] if k > 1 else np.zeros(len(d))
-        # Rivals: how alike each generated image is to the *other* real images scored with this one
-        # (identical pixels are never rivals). A copy's source beats every rival; a neighbouring slice of
-        # the source does not, however close it is in absolute terms.
-        same = np.unique(pixel_hashes(real), return_inverse=True)[1]
+        # Rivals: how alike each generated image is to the *other* real images of the job (identical
+        # pixels are never rivals). A copy's source beats every rival; a neighbouring slice of the source
+        # does not, however close it is in absolute terms.
+        same = np.unique(pixel_hashes(pool), return_inverse=True)[1]
         rows = []
         for i in range(len(real)):
             a = np.asarray(real[i])
@@ -102,11 +108,11 @@ class Pair(Detector):
             pair = torch.from_numpy(np.stack([a, aligned]).astype(np.float32) / 255.0)[:, None]
             local = ssim(pair[:1], pair[1:], 7)[0, 0].numpy()
             others = np.flatnonzero(same != same[i])
-            sims = emb @ self.copy.embeddings_[g]  # every real image's cosine similarity with g (unit norm)
+            sims = pool_emb @ self.copy.embeddings_[g]  # every real image's cosine similarity with g (unit norm)
             if len(others):
                 rival = int(others[np.argmax(sims[others])])
                 margin_emb = float(sims[i] - sims[rival])
-                margin_region = regions[best].ncc - best_region(np.asarray(real[rival]), np.asarray(self.generated_[g])).ncc
+                margin_region = regions[best].ncc - best_region(np.asarray(pool[rival]), np.asarray(self.generated_[g])).ncc
             else:
                 margin_emb, margin_region = float(sims[i]), regions[best].ncc
             rows.append([regions[best].ncc, float(local.mean()), float(np.quantile(local, 0.9)), margin_emb,
@@ -125,17 +131,17 @@ class Pair(Detector):
         self.model_ = self._classifier().fit(feats, y)
         return self
 
-    def _score(self, real):
+    def _score(self, real, others=None):
         if self.model_ is None:
             raise VitprintError("pair scores only after learning from labelled images (learn())")
-        feats, nearest = self.features(real)
+        feats, nearest = self.features(real, others)
         return self.model_.decision_function(feats), nearest
 
-    def score_labelled(self, real, labels, folds: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    def score_labelled(self, real, labels, folds: int = 5, others=None) -> tuple[np.ndarray, np.ndarray]:
         """Scores of every image in ``real`` (labels 1/0, -1 = unknown): labelled ones out of fold,
         unknown ones by the model fitted on all labelled images (which this detector then keeps)."""
         y = np.asarray(labels, int)
-        feats, nearest = self.features(real)
+        feats, nearest = self.features(real, others)
         known = np.flatnonzero(y >= 0)
         self.learn(feats[known], y[known])
         scores = self.model_.decision_function(feats)
