@@ -107,10 +107,10 @@ class Pair(Detector):
             aligned = np.roll(np.asarray(self.generated_[g]), regions[best].shift, (0, 1))
             pair = torch.from_numpy(np.stack([a, aligned]).astype(np.float32) / 255.0)[:, None]
             local = ssim(pair[:1], pair[1:], 7)[0, 0].numpy()
-            others = np.flatnonzero(same != same[i])
+            candidates = np.flatnonzero(same != same[i])  # the possible rivals
             sims = pool_emb @ self.copy.embeddings_[g]  # every real image's cosine similarity with g (unit norm)
-            if len(others):
-                rival = int(others[np.argmax(sims[others])])
+            if len(candidates):
+                rival = int(candidates[np.argmax(sims[candidates])])
                 margin_emb = float(sims[i] - sims[rival])
                 margin_region = regions[best].ncc - best_region(np.asarray(pool[rival]), np.asarray(self.generated_[g])).ncc
             else:
