@@ -221,6 +221,10 @@ def detect(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, data: Data
     passes = [np.arange(len(unknown))] if len(gen_sets) == 1 else [np.flatnonzero(~unknown), np.flatnonzero(unknown)]
     read_at: dict[int, tuple] = {}
 
+    def other_pass(images, which: int):
+        """The real images the pass does not score (the other phase's): rivals for detectors that use them."""
+        return subset(images, passes[1 - which]) if len(passes) > 1 else None
+
     def at_size(which: int):
         def sets(px: int):
             if px not in read_at:
@@ -229,7 +233,7 @@ def detect(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, data: Data
                                read_folders(inputs.reference, px, data, what="reference images")
                                if inputs.reference else None)
             r, gens, ref = read_at[px]
-            return subset(r, passes[which]), gens[which], ref, subset(r, passes[1 - which]) if len(passes) > 1 else None
+            return subset(r, passes[which]), gens[which], ref, other_pass(r, which)
         return sets
 
     parts = []
@@ -243,7 +247,7 @@ def detect(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, data: Data
             part = compute_scores(subset(reals.images, idx), gen_sets[which], cfg.scores.detectors, options,
                                   reference, at_size(which), labels=reals.labels[idx], folds=cfg.folds,
                                   like=parts[0][1].fitted if parts else None,
-                                  others=subset(reals.images, passes[1 - which]) if len(passes) > 1 else None)
+                                  others=other_pass(reals.images, which))
             parts.append((idx, part, sum(len(g) for g in gen_sets[:which])))
     scores = merge_scores(parts, len(unknown))
     if not distributed.is_main():

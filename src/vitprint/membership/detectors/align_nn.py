@@ -308,8 +308,9 @@ class AlignNN(Detector):
         real = as_pixels(real)
         n, k = len(real), min(self.candidates, len(self.generated_))
         for images in (real, others):
-            if images is not None and as_pixels(images).shape[-1] != self.image_size:
-                raise VitprintError(f"align_nn works on {self.image_size} px images, got {images.shape[-1]} px")
+            size = None if images is None else as_pixels(images).shape[-1]
+            if size not in (None, self.image_size):
+                raise VitprintError(f"align_nn works on {self.image_size} px images, got {size} px")
         if others is not None and self.relative:  # the job's other real images: rivals only, not scored
             real = np.concatenate([np.asarray(real), np.asarray(as_pixels(others))])
         ids = np.zeros((n, k), np.int64)
