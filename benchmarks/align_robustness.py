@@ -4,8 +4,8 @@ From one real CT volume (see ``real_ct.py`` for where to get one): 60 member and
 alternately (every member's neighbours are non-members), 240 generated images = 4 degraded copies of each
 member. For each degradation alone and all of them together, the ROC-AUC of members vs non-members of
 the plain best correlation without a scale search (the detector before the scale search and the rival
-margin; with the same affine resampling as now) and of the default (scale search and margin over the
-rival), side by side. Members alternating with non-members is the layout where every member's copy has a
+margin; with the same affine resampling as now), of the margin over the rival with one global shift per
+pair (``local_tile=0``) and of the default (scale search, margin, each tile's own shift), side by side. Members alternating with non-members is the layout where every member's copy has a
 close rival: the case the margin was made for, and the one where plain correlation suffers most.
 
     python benchmarks/align_robustness.py VOLUME [--kinds zoom elastic ...] [--out runs/align-robustness.json]
@@ -43,7 +43,9 @@ KINDS = {  # each: shifted 4-8 px and re-windowed, plus
     "jpeg q30": lambda im, r: _jpeg(_shift(im, r), 30),
     "all together": lambda im, r: _jpeg(_noise(gaussian_filter(_shift(_warp(rotate(255 * (np.clip(im, 0, 255) / 255) ** r.uniform(0.7, 1.4), r.uniform(-5, 5), reshape=False, order=1, mode="nearest"), r), r), r.uniform(0, 1.5)), r, 6), 30),
 }
-SETTINGS = {"plain, no scale search (before)": {"relative": False, "max_scale": 0.0}, "default: scale search and margin": {}}
+SETTINGS = {"plain, no scale search (before)": {"relative": False, "max_scale": 0.0},
+            "scale search and margin, one global shift": {"local_tile": 0},
+            "default: scale search, margin and tile-wise shifts": {}}
 
 
 def main(argv=None) -> int:
