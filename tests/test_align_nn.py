@@ -227,3 +227,23 @@ def test_the_local_correlation_follows_an_elastically_deformed_copy():
 
     with pytest.raises(ValueError, match="local_shift < local_tile"):
         create_detector("align_nn", local_tile=8, local_shift=8)
+
+
+def test_the_local_correlation_stays_a_correlation():
+    """A faint patch inside a strong window: each tile's value is a normalised correlation in [-1, 1]."""
+    import torch
+
+    from vitprint.membership.detectors.align_nn import _local
+
+    rng = np.random.default_rng(13)
+    a = torch.from_numpy(rng.normal(size=(1, 32, 32)).astype(np.float32))
+    a[0, 8:16, 8:16] = torch.from_numpy(1e-5 * rng.normal(size=(8, 8)).astype(np.float32))
+    b = torch.zeros_like(a)
+    b[0, 8:16, 8:16] = a[0, 8:16, 8:16] * 1e5
+    v = float(_local(a, b, 8, 2)[0])
+    assert 0.99 < v <= 1.0 + 1e-6  # the patch itself, at shift 0
+    assert float(_local(a, a, 8, 2)[0]) > 0.999
+    import pytest
+
+    with pytest.raises(ValueError, match="larger than"):
+        create_detector("align_nn", align_size=64, local_tile=300)

@@ -14,7 +14,7 @@ and pixel noise and a little blur are filtered out. Normalised correlation
 ignores brightness and contrast changes, so re-windowed copies still match.
 At the best pose and shift, the pair is then refined tile by tile (``local_tile``
 px at 256 px, 32 by default; 0 turns it off): each tile of the generated image
-finds its own best shift within ``local_shift`` pixels (4), and the pair's
+finds its own best shift within ``local_shift`` pixels (4 at 256 px), and the pair's
 correlation is the tiles' best normalised correlations averaged, weighted by
 each tile's energy. An elastic deformation, a residual zoom or turn moves each
 part of a copy by its own few pixels, which no single shift undoes; unaligned,
@@ -40,7 +40,7 @@ the largest counts: score real images together.
 The reference set is not used: a reference drawn nearer to one group (the
 non-members' neighbouring slices, say) would lower that group's margins and
 separate the groups with nothing leaked. ``relative=False`` gives the plain
-best correlation (in [-1, 1]). The pose is refined by half a step beyond the
+best correlation (the tile-wise one with ``local_tile``; in [-1, 1]). The pose is refined by half a step beyond the
 searched grid.
 
 Above ``prefilter`` generated images (512 by default), each real image's pose search
@@ -150,12 +150,13 @@ def _local(a: torch.Tensor, b: torch.Tensor, tile: int, reach: int) -> torch.Ten
     padded = F.pad(a[:, None], (reach,) * 4, mode="circular")[:, 0]
     windows = padded.unfold(1, w, tile).unfold(2, w, tile)[:, :n, :n].reshape(n_pairs, n * n, w, w)
     f_tiles = torch.fft.rfft2(tiles, s=(w, w)).conj()  # zero-padded to the window: no wrap-around
-    box = torch.fft.rfft2(torch.ones(tile, tile, device=a.device), s=(w, w)).conj()
     valid = (slice(None), slice(None), slice(0, 2 * reach + 1), slice(0, 2 * reach + 1))
     corr = torch.fft.irfft2(torch.fft.rfft2(windows) * f_tiles, s=(w, w))[valid]
-    energy = torch.fft.irfft2(torch.fft.rfft2(windows ** 2) * box, s=(w, w))[valid].clamp_min(0)
+    # The energy of ``a`` under each shifted tile, summed directly (an FFT's rounding can leave a tiny
+    # energy at 0 and the ratio unbounded).
+    energy = F.avg_pool2d((windows ** 2).reshape(-1, 1, w, w), tile, stride=1).reshape(corr.shape) * tile ** 2
     norm = tiles.flatten(2).norm(dim=-1)
-    ncc = (corr / (energy.sqrt() * norm[..., None, None]).clamp_min(1e-6)).flatten(2).amax(-1)
+    ncc = (corr / (energy.sqrt() * norm[..., None, None]).clamp_min(1e-6)).clamp(-1, 1).flatten(2).amax(-1)
     weight = norm ** 2
     return (ncc * weight).sum(1) / weight.sum(1).clamp_min(1e-12)
 
@@ -198,7 +199,14 @@ class AlignNN(Detector):
             raise VitprintError(f"need local_tile >= 0 (0: off) and 0 < local_shift < local_tile, got {local_tile}, "
                                 f"{local_shift}")
         self.local_tile, self.local_shift = int(local_tile), int(local_shift)
+        if self.local_tile and self._tile()[0] > align_size:
+            raise VitprintError(f"local_tile {local_tile} (at 256 px) is larger than the {align_size}-px image")
         self.device = torch.device(device)
+
+    def _tile(self) -> tuple[int, int]:
+        """The local step's tile side and reach in pixels at ``align_size`` (given at 256 px)."""
+        scale = self.image_size / 256
+        return max(4, round(self.local_tile * scale)), max(1, round(self.local_shift * scale))
 
     def fit(self, generated, reference=None) -> "AlignNN":
         self.generated_ = as_pixels(generated)
@@ -358,7 +366,7 @@ class AlignNN(Detector):
             a = torch.fft.irfft2(self._spectra(posed, s, band), s=(s, s))
             a = torch.stack([torch.roll(a[i], (-int(dy[i]), -int(dx[i])), (0, 1)) for i in range(len(a))])
             b = torch.fft.irfft2(g.reshape(-1, s, s // 2 + 1), s=(s, s))
-            local.append(_local(a, b, max(4, round(self.local_tile * s / 256)), max(1, round(self.local_shift * s / 256))))
+            local.append(_local(a, b, *self._tile()))
         return torch.stack(local).mean(0).reshape(ids.shape).cpu().numpy()
 
     @torch.no_grad()
