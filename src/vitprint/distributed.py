@@ -10,6 +10,7 @@ changes anything. The main process alone writes a command's outputs.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 from typing import Any, Callable, Iterator
@@ -44,6 +45,14 @@ def init(device: torch.device | str = "cpu") -> None:
         from accelerate import PartialState
 
         PartialState(cpu=torch.device(device).type == "cpu")
+        # Leave the group before the interpreter exits: a gloo group still open then can abort the process
+        # ("terminate called without an active exception") after its work is done.
+        atexit.register(_leave)
+
+
+def _leave() -> None:
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def active() -> bool:
