@@ -247,3 +247,23 @@ def test_the_local_correlation_stays_a_correlation():
 
     with pytest.raises(ValueError, match="larger than"):
         create_detector("align_nn", align_size=64, local_tile=300)
+
+
+def test_a_tile_that_moves_pays_for_its_shift():
+    """``local_penalty``: a tile's correlation at shift t costs penalty * |t|^2 / reach^2, so a copy moved
+    by the whole reach keeps 1 - penalty, an unmoved copy keeps 1, and unrelated images lose their chance
+    matches at large shifts."""
+    import pytest
+    import torch
+
+    from vitprint.membership.detectors.align_nn import _local
+
+    rng = np.random.default_rng(14)
+    a = torch.from_numpy(rng.normal(size=(1, 32, 32)).astype(np.float32))
+    moved = torch.roll(a, shifts=2, dims=1)  # every tile 2 px down: the whole reach (circular, exact)
+    assert float(_local(a, moved, 8, 2, 0.1)[0]) == pytest.approx(0.9, abs=1e-4)
+    assert float(_local(a, a, 8, 2, 0.1)[0]) == pytest.approx(1.0, abs=1e-4)
+    other = torch.from_numpy(rng.normal(size=(1, 32, 32)).astype(np.float32))
+    assert float(_local(a, other, 8, 2, 0.1)[0]) < float(_local(a, other, 8, 2)[0])
+    with pytest.raises(ValueError, match="local_penalty"):
+        create_detector("align_nn", local_penalty=1.5)

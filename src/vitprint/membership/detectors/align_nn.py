@@ -14,8 +14,10 @@ and pixel noise and a little blur are filtered out. Normalised correlation
 ignores brightness and contrast changes, so re-windowed copies still match.
 At the best pose and shift, the pair is then refined tile by tile (``local_tile``
 px at 256 px, 32 by default; 0 turns it off): each tile of the generated image
-finds its own best shift within ``local_shift`` pixels (4 at 256 px), and the pair's
-correlation is the tiles' best normalised correlations averaged, weighted by
+finds its own best shift within ``local_shift`` pixels (4 at 256 px), each shift
+costing ``local_penalty * |shift|^2 / local_shift^2`` of correlation (0.05: a tile of an
+unrelated image, free to move, finds chance matches; a copy's tiles move little), and the
+pair's correlation is the tiles' best normalised correlations averaged, weighted by
 each tile's energy. An elastic deformation, a residual zoom or turn moves each
 part of a copy by its own few pixels, which no single shift undoes; unaligned,
 a copy correlated with its source barely more than with the slice next to it.
@@ -138,11 +140,13 @@ def _reverse(m: int, gen: np.ndarray, real: np.ndarray, value: np.ndarray, pose:
     return rev_v, rev_i, rev_p
 
 
-def _local(a: torch.Tensor, b: torch.Tensor, tile: int, reach: int) -> torch.Tensor:
+def _local(a: torch.Tensor, b: torch.Tensor, tile: int, reach: int, penalty: float = 0.0) -> torch.Tensor:
     """``(B,)`` local correlations of aligned image pairs ``a``, ``b`` ``(B, S, S)``: ``b`` is cut into
     ``tile`` x ``tile`` tiles, each matched with ``a`` over every shift up to ``reach`` pixels by normalised
     correlation; the tiles' best correlations are averaged, weighted by the tile's energy in ``b`` (an
-    elastic deformation or a residual zoom moves each part of a copy by its own few pixels)."""
+    elastic deformation or a residual zoom moves each part of a copy by its own few pixels). A tile's
+    correlation at shift ``t`` is lowered by ``penalty * |t|^2 / reach^2`` before its best is taken: a
+    tile of an unrelated image, free to move, finds some chance match; a copy's tiles barely move."""
     n_pairs, size = a.shape[0], a.shape[-1]
     n = size // tile
     w = tile + 2 * reach
@@ -156,7 +160,11 @@ def _local(a: torch.Tensor, b: torch.Tensor, tile: int, reach: int) -> torch.Ten
     # energy at 0 and the ratio unbounded).
     energy = F.avg_pool2d((windows ** 2).reshape(-1, 1, w, w), tile, stride=1).reshape(corr.shape) * tile ** 2
     norm = tiles.flatten(2).norm(dim=-1)
-    ncc = (corr / (energy.sqrt() * norm[..., None, None]).clamp_min(1e-6)).clamp(-1, 1).flatten(2).amax(-1)
+    ncc = (corr / (energy.sqrt() * norm[..., None, None]).clamp_min(1e-6)).clamp(-1, 1)
+    if penalty:
+        t = torch.arange(-reach, reach + 1, dtype=ncc.dtype, device=ncc.device) ** 2
+        ncc = ncc - penalty * (t[:, None] + t[None]) / reach ** 2
+    ncc = ncc.flatten(2).amax(-1)
     weight = norm ** 2
     return (ncc * weight).sum(1) / weight.sum(1).clamp_min(1e-12)
 
@@ -171,7 +179,7 @@ class AlignNN(Detector):
                  rotation_step: float = 2.5, max_scale: float = 0.1, scale_step: float = 0.05,
                  candidates: int = 16, bands: tuple[float, ...] = (2.0,), sigma_high: float = 6.0,
                  coarse_size: int = 64, relative: bool = True, prefilter: int = 512,
-                 local_tile: int = 32, local_shift: int = 4, device: str = "cpu"):
+                 local_tile: int = 32, local_shift: int = 4, local_penalty: float = 0.05, device: str = "cpu"):
         if align_size < 16:
             raise VitprintError(f"align_size must be >= 16, got {align_size}")
         if not 0 <= max_shift < 0.5:
@@ -198,7 +206,9 @@ class AlignNN(Detector):
         if local_tile < 0 or (local_tile and not 0 < local_shift < local_tile):
             raise VitprintError(f"need local_tile >= 0 (0: off) and 0 < local_shift < local_tile, got {local_tile}, "
                                 f"{local_shift}")
-        self.local_tile, self.local_shift = int(local_tile), int(local_shift)
+        if not 0 <= local_penalty < 1:
+            raise VitprintError(f"local_penalty must be in [0, 1), got {local_penalty}")
+        self.local_tile, self.local_shift, self.local_penalty = int(local_tile), int(local_shift), float(local_penalty)
         if self.local_tile and self._tile()[0] > align_size:
             raise VitprintError(f"local_tile {local_tile} (at 256 px) is larger than the {align_size}-px image")
         self.device = torch.device(device)
@@ -371,7 +381,7 @@ class AlignNN(Detector):
         for band, g in zip(self.bands, g_specs):
             a = torch.fft.irfft2(self._spectra(posed, s, band) * ramp, s=(s, s))
             b = torch.fft.irfft2(g.reshape(-1, s, s // 2 + 1), s=(s, s))
-            local.append(_local(a, b, *self._tile()))
+            local.append(_local(a, b, *self._tile(), self.local_penalty))
         return torch.stack(local).mean(0).reshape(ids.shape).cpu().numpy()
 
     @torch.no_grad()
