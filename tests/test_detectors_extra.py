@@ -106,6 +106,26 @@ def test_copy_nn_reuses_its_cached_embedding(tmp_path, caplog):
     assert hasattr(third, "losses_")
 
 
+def test_copy_nn_keys_its_stored_index_once_per_generated_set(tmp_path, monkeypatch):
+    """With an approximate index kept in the cache, the generated embeddings are hashed once, not on every
+    search; new embeddings (``fit_like``) get their own key."""
+    from vitprint.membership import knn
+
+    rng = np.random.default_rng(5)
+    generated, real = _textures(rng, 60, size=32), _textures(rng, 4, size=32)
+    keyed = []
+    real_key = knn.content_key
+    monkeypatch.setattr(knn, "content_key", lambda refs, chunk=None: keyed.append(len(refs)) or real_key(refs, chunk))
+    det = create_detector("copy_nn", copy_size=32, copy_steps=5, copy_width=8, index="ivf", cache_dir=tmp_path)
+    det.fit(generated)
+    first = [det.score_samples(real[i:i + 1]) for i in range(len(real))]
+    assert keyed == [60]
+    assert len(list((tmp_path / "index").glob("ivf-*.faiss"))) == 1
+    other = create_detector("copy_nn", copy_size=32, copy_steps=5, copy_width=8, index="ivf", cache_dir=tmp_path)
+    other.fit_like(det, generated[:50]).score_samples(real)
+    assert keyed == [60, 50] and len(first) == 4
+
+
 class _SubspaceAE(__import__("torch").nn.Module):
     """An ideal small autoencoder: projects onto the top principal components of what it was trained on."""
 

@@ -110,8 +110,12 @@ class CopyNN(Detector):
         return self
 
     def index_store(self) -> dict:
-        """Where an approximate index of the generated embeddings is kept (beside the cache's entries)."""
-        return index_store(self.cache_dir.parent if self.cache_dir else None, self.index, self.embeddings_)
+        """Where an approximate index of the generated embeddings is kept (beside the cache's entries); the
+        embeddings' key is computed once per set, not on every search."""
+        if getattr(self, "_store_of", None) is not self.embeddings_:
+            self._store_of = self.embeddings_
+            self._store = index_store(self.cache_dir.parent if self.cache_dir else None, self.index, self.embeddings_)
+        return self._store
 
     def embed(self, images) -> np.ndarray:
         """``(N, dim)`` unit-norm embeddings of uint8 images at ``copy_size``."""
