@@ -104,6 +104,15 @@ def test_copy_nn_reuses_its_cached_embedding(tmp_path, caplog):
     (tmp_path / "copy_nn" / files[0]).write_bytes(b"")  # a damaged entry is rebuilt, not fatal
     third = create_detector("copy_nn", **opts).fit(generated)
     assert hasattr(third, "losses_")
+    from vitprint.models.copy_net import CopyNet
+    from vitprint.training.checkpoint import save_weights
+
+    weights = next((tmp_path / "copy_nn").glob("*.safetensors"))
+    save_weights(weights, CopyNet(4, 16), {"kind": "copy_net"})  # a readable network of another shape
+    caplog.clear()
+    fourth = create_detector("copy_nn", **opts).fit(generated)
+    assert hasattr(fourth, "losses_") and "discarding" in caplog.text
+    assert np.allclose(fourth.score_samples(real), third.score_samples(real), atol=1e-5)
 
 
 def test_copy_nn_keys_its_stored_index_once_per_generated_set(tmp_path, monkeypatch):

@@ -71,7 +71,7 @@ class CopyNN(Detector):
         # sends the weights to the others; the generated set's embedding is then shared out.
         stored = distributed.on_main(lambda: self._stored(weights, vectors))
         if stored is not None:
-            self.model_.load_state_dict(stored[0])  # checked to fit in _stored
+            self.model_.load_state_dict(stored[0])  # checked to fit in _stored (the other processes load it here)
             self.embeddings_ = stored[1]
             self.model_.to(self.device).eval()
             log.info("copy_nn: reusing the embedding trained on these %d generated images (%s)", len(pixels), key)
@@ -97,7 +97,7 @@ class CopyNN(Detector):
             return None
         try:
             state = read_state_dict(weights)
-            CopyNet(self.train_cfg.width, self.train_cfg.dim).load_state_dict(state)  # it fits this network
+            self.model_.load_state_dict(state)  # it fits this network (a misfit is overwritten by training)
             return state, np.load(vectors, mmap_mode="r")  # read as the search streams
         except (VitprintError, ValueError, RuntimeError, OSError, EOFError) as exc:
             log.warning("copy_nn: discarding a damaged cache entry %s (%s)", weights, exc)
