@@ -262,6 +262,8 @@ def test_a_tile_that_moves_pays_for_its_shift():
     a = torch.from_numpy(rng.normal(size=(1, 32, 32)).astype(np.float32))
     moved = torch.roll(a, shifts=2, dims=1)  # every tile 2 px down: the whole reach (circular, exact)
     assert float(_local(a, moved, 8, 2, 0.1)[0]) == pytest.approx(0.9, abs=1e-4)
+    diagonal = torch.roll(a, shifts=(2, -2), dims=(1, 2))  # |t|^2 = 2^2 + 2^2: twice the penalty
+    assert float(_local(a, diagonal, 8, 2, 0.1)[0]) == pytest.approx(0.8, abs=1e-4)
     assert float(_local(a, a, 8, 2, 0.1)[0]) == pytest.approx(1.0, abs=1e-4)
     other = torch.from_numpy(rng.normal(size=(1, 32, 32)).astype(np.float32))
     assert float(_local(a, other, 8, 2, 0.1)[0]) < float(_local(a, other, 8, 2)[0])

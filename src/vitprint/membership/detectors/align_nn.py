@@ -15,7 +15,7 @@ ignores brightness and contrast changes, so re-windowed copies still match.
 At the best pose and shift, the pair is then refined tile by tile (``local_tile``
 px at 256 px, 32 by default; 0 turns it off): each tile of the generated image
 finds its own best shift within ``local_shift`` pixels (4 at 256 px), each shift
-costing ``local_penalty * |shift|^2 / local_shift^2`` of correlation (0.05: a tile of an
+(dy, dx) costing ``local_penalty * (dy^2 + dx^2) / local_shift^2`` of correlation (0.05: a tile of an
 unrelated image, free to move, finds chance matches; a copy's tiles move little), and the
 pair's correlation is the tiles' best normalised correlations averaged, weighted by
 each tile's energy. An elastic deformation, a residual zoom or turn moves each
@@ -145,7 +145,7 @@ def _local(a: torch.Tensor, b: torch.Tensor, tile: int, reach: int, penalty: flo
     ``tile`` x ``tile`` tiles, each matched with ``a`` over every shift up to ``reach`` pixels by normalised
     correlation; the tiles' best correlations are averaged, weighted by the tile's energy in ``b`` (an
     elastic deformation or a residual zoom moves each part of a copy by its own few pixels). A tile's
-    correlation at shift ``t`` is lowered by ``penalty * |t|^2 / reach^2`` before its best is taken: a
+    correlation at shift ``(dy, dx)`` is lowered by ``penalty * (dy^2 + dx^2) / reach^2`` before its best is taken: a
     tile of an unrelated image, free to move, finds some chance match; a copy's tiles barely move."""
     n_pairs, size = a.shape[0], a.shape[-1]
     n = size // tile
