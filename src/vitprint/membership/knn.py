@@ -39,9 +39,9 @@ AUTO_FLAT_MAX_BYTES = 2 * 2**30  # the largest set of vectors auto copies into a
 REF_CHUNK = 4096  # reference vectors per streamed chunk (the memory bound, and the unit shared between processes)
 # The approximate indexes' settings, measured on benchmarks/scale.py (docs/benchmarks.md).
 HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 80, 128
-IVF_NPROBE = 16  # lists probed per query: at least this many, and at least 1/64 of them (1/8 with codes)
+IVF_NPROBE = 16  # lists probed per query: at least this many, and at least 1/64 of them (1/4 with codes)
 IVF_CODES_MAX_DIM = 256  # up to this many (even) dimensions, IVF scans 4-bit codes and re-ranks exactly
-IVF_REFINE = 128  # candidates per wanted neighbour that the codes hand to the exact re-ranking
+IVF_REFINE = 256  # candidates per wanted neighbour that the codes hand to the exact re-ranking
 IVF_SAMPLE = 64  # training vectors per list for the IVF centroids (seeded sample)
 STORED = ("ivf", "hnsw")  # the indexes worth keeping (a flat index is the vectors themselves)
 
@@ -165,7 +165,7 @@ def tune(idx, kind: str, k: int) -> None:
 
         ivf = faiss.extract_index_ivf(idx)
         coded = isinstance(idx, faiss.IndexRefine)
-        ivf.nprobe = min(ivf.nlist, max(IVF_NPROBE, ivf.nlist // (8 if coded else 64)))
+        ivf.nprobe = min(ivf.nlist, max(IVF_NPROBE, ivf.nlist // (4 if coded else 64)))
         if coded:
             idx.k_factor = float(IVF_REFINE)
 
@@ -262,7 +262,7 @@ def _build(refs, starts: list[int], kind: str, metric: str, dim: int, convert, v
         if _coded(dim):
             # Each list holds 4-bit product codes (two dimensions per code, scanned with SIMD); the best
             # IVF_REFINE * k by code are re-ranked with the exact vectors. Scanning codes is so much cheaper
-            # that 1/8 of the lists can be probed for the time 1/64 of them took uncoded.
+            # that 1/4 of the lists can be probed in about the time 1/64 of them took uncoded.
             idx = faiss.index_factory(dim, f"IVF{lists},PQ{dim // 2}x4fs,RFlat", space)
         else:
             quantizer = faiss.IndexFlatIP(dim) if metric == "cosine" else faiss.IndexFlatL2(dim)
