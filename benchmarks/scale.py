@@ -152,7 +152,8 @@ def main(argv=None) -> int:
                                              "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"},
                                  "dim": a.dim, "metric": a.metric, "search_device": a.device,
                                  "settings": {"hnsw_m": knn.HNSW_M, "hnsw_ef_search": knn.HNSW_EF_SEARCH,
-                                              "ivf_nprobe": knn.IVF_NPROBE}, "rows": rows}, indent=2))
+                                              "ivf_nprobe": knn.IVF_NPROBE, "ivf_refine": knn.IVF_REFINE,
+                                              "ivf_codes_max_dim": knn.IVF_CODES_MAX_DIM}, "rows": rows}, indent=2))
     if a.plot:
         plot(rows, a.plot)
     return 0
