@@ -269,6 +269,33 @@ def test_an_approximate_index_is_stored_once_and_reused(index, tmp_path, monkeyp
     assert not (tmp_path / "flat").exists()
 
 
+def test_ivf_codes_embeddings_of_a_large_enough_set_and_searches_in_query_chunks(monkeypatch):
+    """IVF scans product codes (re-ranked exactly) for a set large enough to train them, flat lists for a
+    tiny set (10 vectors: too few for the codes' k-means); the queries go to FAISS in chunks, same answer."""
+    import faiss
+
+    from vitprint.membership import knn
+
+    rng = np.random.default_rng(4)
+    built = []
+    real_build = knn._build
+    monkeypatch.setattr(knn, "_build", lambda *a: built.append(real_build(*a)) or built[-1])
+    tiny = rng.normal(size=(10, 16)).astype(np.float32)
+    d, i = knn.knn_distances(tiny + 0.01, tiny, k=2, progress=False, index="ivf")
+    assert (i[:, 0] == np.arange(10)).all() and not isinstance(built[-1], faiss.IndexRefine)
+    base = rng.normal(size=(2000, 16)).astype(np.float32)
+    queries = base[:300] + rng.normal(0, 0.05, (300, 16)).astype(np.float32)
+    whole = knn.knn_distances(queries, base, k=3, progress=False, index="ivf", metric="cosine")
+    assert isinstance(built[-1], faiss.IndexRefine)
+    exact = knn.knn_distances(queries, base, k=3, progress=False, metric="cosine")
+    hit = whole[1][:, 0] == exact[1][:, 0]
+    assert hit.mean() >= 0.95
+    assert np.allclose(whole[0][hit, 0], exact[0][hit, 0], atol=1e-5)  # re-ranked: exact distances
+    monkeypatch.setattr(knn, "QUERY_CHUNK", 64)
+    chunked = knn.knn_distances(queries, base, k=3, progress=False, index="ivf", metric="cosine")
+    assert np.array_equal(chunked[1], whole[1]) and np.allclose(chunked[0], whole[0])
+
+
 def test_detectors_keep_their_approximate_index_in_the_cache(tmp_path):
     from vitprint.membership.registry import create_detector
 

@@ -42,7 +42,9 @@ HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 80, 128
 IVF_NPROBE = 16  # lists probed per query: at least this many, and at least 1/64 of them (1/4 with codes)
 IVF_CODES_MAX_DIM = 256  # up to this many (even) dimensions, IVF scans 4-bit codes and re-ranks exactly
 IVF_REFINE = 256  # candidates per wanted neighbour that the codes hand to the exact re-ranking
+QUERY_CHUNK = 1024  # queries per FAISS search call (bounds the re-ranking's candidate arrays)
 IVF_SAMPLE = 64  # training vectors per list for the IVF centroids (seeded sample)
+IVF_MIN_LIST = 39  # vectors per list at least (FAISS's k-means wants 39 points per centroid)
 STORED = ("ivf", "hnsw")  # the indexes worth keeping (a flat index is the vectors themselves)
 
 log = logging.getLogger(__name__)
@@ -148,12 +150,13 @@ def pixel_vectors(size: int) -> Callable[[np.ndarray], torch.Tensor]:
 
 
 def _ivf_lists(n: int) -> int:
-    return max(1, min(int(4 * np.sqrt(n)), n // 39))  # about 4 sqrt(n) lists, at least 39 vectors each
+    return max(1, min(int(4 * np.sqrt(n)), n // IVF_MIN_LIST))  # about 4 sqrt(n) lists, at least 39 vectors each
 
 
-def _coded(dim: int) -> bool:
-    """Whether an IVF index of ``dim``-dimensional vectors scans product codes (else the raw vectors)."""
-    return dim <= IVF_CODES_MAX_DIM and dim % 2 == 0
+def _coded(dim: int, n: int) -> bool:
+    """Whether an IVF index of ``n`` ``dim``-dimensional vectors scans product codes (else the raw vectors):
+    even dimensions up to IVF_CODES_MAX_DIM, and enough vectors for k-means to train each code's 16 values."""
+    return dim <= IVF_CODES_MAX_DIM and dim % 2 == 0 and n >= 16 * IVF_MIN_LIST
 
 
 def tune(idx, kind: str, k: int) -> None:
@@ -232,8 +235,9 @@ def _faiss_search(q_all: torch.Tensor, refs, k: int, metric: str, convert, chunk
             path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(path, lambda tmp: faiss.write_index(idx, tmp))
     tune(idx, kind, k)
-    if idx.ntotal:
-        d, i = idx.search(vectors(q_all), k)
+    if idx.ntotal:  # in chunks of queries: the re-ranking of a coded IVF holds k * IVF_REFINE candidates each
+        found = [idx.search(vectors(q_all[s:s + QUERY_CHUNK]), k) for s in range(0, max(len(q_all), 1), QUERY_CHUNK)]
+        d, i = np.concatenate([f[0] for f in found]), np.concatenate([f[1] for f in found])
     else:
         d, i = np.full((len(q_all), k), np.nan, np.float32), np.full((len(q_all), k), -1, np.int64)
     d = 1.0 - d if metric == "cosine" else np.sqrt(np.clip(d, 0, None))
@@ -259,7 +263,7 @@ def _build(refs, starts: list[int], kind: str, metric: str, dim: int, convert, v
     else:  # ivf: the lists' centroids (and codes) are trained on a sample of the whole set
         n = len(refs)
         lists = _ivf_lists(n)
-        if _coded(dim):
+        if _coded(dim, n):
             # Each list holds 4-bit product codes (two dimensions per code, scanned with SIMD); the best
             # IVF_REFINE * k by code are re-ranked with the exact vectors. Scanning codes is so much cheaper
             # that 1/4 of the lists can be probed in about the time 1/64 of them took uncoded.
