@@ -42,7 +42,7 @@ HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 80, 128
 IVF_NPROBE = 16  # lists probed per query: at least this many, and at least 1/64 of them (1/4 with codes)
 IVF_CODES_MAX_DIM = 256  # up to this many (even) dimensions, IVF scans 4-bit codes and re-ranks exactly
 IVF_REFINE = 256  # candidates per wanted neighbour that the codes hand to the exact re-ranking
-QUERY_CHUNK = 1024  # queries per FAISS search call (bounds the re-ranking's candidate arrays)
+QUERY_CHUNK = 1024  # queries per search call of a coded IVF (bounds the re-ranking's candidate arrays)
 IVF_SAMPLE = 64  # training vectors per list for the IVF centroids (seeded sample)
 IVF_MIN_LIST = 39  # vectors per list at least (FAISS's k-means wants 39 points per centroid)
 STORED = ("ivf", "hnsw")  # the indexes worth keeping (a flat index is the vectors themselves)
@@ -235,8 +235,11 @@ def _faiss_search(q_all: torch.Tensor, refs, k: int, metric: str, convert, chunk
             path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(path, lambda tmp: faiss.write_index(idx, tmp))
     tune(idx, kind, k)
-    if idx.ntotal:  # in chunks of queries: the re-ranking of a coded IVF holds k * IVF_REFINE candidates each
-        found = [idx.search(vectors(q_all[s:s + QUERY_CHUNK]), k) for s in range(0, max(len(q_all), 1), QUERY_CHUNK)]
+    if idx.ntotal:
+        # A coded IVF's re-ranking holds k * IVF_REFINE candidates per query: its queries go in chunks. The
+        # others take all queries at once (a flat index reads all its vectors once per call).
+        step = QUERY_CHUNK if isinstance(idx, faiss.IndexRefine) else max(len(q_all), 1)
+        found = [idx.search(vectors(q_all[s:s + step]), k) for s in range(0, max(len(q_all), 1), step)]
         d, i = np.concatenate([f[0] for f in found]), np.concatenate([f[1] for f in found])
     else:
         d, i = np.full((len(q_all), k), np.nan, np.float32), np.full((len(q_all), k), -1, np.int64)
