@@ -48,6 +48,45 @@ def test_resume_matches_an_uninterrupted_run(flat_folder, tmp_path, data_cfg):
     assert epochs == [1, 2, 3]
 
 
+def test_a_crash_before_any_checkpoint_write_resumes_to_the_uninterrupted_run(flat_folder, tmp_path, data_cfg,
+                                                                             monkeypatch):
+    """A kill between the two files of an epoch (``best`` and ``last``) must not leave a stale best."""
+    import shutil
+
+    from vitprint.training import engine
+
+    cfg, opt = model_config("micro"), OptimConfig(lr=1e-3, step_size=1, gamma=0.5)
+    straight = tmp_path / "straight"
+    train_autoencoder([flat_folder], cfg, run_cfg(straight, epochs=2), opt, data_cfg)
+    want = {n: load_file(str(straight / "checkpoints" / n)) for n in ("best.safetensors", "last.safetensors")}
+    writes = [json.loads(line)["val_loss"] for line in (straight / "metrics.jsonl").read_text().splitlines()]
+    # every epoch writes ``last``; the first and every better one ``best`` too
+    calls = len(writes) + 1 + sum(b < a for a, b in zip(writes, writes[1:]))
+    assert calls == 4  # the second epoch is better: a kill can fall between its two files
+    real_save = engine.save_checkpoint
+    for crash_at in range(calls):
+        count = iter(range(10**6))
+
+        def save(*args, **kw):
+            if next(count) == crash_at:
+                raise KeyboardInterrupt("killed")
+            real_save(*args, **kw)
+
+        out = tmp_path / f"crash{crash_at}"
+        monkeypatch.setattr(engine, "save_checkpoint", save)
+        with pytest.raises(KeyboardInterrupt):
+            train_autoencoder([flat_folder], cfg, run_cfg(out, epochs=2), opt, data_cfg)
+        monkeypatch.setattr(engine, "save_checkpoint", real_save)
+        resume = (out / "checkpoints" / "last.safetensors").is_file()
+        if not resume:
+            shutil.rmtree(out)
+        train_autoencoder([flat_folder], cfg, run_cfg(out, epochs=2, resume=resume), opt, data_cfg)
+        for name, tensors in want.items():
+            got = load_file(str(out / "checkpoints" / name))
+            assert got.keys() == tensors.keys()
+            assert all(torch.equal(got[k], tensors[k]) for k in tensors), (crash_at, name)
+
+
 def test_refuses_to_overwrite_a_run_and_resume_needs_one(flat_folder, tmp_path, data_cfg):
     out = tmp_path / "r"
     with pytest.raises(VitprintError, match="no checkpoint to resume"):

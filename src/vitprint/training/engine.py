@@ -194,11 +194,13 @@ def fit(
                     "precision_used": pick_precision(run.precision, acc.device),
                     "scheduler": scheduler.state_dict(), "metrics": record}
             raw = acc.unwrap_model(model)
-            save_checkpoint(last_path, raw, optimizer, meta)
+            # ``last`` goes last: a run killed before it resumes from the epoch before and redoes this one
+            # (best included); written first, a kill before ``best`` would leave a stale best behind.
             if improved:
                 save_checkpoint(best_path, raw, None, meta)
                 if task.on_best is not None:
                     task.on_best(raw, record)
+            save_checkpoint(last_path, raw, optimizer, meta)
         log.info("epoch %d/%d: %s", epoch + 1, run.epochs,
                  ", ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "epoch"))
     acc.wait_for_everyone()  # the main process has written the last checkpoint before anyone reads it
