@@ -6,7 +6,9 @@ interleaved slabs (so every member's neighbours are non-members), and
 generated images that are perturbed copies of the members (shifted by
 4-8 px, re-windowed, with noise and a little blur: what a generator that
 memorised does to a slice). Then runs ``vitprint detect`` on it and scores
-the run file against the hidden truth.
+the run file against the hidden truth. With ``--source unused`` or ``--source other`` the copies are of
+slices in no folder or of another patient: controls with nothing leaked, where the verdict must not say
+"Leak detected".
 
 Public volumes that pip can fetch (nothing is downloaded by this script):
 
@@ -117,22 +119,39 @@ def copy_of(hu_slice: np.ndarray, rng: np.random.Generator, size: int, kind: str
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
+SOURCES = ("members", "unused", "other")
+
+
+def lung_slices(volume: np.ndarray) -> list[int]:
+    return [i for i in range(len(volume)) if (volume[i] < -500).mean() > 0.05]
+
+
 def build_case(volume: np.ndarray, out: Path, n_dev: int, n_test: int, n_generated: int, slab: int,
-               seed: int, size: int = 256, copies: str = "mild", separate: bool = False) -> dict[str, int]:
+               seed: int, size: int = 256, copies: str = "mild", separate: bool = False,
+               source: str = "members", other: np.ndarray | None = None) -> dict[str, int]:
     """Write ``out/dev`` and ``out/test`` (challenge layout); returns the truth of the test images.
 
     ``separate``: the test ``generated/`` holds other copies (new draws of the same degradation) of the
-    same members instead of the development set's, as when the two phases sample the generator apart."""
+    same members instead of the development set's, as when the two phases sample the generator apart.
+    ``source``: what the generated images copy. ``members`` (a leak); ``unused`` (a control with nothing
+    leaked: slabs are dealt in turn to non-members, members and a third role in no folder, and the copies
+    are of that third role, which neighbours both groups alike); ``other`` (a control: copies of the
+    slices of ``other``, another patient's volume)."""
     rng = np.random.default_rng(seed)
-    n_need = 2 * (n_dev + n_test)
-    lungs = [i for i in range(len(volume)) if (volume[i] < -500).mean() > 0.05]
+    roles = 3 if source == "unused" else 2
+    n_need = roles * (n_dev + n_test)
+    lungs = lung_slices(volume)
     if len(lungs) < n_need:
         raise SystemExit(f"the volume has {len(lungs)} slices with lung, {n_need} are needed")
     start = (len(lungs) - n_need) // 2
     chosen = lungs[start:start + n_need]
-    role = [(k // slab) % 2 for k in range(n_need)]  # 1 = member; slabs alternate
+    role = [(k // slab) % roles for k in range(n_need)]  # 1 = member, 0 = non-member, 2 = in no folder
     members = [s for s, r in zip(chosen, role) if r == 1]
     non = [s for s, r in zip(chosen, role) if r == 0]
+    copied, copied_from = {"members": (members, volume), "unused": ([s for s, r in zip(chosen, role) if r == 2], volume),
+                           "other": (lung_slices(other) if other is not None else [], other)}[source]
+    if not copied:
+        raise SystemExit("--source other needs --other-volume, a volume with lung slices")
     rng.shuffle(members)
     rng.shuffle(non)
     split = {"dev_used": members[:n_dev], "dev_not": non[:n_dev], "test_used": members[n_dev:], "test_not": non[n_dev:]}
@@ -154,14 +173,14 @@ def build_case(volume: np.ndarray, out: Path, n_dev: int, n_test: int, n_generat
         s, label = test[j]
         save(square(window(volume[s]), size), out / "test" / "real_unknown" / f"real_unknown_{i:04d}.png")
         truth[f"real_unknown_{i:04d}"] = label
-    all_members = members  # the generator saw every member, development and test
+    # with members: the generator saw every member, development and test
     for i in range(n_generated):
-        save(copy_of(volume[all_members[i % len(all_members)]], rng, size, copies),
+        save(copy_of(copied_from[copied[i % len(copied)]], rng, size, copies),
              out / "dev" / "generated" / f"gen_{i:05d}.png")
     if separate:
         (out / "test" / "generated").mkdir()
         for i in range(n_generated):
-            save(copy_of(volume[all_members[i % len(all_members)]], rng, size, copies),
+            save(copy_of(copied_from[copied[i % len(copied)]], rng, size, copies),
                  out / "test" / "generated" / f"gen_{i:05d}.png")
     else:
         shutil.copytree(out / "dev" / "generated", out / "test" / "generated")
@@ -182,11 +201,17 @@ def main(argv=None) -> int:
                    help="how the generated copies are degraded (see copy_of; default: mild)")
     p.add_argument("--separate-generated", action="store_true",
                    help="the test generated/ folder holds other copies than the development one")
+    p.add_argument("--source", choices=SOURCES, default="members",
+                   help="what the generated images copy: the members (a leak), slices in no folder that "
+                        "neighbour both groups alike ('unused', a control) or another patient's volume "
+                        "('other', a control; needs --other-volume). Default: members")
+    p.add_argument("--other-volume", type=Path, help="the other patient's volume for --source other")
     p.add_argument("--detect-args", default="--preset tiny", help="extra options for vitprint detect")
     a = p.parse_args(argv)
     volume = load_volume(a.volume)
+    other = load_volume(a.other_volume) if a.other_volume else None
     truth = build_case(volume, a.out / "data", a.dev, a.test, a.generated, a.slab, a.seed, copies=a.copies,
-                       separate=a.separate_generated)
+                       separate=a.separate_generated, source=a.source, other=other)
     shutil.rmtree(a.out / "detect", ignore_errors=True)  # this script's own output: a fresh run each time
     t0 = time.perf_counter()
     rc = vitprint_main(["detect", "--dev", str(a.out / "data" / "dev"), "--test", str(a.out / "data" / "test"),
@@ -198,7 +223,8 @@ def main(argv=None) -> int:
     m = run["run"]["metrics"]
     summary = json.loads((a.out / "detect" / "evaluation.json").read_text())
     result = {"volume": a.volume.name, "slices": int(len(volume)), "slab": a.slab, "copies": a.copies,
-              "separate_generated": a.separate_generated, "seconds": seconds,
+              "separate_generated": a.separate_generated, "source": a.source,
+              "other_volume": a.other_volume.name if a.other_volume else None, "seconds": seconds,
               "test_kappa": m["kappa"], "test_accuracy": m["accuracy"], "missing": missing,
               "decision": summary.get("run_decision_rule"), "verdict": summary.get("verdict", {}).get("sentence"),
               "development_auc": {n: r["metrics"]["roc_auc"] for n, r in summary.get("development", {}).items()}}

@@ -24,3 +24,36 @@ def test_case_layout_truth_and_interleaved_roles(tmp_path):
     assert img.shape == (32, 32) and img.dtype == np.uint8
     hard = real_ct.copy_of(volume[10], np.random.default_rng(1), 32, "warped")
     assert hard.shape == (32, 32) and hard.dtype == np.uint8
+
+
+def _copied_slices(monkeypatch, volume, **kw):
+    """Build a case; return the slice indices (of ``volume``) each generated image copies, and the slices
+    each folder holds (its images compared with every windowed slice)."""
+    copied = []
+
+    def record(hu_slice, rng, size, kind="mild"):
+        copied.append(next((i for i, v in enumerate(volume) if v is hu_slice or np.array_equal(v, hu_slice)), -1))
+        return np.zeros((size, size), np.uint8)
+
+    monkeypatch.setattr(real_ct, "copy_of", record)
+    real_ct.build_case(volume, kw.pop("out"), n_dev=4, n_test=2, n_generated=12, slab=1, seed=0, size=32, **kw)
+    return copied
+
+
+def test_control_cases_copy_slices_that_no_folder_holds(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    volume = gaussian_filter(rng.normal(size=(40, 40, 48)), 2) * 400 - 700
+    windowed = [real_ct.square(real_ct.window(v), 32).astype(np.uint8) for v in volume]
+
+    def held(out):
+        return {next(i for i, w in enumerate(windowed) if np.array_equal(w, np.asarray(Image.open(p))))
+                for f in ("dev/real_used", "dev/real_not_used", "test/real_unknown") for p in (out / f).iterdir()}
+
+    leak = _copied_slices(monkeypatch, volume, out=tmp_path / "leak")
+    assert set(leak) <= held(tmp_path / "leak")  # a leak: every copy is of a member
+    unused = _copied_slices(monkeypatch, volume, out=tmp_path / "unused", source="unused")
+    folders = held(tmp_path / "unused")
+    assert -1 not in unused and not set(unused) & folders
+    assert all(s - 1 in folders for s in unused)  # interleaved: the slice before it is in a folder
+    other = _copied_slices(monkeypatch, volume, out=tmp_path / "other", source="other", other=volume[::-1] + 1.0)
+    assert set(other) == {-1}  # none is a slice of this volume

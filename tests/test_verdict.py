@@ -99,6 +99,11 @@ def test_cross_fitted_scores_never_make_the_verdict():
     assert decided.primary == "honest" and set(evaluation["auto_choices"]) == {"honest"}
     assert summary["not_for_verdict"] == ["honest_cal"]
     assert "honest_cal" in summary["development"]  # still reported
+    # nor does the combiner read it: its row would show the reference's separation as a detector's
+    assert summary["development"]["combined"]["metrics"]["roc_auc"] < 0.8
+    _, summary, decided = assess(values, y, np.zeros(40, bool), pixels, AssessConfig(n_boot=0, decision="combined"),
+                                 not_for_verdict={"honest_cal": 20})
+    assert list(decided.rule["combiner_weights"]) == ["honest"]
 
 
 def test_leak_estimate_is_near_zero_without_a_leak_even_with_few_not_used_images():

@@ -116,6 +116,11 @@ def _auc(y, s) -> float:
     return float(roc_auc_score(y, s)) if len(np.unique(y)) == 2 else float("nan")
 
 
+def _deciding(names: list[str], candidates=None) -> list[str]:
+    """The scores among ``names`` that may decide: ``candidates`` (default: all)."""
+    return [n for n in names if candidates is None or n in candidates]
+
+
 def select_primary(features: dict[str, np.ndarray], labels, candidates=None) -> str:
     """The name of the score with the highest ROC-AUC on these labelled images (first on ties), among
     ``candidates`` (default: all)."""
@@ -130,6 +135,7 @@ def fit_decision(features: dict[str, np.ndarray], labels, decision: str = "auto"
     y = _check_labels(labels)
     names = list(features)
     if decision == "combined":
+        names = _deciding(names, candidates)
         X = np.stack([features[n] for n in names], 1)
         comb = Combiner(target_fpr=target_fpr, seed=seed).fit(X, y)
         return Decision("combined", names, comb.threshold_.threshold_, comb)
@@ -189,7 +195,9 @@ def cross_validate(features: dict[str, np.ndarray], labels, folds: int = 5, seed
                     folds, n_min, n_min)
     folds = min(folds, n_min)
     names = list(features)
-    X = np.stack([features[n] for n in names], 1)
+    # The combiner reads only the scores that may decide (``candidates``): a cross-fitted score can separate
+    # the labelled groups through the reference alone, and a combiner fitted on the labels would learn that.
+    X = np.stack([features[n] for n in _deciding(names, candidates)], 1)
     scores = {n: np.asarray(features[n], float) for n in names}
     scores["combined"] = np.zeros(len(y))
     scores["auto"] = np.zeros(len(y))
