@@ -166,3 +166,19 @@ def test_blind_baseline_sees_a_split_where_one_group_comes_in_runs_of_near_dupli
     assert blind_baseline(pixels, labels, n_boot=50)["auc"] > 0.9
     shuffled = rng.permutation(60)  # the same images, roles drawn at random: no confound
     assert blind_baseline(pixels[shuffled], labels, n_boot=50)["auc"] < 0.8
+
+
+def test_run_decisions_made_without_a_leak_say_they_are_guesses():
+    """The run file answers every unknown image either way; its sentence must not read as a finding when the
+    verdict found no leak."""
+    from vitprint.api.assess import AssessConfig, assess
+
+    rng = np.random.default_rng(2)
+    labels = np.r_[np.repeat([0, 1], 20), -np.ones(10, int)]
+    pixels = rng.integers(0, 256, (50, 16, 16), dtype=np.uint8)
+    signal = np.where(labels == 1, 3.0, 0.0) + rng.normal(size=50)
+    for values, verdict in (({"noise": rng.normal(size=50)}, NO_EVIDENCE), ({"signal": signal}, LEAK)):
+        _, summary, _ = assess(values, labels, labels < 0, pixels, AssessConfig(n_boot=0))
+        assert summary["verdict"]["verdict"] == verdict
+        assert ("guesses, not findings" in summary["run_decision"]) == (verdict != LEAK), summary["run_decision"]
+        assert "of 10 unknown images called used" in summary["run_decision"]

@@ -13,7 +13,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
 from vitprint.errors import VitprintError
 from vitprint.evaluation.truth import evaluate_scores
-from vitprint.evaluation.verdict import blind_baseline, leak_estimate
+from vitprint.evaluation.verdict import INCONCLUSIVE, LEAK, NO_EVIDENCE, blind_baseline, leak_estimate
 from vitprint.membership.decisions import DECISIONS, fit_decision
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,13 @@ def assess(values: dict[str, np.ndarray], labels, unknown, pixels, cfg: AssessCo
     elif labelled.any():
         log.warning("the labelled images need at least 2 used and 2 not-used ones to be assessed; they are not")
     decided = decide_all(values, labels, unknown, evaluation, cfg, candidates)
+    verdict = evaluation["verdict"]["verdict"] if evaluation is not None else None
+    if decided.sentence and verdict not in (None, LEAK):
+        # The run file must answer every image, but calls made without a leak found must not read as findings.
+        why = {NO_EVIDENCE: "no detector separated the development images beyond chance",
+               INCONCLUSIVE: "the real images alone give the groups away, so a score may follow that, not the "
+                             "generator"}.get(verdict, "it was not assessed")
+        decided.sentence += f". The verdict is \"{verdict}\" ({why}): read these calls as guesses, not findings"
     summary["run_decision_rule"] = decided.rule
     if unknown.any():
         summary["run_decision"] = decided.sentence
