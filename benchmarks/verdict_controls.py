@@ -9,6 +9,8 @@
   must be "Leak detected".
 
     python benchmarks/verdict_controls.py --runs 50 --out docs/verdict-controls.json
+
+Each finished simulation is saved to ``--out`` at once; the same command after a crash continues there.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from scipy.stats import binomtest
 
 import vitprint
 from vitprint.benchmark import SCALES, patients, perturb
+from vitprint.data.imageset import atomic_write
 
 DETECTORS = ("pixel_nn", "mc", "align_nn")
 OPTIONS = {"align_size": 64, "max_rotation": 0.0, "pixel_size": 64}
@@ -47,6 +50,12 @@ def one_run(kind: str, seed: int, n: int) -> dict:
     v = r.verdict
     return {"kind": kind, "seed": seed, "verdict": v["verdict"], "primary": v["primary"], "auc": v["primary_auc"],
             "p": v["p_value"], "blind_auc": v["blind_auc"]}
+
+
+def _write(path: Path, result: dict) -> None:
+    """Replace ``path`` in one step (a crash leaves the previous file whole)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=2, default=float)))
 
 
 def main(argv=None) -> int:
@@ -76,7 +85,20 @@ def main(argv=None) -> int:
     if seen and max(seen.values()) > 1:
         sys.exit(f"a seed would run twice: {[k for k, c in seen.items() if c > 1][:3]}; choose --start past the "
                  "merged runs")
-    rows = [one_run(kind, s, a.n) for kind, s in plan] + earlier
+    done = []  # an interrupted run of this command: its finished simulations are kept, not rerun
+    if a.out.is_file():
+        old = json.loads(a.out.read_text())
+        if old.get("complete") is False and old["n_per_side"] == a.n and tuple(old["detectors"]) == DETECTORS:
+            done = [r for r in old["runs"] if (r["kind"], r["seed"]) in set(plan)]
+            print(f"continuing {a.out}: {len(done)} of {len(plan)} simulations already run", file=sys.stderr)
+    finished = {(r["kind"], r["seed"]) for r in done}
+    rows = list(done)
+    for kind, s in plan:
+        if (kind, s) in finished:
+            continue
+        rows.append(one_run(kind, s, a.n))
+        _write(a.out, {"complete": False, "n_per_side": a.n, "detectors": DETECTORS, "runs": rows})
+    rows += earlier
     summary = {}
     for kind in ("null", "confounded", "leak"):
         got = [r for r in rows if r["kind"] == kind]
@@ -88,10 +110,9 @@ def main(argv=None) -> int:
         summary[kind] = {"runs": len(got), "verdicts": dict(counts), "leak_rate": leaks / len(got),
                          "leak_rate_ci": [ci.low, ci.high],
                          "median_blind_auc": float(np.median([r["blind_auc"] for r in got]))}
-    result = {"seconds": time.perf_counter() - t0, "merged": [str(p) for p in a.merge], "n_per_side": a.n, "detectors": DETECTORS, "summary": summary,
-              "runs": rows}
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(result, indent=2, default=float))
+    result = {"complete": True, "seconds": time.perf_counter() - t0, "merged": [str(p) for p in a.merge],
+              "n_per_side": a.n, "detectors": DETECTORS, "summary": summary, "runs": rows}
+    _write(a.out, result)
     print(json.dumps(summary, indent=2))
     return 0
 

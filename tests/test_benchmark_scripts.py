@@ -1,9 +1,11 @@
-"""The real-CT case builder (benchmarks/real_ct.py) on a synthetic volume: layout, truth, copies."""
+"""The benchmark scripts' own logic on synthetic data: the real-CT case builder (layout, truth, copies,
+controls) and the verdict controls' crash-safe results file."""
 
 import importlib.util
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
@@ -57,3 +59,33 @@ def test_control_cases_copy_slices_that_no_folder_holds(tmp_path, monkeypatch):
     assert all(s - 1 in folders for s in unused)  # interleaved: the slice before it is in a folder
     other = _copied_slices(monkeypatch, volume, out=tmp_path / "other", source="other", other=volume[::-1] + 1.0)
     assert set(other) == {-1}  # none is a slice of this volume
+
+
+def test_verdict_controls_keep_finished_simulations_after_a_crash(tmp_path, monkeypatch):
+    import json
+
+    spec = importlib.util.spec_from_file_location(
+        "verdict_controls", Path(__file__).parents[1] / "benchmarks" / "verdict_controls.py")
+    controls = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(controls)
+    calls = []
+
+    def fake(kind, seed, n):
+        if len(calls) == 3 and not any(c == ("crash",) for c in calls):
+            calls.append(("crash",))
+            raise KeyboardInterrupt
+        calls.append((kind, seed))
+        return {"kind": kind, "seed": seed, "verdict": "No evidence of a leak", "primary": "x", "auc": 0.5,
+                "p": 0.5, "blind_auc": 0.5}
+
+    monkeypatch.setattr(controls, "one_run", fake)
+    out = tmp_path / "c.json"
+    args = ["--runs", "2", "--n", "4", "--out", str(out)]
+    with pytest.raises(KeyboardInterrupt):
+        controls.main(args)
+    assert json.loads(out.read_text())["complete"] is False and len(json.loads(out.read_text())["runs"]) == 3
+    controls.main(args)
+    result = json.loads(out.read_text())
+    plan = [(k, s) for k in ("null", "confounded", "leak") for s in range(2)]
+    assert result["complete"] and sorted((r["kind"], r["seed"]) for r in result["runs"]) == sorted(plan)
+    assert [c for c in calls if c != ("crash",)] == plan  # each simulation ran once
