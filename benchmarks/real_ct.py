@@ -139,19 +139,19 @@ def build_case(volume: np.ndarray, out: Path, n_dev: int, n_test: int, n_generat
     slices of ``other``, another patient's volume)."""
     rng = np.random.default_rng(seed)
     roles = 3 if source == "unused" else 2
-    n_need = roles * (n_dev + n_test)
+    per_role = n_dev + n_test
+    n_need = roles * slab * -(-per_role // slab)  # whole cycles of slabs: every role gets at least per_role slices
     lungs = lung_slices(volume)
     if len(lungs) < n_need:
         raise SystemExit(f"the volume has {len(lungs)} slices with lung, {n_need} are needed")
     start = (len(lungs) - n_need) // 2
     chosen = lungs[start:start + n_need]
     role = [(k // slab) % roles for k in range(n_need)]  # 1 = member, 0 = non-member, 2 = in no folder
-    members = [s for s, r in zip(chosen, role) if r == 1]
-    non = [s for s, r in zip(chosen, role) if r == 0]
-    copied, copied_from = {"members": (members, volume), "unused": ([s for s, r in zip(chosen, role) if r == 2], volume),
-                           "other": (lung_slices(other) if other is not None else [], other)}[source]
-    if not copied:
+    members, non, unused = ([s for s, r in zip(chosen, role) if r == want][:per_role] for want in (1, 0, 2))
+    if source == "other" and (other is None or not lung_slices(other)):
         raise SystemExit("--source other needs --other-volume, a volume with lung slices")
+    copied, copied_from = {"members": (members, volume), "unused": (unused, volume),
+                           "other": (lung_slices(other) if other is not None else [], other)}[source]
     rng.shuffle(members)
     rng.shuffle(non)
     split = {"dev_used": members[:n_dev], "dev_not": non[:n_dev], "test_used": members[n_dev:], "test_not": non[n_dev:]}
@@ -209,6 +209,8 @@ def main(argv=None) -> int:
     p.add_argument("--detect-args", default="--preset tiny", help="extra options for vitprint detect")
     a = p.parse_args(argv)
     volume = load_volume(a.volume)
+    if (a.source == "other") != (a.other_volume is not None):
+        p.error("--other-volume goes with --source other, and only with it")
     other = load_volume(a.other_volume) if a.other_volume else None
     truth = build_case(volume, a.out / "data", a.dev, a.test, a.generated, a.slab, a.seed, copies=a.copies,
                        separate=a.separate_generated, source=a.source, other=other)

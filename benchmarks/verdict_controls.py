@@ -10,7 +10,8 @@
 
     python benchmarks/verdict_controls.py --runs 50 --out docs/verdict-controls.json
 
-Each finished simulation is saved to ``--out`` at once; the same command after a crash continues there.
+Each finished simulation is saved at once beside ``--out`` (``OUT.partial``); the same command after a crash
+continues from there, and ``--out`` is written only when every simulation has run.
 """
 
 from __future__ import annotations
@@ -85,19 +86,23 @@ def main(argv=None) -> int:
     if seen and max(seen.values()) > 1:
         sys.exit(f"a seed would run twice: {[k for k, c in seen.items() if c > 1][:3]}; choose --start past the "
                  "merged runs")
-    done = []  # an interrupted run of this command: its finished simulations are kept, not rerun
-    if a.out.is_file():
-        old = json.loads(a.out.read_text())
-        if old.get("complete") is False and old["n_per_side"] == a.n and tuple(old["detectors"]) == DETECTORS:
+    # Finished simulations go to a side file at once (``--out`` may be one of the merged files: it is replaced
+    # only at the end); an interrupted run of the same settings continues from it instead of rerunning them.
+    partial = a.out.with_name(a.out.name + ".partial")
+    settings = {"n_per_side": a.n, "detectors": list(DETECTORS), "options": OPTIONS}
+    done = []
+    if partial.is_file():
+        old = json.loads(partial.read_text())
+        if {k: old.get(k) for k in settings} == settings:
             done = [r for r in old["runs"] if (r["kind"], r["seed"]) in set(plan)]
-            print(f"continuing {a.out}: {len(done)} of {len(plan)} simulations already run", file=sys.stderr)
+            print(f"continuing from {partial}: {len(done)} of {len(plan)} simulations already run", file=sys.stderr)
     finished = {(r["kind"], r["seed"]) for r in done}
     rows = list(done)
     for kind, s in plan:
         if (kind, s) in finished:
             continue
         rows.append(one_run(kind, s, a.n))
-        _write(a.out, {"complete": False, "n_per_side": a.n, "detectors": DETECTORS, "runs": rows})
+        _write(partial, {**settings, "runs": rows})
     rows += earlier
     summary = {}
     for kind in ("null", "confounded", "leak"):
@@ -110,9 +115,10 @@ def main(argv=None) -> int:
         summary[kind] = {"runs": len(got), "verdicts": dict(counts), "leak_rate": leaks / len(got),
                          "leak_rate_ci": [ci.low, ci.high],
                          "median_blind_auc": float(np.median([r["blind_auc"] for r in got]))}
-    result = {"complete": True, "seconds": time.perf_counter() - t0, "merged": [str(p) for p in a.merge],
-              "n_per_side": a.n, "detectors": DETECTORS, "summary": summary, "runs": rows}
+    result = {"seconds": time.perf_counter() - t0, "merged": [str(p) for p in a.merge],
+              "n_per_side": a.n, "detectors": DETECTORS, "options": OPTIONS, "summary": summary, "runs": rows}
     _write(a.out, result)
+    partial.unlink(missing_ok=True)
     print(json.dumps(summary, indent=2))
     return 0
 

@@ -38,7 +38,8 @@ def _copied_slices(monkeypatch, volume, **kw):
         return np.zeros((size, size), np.uint8)
 
     monkeypatch.setattr(real_ct, "copy_of", record)
-    real_ct.build_case(volume, kw.pop("out"), n_dev=4, n_test=2, n_generated=12, slab=1, seed=0, size=32, **kw)
+    kw.setdefault("slab", 1)
+    real_ct.build_case(volume, kw.pop("out"), n_dev=4, n_test=2, n_generated=12, seed=0, size=32, **kw)
     return copied
 
 
@@ -47,16 +48,29 @@ def test_control_cases_copy_slices_that_no_folder_holds(tmp_path, monkeypatch):
     volume = gaussian_filter(rng.normal(size=(40, 40, 48)), 2) * 400 - 700
     windowed = [real_ct.square(real_ct.window(v), 32).astype(np.uint8) for v in volume]
 
+    def slice_of(path):
+        return next(i for i, w in enumerate(windowed) if np.array_equal(w, np.asarray(Image.open(path))))
+
     def held(out):
-        return {next(i for i, w in enumerate(windowed) if np.array_equal(w, np.asarray(Image.open(p))))
-                for f in ("dev/real_used", "dev/real_not_used", "test/real_unknown") for p in (out / f).iterdir()}
+        """The slices of the members and of the non-members (development and test, by the truth)."""
+        truth = dict(line.split(",") for line in (out / "truth.csv").read_text().split())
+        unknown = {slice_of(p): int(truth[p.stem]) for p in (out / "test/real_unknown").iterdir()}
+        members = {slice_of(p) for p in (out / "dev/real_used").iterdir()} | {s for s, y in unknown.items() if y}
+        non = {slice_of(p) for p in (out / "dev/real_not_used").iterdir()} | {s for s, y in unknown.items() if not y}
+        return members, non
 
     leak = _copied_slices(monkeypatch, volume, out=tmp_path / "leak")
-    assert set(leak) <= held(tmp_path / "leak")  # a leak: every copy is of a member
+    members, non = held(tmp_path / "leak")
+    assert set(leak) == members and len(members) == len(non) == 6  # a leak: the copies are of every member
+    assert all(m - 1 in non for m in members)  # interleaved: each member's neighbour is a non-member
     unused = _copied_slices(monkeypatch, volume, out=tmp_path / "unused", source="unused")
-    folders = held(tmp_path / "unused")
-    assert -1 not in unused and not set(unused) & folders
-    assert all(s - 1 in folders for s in unused)  # interleaved: the slice before it is in a folder
+    members, non = held(tmp_path / "unused")
+    assert -1 not in unused and not set(unused) & (members | non) and len(members) == len(non) == 6
+    assert all(s - 1 in members | non for s in unused)  # interleaved: the slice before it is in a folder
+    for slab in (2, 4):  # slabs of neighbouring slices: each role still gets its full count
+        unused = _copied_slices(monkeypatch, volume, out=tmp_path / f"slab{slab}", source="unused", slab=slab)
+        members, non = held(tmp_path / f"slab{slab}")
+        assert len(members) == len(non) == 6 and not set(unused) & (members | non)
     other = _copied_slices(monkeypatch, volume, out=tmp_path / "other", source="other", other=volume[::-1] + 1.0)
     assert set(other) == {-1}  # none is a slice of this volume
 
@@ -80,12 +94,18 @@ def test_verdict_controls_keep_finished_simulations_after_a_crash(tmp_path, monk
 
     monkeypatch.setattr(controls, "one_run", fake)
     out = tmp_path / "c.json"
-    args = ["--runs", "2", "--n", "4", "--out", str(out)]
+    earlier = {"n_per_side": 4, "detectors": list(controls.DETECTORS),
+               "runs": [{**fake("null", 9, 4), "verdict": "Leak detected"}]}
+    calls.clear()
+    out.write_text(json.dumps(earlier))  # the output is also an earlier file merged into it
+    args = ["--runs", "2", "--n", "4", "--merge", str(out), "--out", str(out)]
     with pytest.raises(KeyboardInterrupt):
         controls.main(args)
-    assert json.loads(out.read_text())["complete"] is False and len(json.loads(out.read_text())["runs"]) == 3
+    assert json.loads(out.read_text()) == earlier  # untouched until the end
+    assert len(json.loads((tmp_path / "c.json.partial").read_text())["runs"]) == 3
     controls.main(args)
     result = json.loads(out.read_text())
     plan = [(k, s) for k in ("null", "confounded", "leak") for s in range(2)]
-    assert result["complete"] and sorted((r["kind"], r["seed"]) for r in result["runs"]) == sorted(plan)
+    assert sorted((r["kind"], r["seed"]) for r in result["runs"]) == sorted([*plan, ("null", 9)])
     assert [c for c in calls if c != ("crash",)] == plan  # each simulation ran once
+    assert result["summary"]["null"]["runs"] == 3 and not (tmp_path / "c.json.partial").exists()

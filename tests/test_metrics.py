@@ -91,3 +91,27 @@ def test_run_files_are_read_by_one_parser_with_clear_errors(tmp_path):
     binary.write_bytes(b"\x89PNG\x00\xff\xfe\xfa")
     with pytest.raises(VitprintError, match="not a text file|expected"):
         parse_run(binary)
+
+
+def test_evaluating_a_scores_file_keeps_cross_fitted_and_label_made_scores_out_of_the_verdict(tmp_path):
+    """As in ``detect``: a `_cal` score (perhaps cross-fitted) or `pair` (learnt from the labels) is reported but
+    neither tested for the verdict nor combined; ``detect``'s evaluation.json beside the file says which."""
+    import json
+
+    from vitprint.evaluation.truth import evaluate_file
+    from vitprint.evaluation.verdict import LEAK, NO_EVIDENCE
+
+    rng = np.random.default_rng(3)
+    y = np.repeat([0, 1], 20)
+    cols = {"honest": rng.normal(size=40), "honest_cal": 3.0 * y + rng.normal(size=40), "pair": 3.0 * y}
+    lines = ["id,group,label,path," + ",".join(cols)]
+    lines += [f"i{k},dev,{y[k]},i{k}.png," + ",".join(f"{v[k]:.6f}" for v in cols.values()) for k in range(40)]
+    (tmp_path / "scores.csv").write_text("\n".join(lines) + "\n")
+    ev = evaluate_file(scores=tmp_path / "scores.csv", folds=3, n_boot=0)
+    assert ev["not_for_verdict"] == ["honest_cal", "pair"] and ev["verdict"]["verdict"] == NO_EVIDENCE
+    assert ev["results"]["combined"]["metrics"]["roc_auc"] < 0.8
+    assert ev["results"]["honest_cal"]["metrics"]["roc_auc"] > 0.9  # still reported
+    # detect's record beside it: here the reference held no scored image, so honest_cal may decide
+    (tmp_path / "evaluation.json").write_text(json.dumps({"not_for_verdict": ["pair"]}))
+    ev = evaluate_file(scores=tmp_path / "scores.csv", folds=3, n_boot=0)
+    assert ev["not_for_verdict"] == ["pair"] and ev["verdict"]["verdict"] == LEAK

@@ -347,6 +347,9 @@ def cmd_evaluate(a) -> int:
         log.warning("the run file has no decision for %d image(s) of the truth", ev["missing"])
     if "verdict" in ev:
         print(ev["verdict"]["sentence"])
+    if ev.get("not_for_verdict"):
+        print(f"Reported, but neither tested for the verdict nor combined (cross-fitted or learnt from the labels): "
+              f"{', '.join(ev['not_for_verdict'])}")
     print(metric_table(ev["results"], ev["keys"]))
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)

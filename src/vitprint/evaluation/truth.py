@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 from typing import Any
 
@@ -130,5 +131,34 @@ def evaluate_file(run: str | Path | None = None, scores: str | Path | None = Non
     keep = labels >= 0
     if not keep.any():
         raise VitprintError(f"no row of {scores} has a label; give the truth (a development folder or an id,label CSV)")
-    evaluation = evaluate_scores({k: v[keep] for k, v in values.items()}, labels[keep], folds, n_boot, seed, target_fpr)
-    return {"results": evaluation["results"], "keys": SCORE_KEYS, "verdict": evaluation["verdict"], "missing": 0}
+    held = held_from_verdict(Path(scores), list(values))
+    candidates = [n for n in values if n not in held]
+    if not candidates:
+        raise VitprintError(f"none of the scores in {scores} can be tested for a verdict (each was cross-fitted or "
+                            "learnt from the labels)")
+    evaluation = evaluate_scores({k: v[keep] for k, v in values.items()}, labels[keep], folds, n_boot, seed, target_fpr,
+                                 candidates=candidates)
+    return {"results": evaluation["results"], "keys": SCORE_KEYS, "verdict": evaluation["verdict"], "missing": 0,
+            "not_for_verdict": sorted(held)}
+
+
+def held_from_verdict(scores: Path, names: list[str]) -> set[str]:
+    """The score columns that may not be tested for a verdict nor combined: as ``detect`` recorded them in the
+    ``evaluation.json`` beside the scores file, or else (a file without it) every ``_cal`` score (it may have
+    been cross-fitted against a reference holding scored images' neighbours) and every supervised one."""
+    from vitprint.membership.registry import detector_class
+
+    beside = scores.with_name("evaluation.json")
+    if beside.is_file():
+        try:
+            return set(json.loads(beside.read_text()).get("not_for_verdict", [])) & set(names)
+        except (OSError, ValueError):
+            pass  # unreadable: the cautious rule below
+
+    def supervised(name: str) -> bool:
+        try:
+            return bool(detector_class(name).supervised)
+        except VitprintError:  # a column no detector of this version makes
+            return False
+
+    return {n for n in names if n.endswith("_cal") or supervised(n)}

@@ -118,7 +118,11 @@ def _auc(y, s) -> float:
 
 def _deciding(names: list[str], candidates=None) -> list[str]:
     """The scores among ``names`` that may decide: ``candidates`` (default: all)."""
-    return [n for n in names if candidates is None or n in candidates]
+    out = [n for n in names if candidates is None or n in candidates]
+    if not out:
+        raise VitprintError(f"none of the scores ({', '.join(names)}) may decide: each was cross-fitted or learnt "
+                            "from the labels")
+    return out
 
 
 def select_primary(features: dict[str, np.ndarray], labels, candidates=None) -> str:
