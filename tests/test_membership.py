@@ -47,6 +47,7 @@ def test_copied_members_rank_first_for_the_distance_scores():
     assert list(scores.nearest["pixel_nn"][copied]) == [0, 1, 2, 3]
     assert scores.values["recon"].shape == (20,) and (scores.values["recon"] <= 0).all()
     assert "pixel_nn" in scores.peers and "recon" not in scores.peers
+    assert scores.seconds.keys() == scores.values.keys() and all(v > 0 for v in scores.seconds.values())
 
 
 def test_latent_nn_stores_the_generated_latents_and_a_changed_encoder_or_set_misses(tmp_path, monkeypatch):

@@ -273,7 +273,8 @@ def run_cell(family: str, n: int, seed: int, scale: Scale, encoder: str | None, 
     return {"family": family, "members": n, "seed": seed, "null": null, "generator_epochs": epochs,
             "data": "ct" if ct is not None else "phantoms",
             "perturbed": perturbed, "copy_rate": rate, "peers": [d for d in scores.values if d in scores.peers],
-            "seconds": time.perf_counter() - t0, "generator_seconds": t_gen, "detectors": metrics,
+            "seconds": time.perf_counter() - t0, "generator_seconds": t_gen,
+            "detector_seconds": {name: round(sec, 2) for name, sec in scores.seconds.items()}, "detectors": metrics,
             "verdict": {k: v[k] for k in ("verdict", "primary", "primary_auc", "p_value", "blind_auc", "cv_auc")}}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -78,6 +79,7 @@ class Scores:
     notes: list[str] = field(default_factory=list)  # settings that had to be reduced, said once
     supervised: list[str] = field(default_factory=list)  # scores learnt from the labels (out of fold)
     fitted: dict[str, Any] = field(default_factory=dict)  # detector -> fitted, for a pass over another set
+    seconds: dict[str, float] = field(default_factory=dict)  # detector -> wall time of its fit and scoring
 
 
 def score_names(detectors, with_reference: bool) -> list[str]:
@@ -166,6 +168,7 @@ def compute_scores(
             raise VitprintError(f"{name} needs a trained autoencoder")
         r, g, ref, other = sets_for(det.image_size)
         log.info("scoring with %s", name)
+        started = time.perf_counter()
         if prior is not None:
             det.fit_like(prior, g, ref if det.needs_reference else None)
         else:
@@ -179,6 +182,8 @@ def compute_scores(
         if type(det).fit_like is not Detector.fit_like:  # only what another pass can reuse is kept
             out.fitted[name] = det
         out.values[name] = values
+        out.seconds[name] = time.perf_counter() - started
+        log.info("%s: %.1f s", name, out.seconds[name])
         if nearest is not None:
             out.nearest[name] = np.asarray(nearest)
         if det.peer:
@@ -216,6 +221,8 @@ def merge_scores(parts: list[tuple[np.ndarray, Scores, int]], n: int) -> Scores:
     for _, s, _ in parts:
         for name, count in s.cross_fitted.items():
             out.cross_fitted[name] = out.cross_fitted.get(name, 0) + count
+        for name, sec in s.seconds.items():
+            out.seconds[name] = out.seconds.get(name, 0.0) + sec
         out.notes += [note for note in s.notes if note not in out.notes]
     return out
 
