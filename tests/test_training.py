@@ -169,3 +169,13 @@ def test_the_diffusion_family_trains_resumes_and_samples_deterministically(tmp_p
     assert not np.array_equal(a[0], a[1])
     assert main(["generate", str(ckpt), "--n", "2", "--out", str(tmp_path / "gen")]) == 0
     assert len(list((tmp_path / "gen").glob("*.png"))) == 2
+
+
+def test_a_metrics_line_cut_short_by_a_crash_is_skipped_and_ended(tmp_path):
+    from vitprint.training.engine import append_record, read_history
+
+    append_record(tmp_path, {"epoch": 1, "val_loss": 0.5})
+    with (tmp_path / "metrics.jsonl").open("a") as f:
+        f.write('{"epoch": 2, "val_lo')  # the crash
+    append_record(tmp_path, {"epoch": 2, "val_loss": 0.4})  # the epoch redone on resume
+    assert read_history(tmp_path) == [{"epoch": 1, "val_loss": 0.5}, {"epoch": 2, "val_loss": 0.4}]

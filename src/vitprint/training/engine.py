@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -251,9 +252,16 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, step: StepFn, acc: Acc
 
 
 def append_record(out: Path, record: dict[str, float]) -> None:
-    """One epoch's metrics as a line of ``out/metrics.jsonl`` (``read_history`` reads them back)."""
-    with (Path(out) / "metrics.jsonl").open("a") as f:
-        f.write(json.dumps(record) + "\n")
+    """One epoch's metrics as a line of ``out/metrics.jsonl`` (``read_history`` reads them back). A line cut
+    short by a crash is ended first, so the new record stays a line of its own."""
+    path = Path(out) / "metrics.jsonl"
+    torn = False
+    if path.is_file() and path.stat().st_size:
+        with path.open("rb") as f:
+            f.seek(-1, os.SEEK_END)
+            torn = f.read(1) != b"\n"
+    with path.open("a") as f:
+        f.write(("\n" if torn else "") + json.dumps(record) + "\n")
 
 
 def read_history(out: str | Path) -> list[dict[str, float]]:
@@ -262,8 +270,13 @@ def read_history(out: str | Path) -> list[dict[str, float]]:
     if not path.is_file():
         return []
     by_epoch = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
             rec = json.loads(line)
-            by_epoch[rec["epoch"]] = rec
+        except ValueError:  # cut short by a crash; its epoch was redone on resume
+            log.warning("%s line %d is incomplete (a crash while it was written); skipped", path, n)
+            continue
+        by_epoch[rec["epoch"]] = rec
     return [by_epoch[k] for k in sorted(by_epoch)]
