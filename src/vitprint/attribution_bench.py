@@ -57,7 +57,7 @@ class AttributionScale:
 
 SCALES = {
     "toy": AttributionScale(32, 6, 6, 6, 4, 2, (2, 3)),  # seconds, for the tests
-    "cpu": AttributionScale(64, 16, 40, 40, 500, 3),  # about half an hour on 2 cores
+    "cpu": AttributionScale(64, 16, 40, 40, 500, 3),  # about an hour on 2 cores (63 min measured)
     "gpu": AttributionScale(128, 64, 100, 100, 3000, 3, batch_size=32),
 }
 
