@@ -148,10 +148,12 @@ def build_case(volume: np.ndarray, out: Path, n_dev: int, n_test: int, n_generat
     chosen = lungs[start:start + n_need]
     role = [(k // slab) % roles for k in range(n_need)]  # 1 = member, 0 = non-member, 2 = in no folder
     members, non, unused = ([s for s, r in zip(chosen, role) if r == want][:per_role] for want in (1, 0, 2))
-    if source == "other" and (other is None or not lung_slices(other)):
-        raise SystemExit("--source other needs --other-volume, a volume with lung slices")
-    copied, copied_from = {"members": (members, volume), "unused": (unused, volume),
-                           "other": (lung_slices(other) if other is not None else [], other)}[source]
+    if source == "other":
+        copied, copied_from = (lung_slices(other) if other is not None else []), other
+        if not copied:
+            raise SystemExit("--source other needs --other-volume, a volume with lung slices")
+    else:
+        copied, copied_from = (members if source == "members" else unused), volume
     rng.shuffle(members)
     rng.shuffle(non)
     split = {"dev_used": members[:n_dev], "dev_not": non[:n_dev], "test_used": members[n_dev:], "test_not": non[n_dev:]}

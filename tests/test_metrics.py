@@ -115,3 +115,10 @@ def test_evaluating_a_scores_file_keeps_cross_fitted_and_label_made_scores_out_o
     (tmp_path / "evaluation.json").write_text(json.dumps({"not_for_verdict": ["pair"]}))
     ev = evaluate_file(scores=tmp_path / "scores.csv", folds=3, n_boot=0)
     assert ev["not_for_verdict"] == ["pair"] and ev["verdict"]["verdict"] == LEAK
+    (tmp_path / "evaluation.json").unlink()
+    only = ["id,group,label,path,honest_cal"] + [f"i{k},dev,{y[k]},i{k}.png,{cols['honest_cal'][k]:.6f}" for k in range(40)]
+    (tmp_path / "scores.csv").write_text("\n".join(only) + "\n")
+    from vitprint.errors import VitprintError
+
+    with pytest.raises(VitprintError, match="may decide"):
+        evaluate_file(scores=tmp_path / "scores.csv", folds=3, n_boot=0)

@@ -14,7 +14,7 @@ from vitprint.errors import VitprintError
 from vitprint.evaluation.metrics import binary_metrics, bootstrap_intervals
 from vitprint.evaluation.runfile import parse_run
 from vitprint.evaluation.verdict import confirm_out_of_fold, decide_verdict
-from vitprint.membership.decisions import cross_validate
+from vitprint.membership.decisions import cross_validate, deciding_scores
 
 
 def read_truth(source: str | Path) -> dict[str, int]:
@@ -90,9 +90,7 @@ def evaluate_scores(values: dict[str, np.ndarray], labels: np.ndarray, folds: in
     "auto_choices": [...], "verdict": {...}}``.
     """
     cv = cross_validate(values, labels, folds, seed, target_fpr, candidates)
-    tested = {n: v for n, v in values.items() if candidates is None or n in candidates}
-    if not tested:
-        raise VitprintError("no score can be tested for a verdict")
+    tested = {n: values[n] for n in deciding_scores(list(values), candidates)}
     verdict, tests = decide_verdict(tested, labels, blind, seed=seed)
     out = {}
     for name, s in cv.scores.items():
@@ -133,9 +131,6 @@ def evaluate_file(run: str | Path | None = None, scores: str | Path | None = Non
         raise VitprintError(f"no row of {scores} has a label; give the truth (a development folder or an id,label CSV)")
     held = held_from_verdict(Path(scores), list(values))
     candidates = [n for n in values if n not in held]
-    if not candidates:
-        raise VitprintError(f"none of the scores in {scores} can be tested for a verdict (each was cross-fitted or "
-                            "learnt from the labels)")
     evaluation = evaluate_scores({k: v[keep] for k, v in values.items()}, labels[keep], folds, n_boot, seed, target_fpr,
                                  candidates=candidates)
     return {"results": evaluation["results"], "keys": SCORE_KEYS, "verdict": evaluation["verdict"], "missing": 0,

@@ -116,7 +116,7 @@ def _auc(y, s) -> float:
     return float(roc_auc_score(y, s)) if len(np.unique(y)) == 2 else float("nan")
 
 
-def _deciding(names: list[str], candidates=None) -> list[str]:
+def deciding_scores(names: list[str], candidates=None) -> list[str]:
     """The scores among ``names`` that may decide: ``candidates`` (default: all)."""
     out = [n for n in names if candidates is None or n in candidates]
     if not out:
@@ -129,7 +129,7 @@ def select_primary(features: dict[str, np.ndarray], labels, candidates=None) -> 
     """The name of the score with the highest ROC-AUC on these labelled images (first on ties), among
     ``candidates`` (default: all)."""
     y = _check_labels(labels)
-    aucs = {n: _auc(y, s) for n, s in features.items() if candidates is None or n in candidates}
+    aucs = {n: _auc(y, features[n]) for n in deciding_scores(list(features), candidates)}
     return max(aucs, key=lambda n: (aucs[n], -list(features).index(n)))
 
 
@@ -139,7 +139,7 @@ def fit_decision(features: dict[str, np.ndarray], labels, decision: str = "auto"
     y = _check_labels(labels)
     names = list(features)
     if decision == "combined":
-        names = _deciding(names, candidates)
+        names = deciding_scores(names, candidates)
         X = np.stack([features[n] for n in names], 1)
         comb = Combiner(target_fpr=target_fpr, seed=seed).fit(X, y)
         return Decision("combined", names, comb.threshold_.threshold_, comb)
@@ -201,7 +201,7 @@ def cross_validate(features: dict[str, np.ndarray], labels, folds: int = 5, seed
     names = list(features)
     # The combiner reads only the scores that may decide (``candidates``): a cross-fitted score can separate
     # the labelled groups through the reference alone, and a combiner fitted on the labels would learn that.
-    X = np.stack([features[n] for n in _deciding(names, candidates)], 1)
+    X = np.stack([features[n] for n in deciding_scores(names, candidates)], 1)
     scores = {n: np.asarray(features[n], float) for n in names}
     scores["combined"] = np.zeros(len(y))
     scores["auto"] = np.zeros(len(y))
