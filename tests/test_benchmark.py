@@ -24,7 +24,7 @@ def test_membership_benchmark_end_to_end_at_toy_size(tmp_path, capsys):
                          "latent_nn_cal", "pixel_nn_cal", "mc_cal"}
     assert {"pixel_nn", "pixel_nn_cal", "mc", "domias", "logan"} <= set(res["cells"][0]["peers"])
     assert -1.0 <= res["cells"][0]["copy_rate"] <= 1.0
-    assert set(cell["recon"]) == {"roc_auc", "tpr_at_1pct_fpr", "kappa", "accuracy"}
+    assert set(cell["recon"]) == {"roc_auc", "tpr_at_1pct_fpr", "kappa", "accuracy", "roc_auc_interval"}
     assert {r["generated"] for r in res["speed"]} == {100, 200}
     text = doc.read_text()
     assert "kept text" in text and "#### dcgan" in text and "#### vae" in text and "Target" in text
@@ -169,3 +169,45 @@ def test_a_real_ct_family_deals_neighbouring_slices_to_different_roles(tmp_path,
     assert main(["bench", "--scale", "toy", "--families", "vae", "--seeds", "1", "--sizes", "8", "--no-speed",
                  "--out", str(tmp_path / "b")]) == 2  # phantom cells are not mixed into it
     assert "holds a benchmark on other data" in capsys.readouterr().err
+
+
+def test_one_seed_gets_a_bootstrap_interval_that_can_exclude_chance():
+    from vitprint.evaluation.bench_report import chance_note, markdown
+
+    rng = np.random.default_rng(1)
+    y = np.r_[np.ones(64, int), np.zeros(64, int)]
+    values = {"clear": y * 2.0 + rng.normal(0, 0.5, 128), "noise": rng.normal(size=128)}
+    m = heldout_metrics(values, y, seed=0)
+    lo, hi = m["clear"]["roc_auc_interval"]
+    assert 0.5 < lo <= m["clear"]["roc_auc"] <= hi <= 1.0
+    lo, hi = m["noise"]["roc_auc_interval"]
+    assert lo < m["noise"]["roc_auc"] < hi and hi - lo > 0.1  # 32 + 32 held-out images: a wide interval
+    cell = {"family": "vae", "members": 64, "seed": 0, "detectors": m}
+    summary = summarise([cell])
+    assert summary["vae"]["64"]["clear"]["roc_auc"][1:3] == m["clear"]["roc_auc_interval"]
+    assert chance_note(summary["vae"]["64"]["clear"]["roc_auc"]) == "better than chance"
+    assert chance_note(summary["vae"]["64"]["noise"]["roc_auc"]) == "no better than chance"
+    assert np.isnan(summary["vae"]["64"]["clear"]["kappa"][1])  # the other metrics: no interval from one seed
+    # With several seeds the t-interval over them is kept.
+    two = summarise([cell, {**cell, "seed": 1}])
+    assert two["vae"]["64"]["clear"]["roc_auc"][1:3] != m["clear"]["roc_auc_interval"]
+    results = {"config": {"seeds": 1, "preset": "tiny", "image_size": 64, "gen_steps": 10, "batch_size": 8,
+                          "n_generated": 8, "ae_epochs": 1},
+               "machine": {"cpu": "x", "threads": "1", "gpu": "none", "torch": "t"}, "cells": [cell], "summary": summary}
+    assert "One seed: each ROC-AUC with a 95% bootstrap interval" in markdown(results, "cmd", {})
+
+
+def test_the_bootstrap_auc_interval_matches_sklearn_on_the_point_estimate():
+    from sklearn.metrics import roc_auc_score
+
+    from vitprint.evaluation.metrics import auc_interval
+
+    rng = np.random.default_rng(0)
+    y = np.r_[np.ones(30, int), np.zeros(50, int)]
+    s = np.round(rng.normal(size=80) + y, 1)  # ties count half, as in sklearn
+    lo, hi = auc_interval(y, s, n_boot=2000)
+    assert lo < roc_auc_score(y, s) < hi
+    from scipy.stats import mannwhitneyu
+
+    assert mannwhitneyu(s[y == 1], s[y == 0]).statistic / (30 * 50) == pytest.approx(roc_auc_score(y, s))
+    assert np.isnan(auc_interval(np.ones(5, int), s[:5])[0])

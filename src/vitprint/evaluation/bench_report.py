@@ -105,7 +105,10 @@ def markdown(results: dict, command: str, figures: dict[str, str]) -> str:
         f"{cfg['gen_steps']} steps of batch {cfg['batch_size']} on the members only; {cfg['n_generated']} generated "
         f"images; autoencoder {cfg['ae_epochs']} epochs on them from an encoder pretrained on separate phantoms. "
         f"Thresholds and the combiner fitted on one stratified half of the reals, metrics on the other half. "
-        f"Mean over {seeds} seeds with a 95% t-interval. "
+        + (f"Mean over {seeds} seeds with a 95% t-interval (a ROC-AUC of one seed so far: a bootstrap interval "
+           "over its held-out images). " if seeds > 1 else
+           "One seed: each ROC-AUC with a 95% bootstrap interval over the held-out images (members and non-members "
+           "resampled apart, 1,000 draws), the other metrics without one. ")
         + (f"Real CT ({', '.join(ct)}): axial slices in the lung window dealt in turn to members, non-members "
            "and the reference set (every member's neighbouring slices are a non-member and a reference slice). "
            "Reference set (for the calibrated `_cal` scores and DOMIAS): those reference slices, never seen by "
