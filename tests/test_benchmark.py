@@ -30,11 +30,11 @@ def test_membership_benchmark_end_to_end_at_toy_size(tmp_path, capsys):
     assert "kept text" in text and "#### dcgan" in text and "#### vae" in text and "Target" in text
     assert "#### dcgan (null generator)" in text and "null-generator cells: \"Leak detected\" in" in text
     assert "*verdict of `vitprint detect` per seed*" in text
-    assert (tmp_path / "figures" / "membership_toy_dcgan.png").is_file()
+    assert (tmp_path / "figures" / "membership_toy_8_dcgan.png").is_file()  # a part of the grid: sizes 8
     # Running again continues instead of recomputing, and replaces the section in place.
     assert main(argv) == 0
     assert len(json.loads((tmp_path / "b" / "results.json").read_text())["cells"]) == 8
-    assert doc.read_text().count("<!-- membership-toy -->") == 1
+    assert doc.read_text().count("<!-- membership-toy-8 -->") == 1
     assert "pixel_nn (peer)" in doc.read_text() and "copy rate" in doc.read_text()
 
 
@@ -165,7 +165,7 @@ def test_a_real_ct_family_deals_neighbouring_slices_to_different_roles(tmp_path,
     res = json.loads((tmp_path / "b" / "results.json").read_text())
     assert {c["data"] for c in res["cells"]} == {"ct"} and res["data"] == {"ct": ["ct.nii.gz"]}
     assert set(res["summary"]) == {"vae on real CT", "vae on real CT (null generator)"}
-    assert "<!-- membership-toy-ct -->" in doc.read_text() and "real CT (ct.nii.gz)" in doc.read_text()
+    assert "<!-- membership-toy-ct-vae-8 -->" in doc.read_text() and "real CT (ct.nii.gz)" in doc.read_text()
     assert main(["bench", "--scale", "toy", "--families", "vae", "--seeds", "1", "--sizes", "8", "--no-speed",
                  "--out", str(tmp_path / "b")]) == 2  # phantom cells are not mixed into it
     assert "holds a benchmark on other data" in capsys.readouterr().err
@@ -211,3 +211,27 @@ def test_the_bootstrap_auc_interval_matches_sklearn_on_the_point_estimate():
 
     assert mannwhitneyu(s[y == 1], s[y == 0]).statistic / (30 * 50) == pytest.approx(roc_auc_score(y, s))
     assert np.isnan(auc_interval(np.ones(5, int), s[:5])[0])
+
+
+def test_a_part_of_the_grid_gets_its_own_docs_section(tmp_path):
+    from vitprint.evaluation.bench_report import write_tables
+
+    y = np.r_[np.ones(8, int), np.zeros(8, int)]
+    cell = {"family": "ddpm", "members": 16, "seed": 0, "null": False, "copy_rate": 0.25,
+            "detectors": heldout_metrics({"x": y + np.linspace(0, 0.1, 16)}, y, seed=0)}
+    results = {"scale": "cpu", "cells": [cell], "summary": summarise([cell]), "default_gen_steps": 10,
+               "default_grid": {"families": ["dcgan", "vae"], "sizes": [64, 256]},
+               "config": {"seeds": 1, "preset": "tiny", "image_size": 64, "gen_steps": 10, "batch_size": 8,
+                          "n_generated": 8, "ae_epochs": 1, "families": ["ddpm"], "sizes": [16]},
+               "machine": {"cpu": "x", "threads": "1", "gpu": "none", "torch": "t"}}
+    doc = tmp_path / "b.md"
+    doc.write_text("# B\n\n<!-- membership-cpu -->\nthe whole grid\n<!-- /membership-cpu -->\n")
+    write_tables(results, "cmd", doc, tmp_path)
+    text = doc.read_text()
+    assert "the whole grid" in text  # not replaced
+    assert "<!-- membership-cpu-ddpm-16 -->" in text and "## Membership benchmark, --scale cpu (ddpm, 16)" in text
+    assert (tmp_path / "figures" / "membership_cpu_ddpm_16_ddpm.png").is_file()
+    # The whole grid goes to the scale's own section.
+    results["config"].update(families=["dcgan", "vae"], sizes=[64, 256])
+    write_tables(results, "cmd", doc, tmp_path)
+    assert "the whole grid" not in doc.read_text()

@@ -400,6 +400,7 @@ def run_benchmark(scale_name: str, out: str | Path, families=None, sizes=None, s
             ct_roles(slices, n)  # every size fits the volumes, checked before any work
     results.update({"scale": scale_name, "perturbed": perturbed, "config": dataclasses.asdict(scale), "data": data,
                     "default_gen_steps": SCALES[scale_name].gen_steps, "machine": machine(),
+                    "default_grid": {"families": list(SCALES[scale_name].families), "sizes": list(SCALES[scale_name].sizes)},
                     "started": results.get("started", time.strftime("%Y-%m-%d %H:%M"))})
     results.setdefault("cells", [])
     done = {(c["family"], c["members"], c["seed"], c.get("null", False)) for c in results["cells"]}

@@ -189,13 +189,17 @@ def update_section(doc: Path, key: str, body: str, title: str) -> None:
 
 
 def write_tables(results: dict, command: str, doc: Path | None, out: Path) -> Path:
-    """The tables and AUC plots: into ``doc``'s section for this scale (and perturbation), replacing it,
-    or into ``out/results.md``. Returns the markdown file written."""
+    """The tables and AUC plots: into ``doc``'s section for this scale (and data, perturbation, training
+    length, and the families and sizes where they are not the scale's whole grid), replacing it, or into
+    ``out/results.md``. Returns the markdown file written."""
     steps = results.get("config", {}).get("gen_steps")
     longer = steps != results.get("default_gen_steps", steps)  # a longer (or shorter) setting: its own section
     ct = results.get("data", {}).get("ct")  # real CT slices instead of phantoms: their own section
+    # A part of the scale's grid (other families or sizes): its own section, so it never replaces the whole grid's.
+    cfg, grid = results.get("config", {}), results.get("default_grid", {})
+    part = [str(v) for k in ("families", "sizes") if k in grid and list(cfg.get(k, [])) != list(grid[k]) for v in cfg[k]]
     key = (f"membership-{results['scale']}" + ("-ct" if ct else "") + ("-perturbed" if results.get("perturbed") else "")
-           + (f"-steps{steps}" if longer else ""))
+           + (f"-steps{steps}" if longer else "") + "".join(f"-{v}" for v in part))
     if doc is None:
         figs = auc_figures(results, out, "auc")
         path = out / "results.md"
@@ -205,6 +209,6 @@ def write_tables(results: dict, command: str, doc: Path | None, out: Path) -> Pa
     rel = {k: str(Path(v).relative_to(doc.parent)) for k, v in figs.items()}
     title = (f"Membership benchmark, --scale {results['scale']}" + (f", real CT ({', '.join(ct)})" if ct else "")
              + (", perturbed copies" if results.get("perturbed") else "")
-             + (f", generators trained {steps} steps" if longer else ""))
+             + (f", generators trained {steps} steps" if longer else "") + (f" ({', '.join(part)})" if part else ""))
     update_section(doc, key, markdown(results, command, rel), title)
     return doc
