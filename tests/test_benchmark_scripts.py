@@ -109,3 +109,26 @@ def test_verdict_controls_keep_finished_simulations_after_a_crash(tmp_path, monk
     assert sorted((r["kind"], r["seed"]) for r in result["runs"]) == sorted([*plan, ("null", 9)])
     assert [c for c in calls if c != ("crash",)] == plan  # each simulation ran once
     assert result["summary"]["null"]["runs"] == 3 and not (tmp_path / "c.json.partial").exists()
+
+
+def test_memorisation_dial_trains_once_through_its_stops_and_continues(tmp_path, capsys):
+    import json
+
+    spec = importlib.util.spec_from_file_location(
+        "memorisation_dial", Path(__file__).parents[1] / "benchmarks" / "memorisation_dial.py")
+    dial = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(dial)
+    out = tmp_path / "dial"
+    args = ["--family", "vae", "--members", "4", "--samples", "8", "--scale", "toy", "--out", str(out)]
+    assert dial.main([*args, "--epochs", "1", "2"]) == 0
+    rows = json.loads((out / "dial.json").read_text())["rows"]
+    assert [r["epochs"] for r in rows] == [1, 2]
+    assert all(-1 <= r["copy_rate"] <= 1 and 0 <= r["pixel_nn1_auc"] <= 1 for r in rows)
+    assert len((out / "gen" / "metrics.jsonl").read_text().splitlines()) == 2  # one run, continued
+    # A rerun with a further stop trains on from epoch 2 and keeps the rows measured.
+    assert dial.main([*args, "--epochs", "1", "2", "3"]) == 0
+    assert [r["epochs"] for r in json.loads((out / "dial.json").read_text())["rows"]] == [1, 2, 3]
+    assert len((out / "gen" / "metrics.jsonl").read_text().splitlines()) == 3
+    with pytest.raises(SystemExit):  # another setting in the same folder is refused
+        dial.main([*args[:-4], "--samples", "9", "--out", str(out), "--epochs", "4"])
+    assert "holds another setting" in capsys.readouterr().err

@@ -1,0 +1,81 @@
+"""The memorisation dial: how a generator's copy rate grows with its training length.
+
+Trains one generator (``--family``) on ``--members`` phantom patients of the membership benchmark's
+scale (the same patients and seed as its cells), stops at each of ``--epochs`` (a growing list), samples
+``--samples`` images there and measures the copy rate (``vitprint.benchmark.copy_rate``: the share of
+samples that are near-copies of a member minus the share near a non-member) and the ROC-AUC of the plain
+1-nearest-neighbour pixel distance on all the real images (members against as many non-members; no
+held-out split: a probe, not a benchmark cell). Training continues from the last stop, so the whole
+curve costs one training run; each stop's row is saved when it is measured, and a rerun with the same
+``--out`` continues from the last stop.
+
+    python benchmarks/memorisation_dial.py --family ddpm --members 16 --epochs 500 1000 2000 --out runs/dial-ddpm16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from vitprint.benchmark import SCALES, copy_rate, patients
+from vitprint.config import RunConfig
+from vitprint.data.imageset import ImageSet, atomic_write
+from vitprint.membership.knn import knn_distances
+from vitprint.training.checkpoint import read_meta
+from vitprint.training.generator import FAMILIES, load_generator, sample, train_generator
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--family", choices=FAMILIES, default="ddpm")
+    p.add_argument("--members", type=int, default=16)
+    p.add_argument("--epochs", type=int, nargs="+", default=[500, 1000, 2000],
+                   help="the stops, in epochs over the members, increasing (default: 500 1000 2000)")
+    p.add_argument("--samples", type=int, default=128, help="images sampled at each stop (default: 128)")
+    p.add_argument("--scale", choices=sorted(SCALES), default="cpu", help="whose patients and image size (default: cpu)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path("runs/dial"))
+    a = p.parse_args(argv)
+    if a.members < 2 or a.samples < 1 or sorted(set(a.epochs)) != a.epochs or a.epochs[0] < 1:
+        p.error("need --members >= 2, --samples >= 1 and --epochs increasing from >= 1")
+    scale = SCALES[a.scale]
+    reals = patients(0, 2 * a.members, scale, 1000 * a.seed + a.members)  # as a benchmark cell of this size
+    members = reals[:a.members]
+    labels = np.r_[np.ones(a.members, int), np.zeros(a.members, int)]
+    path = a.out / "dial.json"
+    setting = {"family": a.family, "members": a.members, "scale": a.scale, "seed": a.seed, "samples": a.samples,
+               "batch_size": scale.batch_size}
+    rows = []
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if old["setting"] != setting:
+            p.error(f"{path} holds another setting ({old['setting']}); choose another --out")
+        rows = old["rows"]
+    done = {r["epochs"] for r in rows}
+    last = a.out / "gen" / "checkpoints" / "last.safetensors"
+    for epochs in [e for e in a.epochs if e not in done]:
+        trained = read_meta(last)["epoch"] + 1 if last.is_file() else 0  # a crash may have left it further on
+        if epochs < trained:
+            p.error(f"{a.out} already holds a generator trained {trained} epochs; a stop at {epochs} must come after it")
+        t0 = time.perf_counter()
+        train_generator(ImageSet.from_pixels(members, "train"),
+                        RunConfig(out=str(a.out / "gen"), epochs=epochs, batch_size=scale.batch_size, seed=a.seed,
+                                  resume=trained > 0), family=a.family)
+        gen = load_generator(last)
+        samples = np.concatenate(list(sample(gen, a.samples, seed=a.seed)))
+        d, _ = knn_distances(reals, samples, k=1, metric="l2", progress=False)
+        rows.append({"epochs": epochs, "copy_rate": copy_rate(samples, members, reals[a.members:]),
+                     "pixel_nn1_auc": float(roc_auc_score(labels, -d[:, 0])), "seconds": time.perf_counter() - t0})
+        print(json.dumps(rows[-1]), flush=True)
+        atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps({"setting": setting, "rows": rows}, indent=2)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
