@@ -235,3 +235,13 @@ def test_a_part_of_the_grid_gets_its_own_docs_section(tmp_path):
     results["config"].update(families=["dcgan", "vae"], sizes=[64, 256])
     write_tables(results, "cmd", doc, tmp_path)
     assert "the whole grid" not in doc.read_text()
+
+
+def test_the_one_seed_interval_misses_chance_about_as_often_as_it_says_on_random_scores():
+    from vitprint.evaluation.metrics import auc_interval
+
+    rng = np.random.default_rng(0)
+    y = np.r_[np.ones(8, int), np.zeros(8, int)]  # the smallest held-out half the benchmark shows (16 members)
+    misses = [not (lo <= 0.5 <= hi) for lo, hi in (auc_interval(y, rng.normal(size=16), n_boot=500, seed=t)
+                                                    for t in range(300))]
+    assert 0.02 < np.mean(misses) < 0.10  # nominal 5%
