@@ -5,9 +5,11 @@ scale (the same patients and seed as its cells), stops at each of ``--epochs`` (
 ``--samples`` images there and measures the copy rate (``vitprint.benchmark.copy_rate``: the share of
 samples that are near-copies of a member minus the share near a non-member) and the ROC-AUC of the plain
 1-nearest-neighbour pixel distance on all the real images (members against as many non-members; no
-held-out split: a probe, not a benchmark cell). Training continues from the last stop, so the whole
-curve costs one training run; each stop's row is saved when it is measured, and a rerun with the same
-``--out`` continues from the last stop.
+held-out split: a probe, not a benchmark cell). Training continues from the last stop's checkpoint, so
+the whole curve costs one training run's time; the random draws (noise, batches) restart from ``--seed``
+at each stop, so a stop reached through earlier stops is a generator trained as long, not bit for bit the
+one an uninterrupted run (or a benchmark cell) of that length gives. Each stop's row is saved when it is
+measured, and a rerun with the same ``--out`` continues from the last stop.
 
     python benchmarks/memorisation_dial.py --family ddpm --members 16 --epochs 500 1000 2000 --out runs/dial-ddpm16
 """

@@ -189,37 +189,67 @@ def test_one_seed_gets_a_bootstrap_interval_that_can_exclude_chance():
     assert chance_note(summary["vae"]["64"]["noise"]["roc_auc"]) == "no better than chance"
     assert np.isnan(summary["vae"]["64"]["clear"]["kappa"][1])  # the other metrics: no interval from one seed
     # With several seeds the t-interval over them is kept.
-    two = summarise([cell, {**cell, "seed": 1}])
-    assert two["vae"]["64"]["clear"]["roc_auc"][1:3] != m["clear"]["roc_auc_interval"]
+    other = heldout_metrics({"clear": y * 2.0 + rng.normal(0, 0.6, 128), "noise": rng.normal(size=128)}, y, seed=1)
+    mean, lo, hi, n = summarise([cell, {**cell, "seed": 1, "detectors": other}])["vae"]["64"]["clear"]["roc_auc"]
+    assert n == 2 and mean == pytest.approx((m["clear"]["roc_auc"] + other["clear"]["roc_auc"]) / 2)
+    half = 12.706 * abs(m["clear"]["roc_auc"] - other["clear"]["roc_auc"]) / 2  # t(0.975, 1) * sd / sqrt(2)
+    assert 0 < half < 0.4 and lo == pytest.approx(mean - half, abs=1e-3)
     results = {"config": {"seeds": 1, "preset": "tiny", "image_size": 64, "gen_steps": 10, "batch_size": 8,
                           "n_generated": 8, "ae_epochs": 1},
                "machine": {"cpu": "x", "threads": "1", "gpu": "none", "torch": "t"}, "cells": [cell], "summary": summary}
-    assert "One seed: each ROC-AUC with a 95% bootstrap interval" in markdown(results, "cmd", {})
+    assert "A ROC-AUC of one seed has a 95% bootstrap interval" in markdown(results, "cmd", {})
+    # Cells written before the interval existed: the header does not claim one.
+    old = {**cell, "detectors": {d: {k: v for k, v in r.items() if k != "roc_auc_interval"} for d, r in m.items()}}
+    text = markdown({**results, "cells": [old], "summary": summarise([old])}, "cmd", {})
+    assert "bootstrap" not in text and "One seed." in text
+    # A folder holding three seeds of one row and one of another: both kinds named.
+    mixed = [cell, {**cell, "seed": 1, "detectors": other}, {**cell, "seed": 2, "detectors": other},
+             {**cell, "members": 16}]
+    text = markdown({**results, "cells": mixed, "summary": summarise(mixed)}, "cmd", {})
+    assert "Mean over up to 3 seeds with a 95% t-interval" in text and "A ROC-AUC of one seed" in text
 
 
-def test_the_bootstrap_auc_interval_matches_sklearn_on_the_point_estimate():
+def test_the_bootstrap_auc_interval_narrows_with_more_images_and_needs_enough_of_each():
     from sklearn.metrics import roc_auc_score
 
     from vitprint.evaluation.metrics import auc_interval
 
     rng = np.random.default_rng(0)
-    y = np.r_[np.ones(30, int), np.zeros(50, int)]
-    s = np.round(rng.normal(size=80) + y, 1)  # ties count half, as in sklearn
-    lo, hi = auc_interval(y, s, n_boot=2000)
-    assert lo < roc_auc_score(y, s) < hi
-    from scipy.stats import mannwhitneyu
+    widths = []
+    for n in (16, 64, 256):
+        y = np.r_[np.ones(n, int), np.zeros(n, int)]
+        s = np.round(rng.normal(size=2 * n) + 0.5 * y, 1)  # ties count half, as in sklearn
+        lo, hi = auc_interval(y, s, n_boot=2000)
+        assert lo < roc_auc_score(y, s) < hi
+        widths.append(hi - lo)
+    assert widths[0] > widths[1] > widths[2] and 2.5 < widths[0] / widths[2] < 6  # about 1 / sqrt(n): 4
+    # Perfectly separated but too few to say anything: no interval rather than [1, 1].
+    assert np.isnan(auc_interval([1, 1, 0, 0], [2.0, 3.0, 0.0, 1.0])[0])
+    assert auc_interval(np.r_[np.ones(5), np.zeros(5)], np.arange(10)[::-1]) == (1.0, 1.0)
+    assert np.isnan(auc_interval(np.ones(10, int), np.arange(10))[0])  # one class only
 
-    assert mannwhitneyu(s[y == 1], s[y == 0]).statistic / (30 * 50) == pytest.approx(roc_auc_score(y, s))
-    assert np.isnan(auc_interval(np.ones(5, int), s[:5])[0])
+
+def test_the_one_seed_interval_misses_chance_about_as_often_as_it_says_on_random_scores():
+    from vitprint.evaluation.metrics import auc_interval
+
+    rng = np.random.default_rng(0)
+    y = np.r_[np.ones(8, int), np.zeros(8, int)]  # the smallest held-out half the benchmark shows (16 members)
+    misses = [not (lo <= 0.5 <= hi) for lo, hi in (auc_interval(y, rng.normal(size=16), n_boot=500, seed=t)
+                                                    for t in range(300))]
+    assert 0.02 < np.mean(misses) < 0.10  # nominal 5%
 
 
 def test_a_part_of_the_grid_gets_its_own_docs_section(tmp_path):
-    from vitprint.evaluation.bench_report import write_tables
+    from vitprint.evaluation.bench_report import grid_part, write_tables
 
     y = np.r_[np.ones(8, int), np.zeros(8, int)]
-    cell = {"family": "ddpm", "members": 16, "seed": 0, "null": False, "copy_rate": 0.25,
-            "detectors": heldout_metrics({"x": y + np.linspace(0, 0.1, 16)}, y, seed=0)}
-    results = {"scale": "cpu", "cells": [cell], "summary": summarise([cell]), "default_gen_steps": 10,
+
+    def cell(family, n, null=False):
+        return {"family": family, "members": n, "seed": 0, "null": null, "copy_rate": 0.25,
+                "detectors": heldout_metrics({"x": y + np.linspace(0, 0.1, 16)}, y, seed=0)}
+
+    cells = [cell("ddpm", 16), cell("ddpm", 16, null=True)]
+    results = {"scale": "cpu", "cells": cells, "summary": summarise(cells), "default_gen_steps": 10,
                "default_grid": {"families": ["dcgan", "vae"], "sizes": [64, 256]},
                "config": {"seeds": 1, "preset": "tiny", "image_size": 64, "gen_steps": 10, "batch_size": 8,
                           "n_generated": 8, "ae_epochs": 1, "families": ["ddpm"], "sizes": [16]},
@@ -231,17 +261,11 @@ def test_a_part_of_the_grid_gets_its_own_docs_section(tmp_path):
     assert "the whole grid" in text  # not replaced
     assert "<!-- membership-cpu-ddpm-16 -->" in text and "## Membership benchmark, --scale cpu (ddpm, 16)" in text
     assert (tmp_path / "figures" / "membership_cpu_ddpm_16_ddpm.png").is_file()
-    # The whole grid goes to the scale's own section.
-    results["config"].update(families=["dcgan", "vae"], sizes=[64, 256])
-    write_tables(results, "cmd", doc, tmp_path)
+    # What the file holds decides, in any order given, not the last command's flags.
+    grid = [cell(f, n) for f in ("vae", "dcgan") for n in (256, 64)]
+    assert grid_part({**results, "cells": grid}) == []
+    assert grid_part({**results, "cells": grid + cells}) == ["dcgan", "vae", "ddpm", "16", "64", "256"]
+    assert grid_part({**results, "cells": grid[:2]}) == ["vae"]
+    assert grid_part({"cells": cells}) == []  # a file from before the grid was recorded: the scale's section
+    write_tables({**results, "cells": grid, "summary": summarise(grid)}, "cmd", doc, tmp_path)
     assert "the whole grid" not in doc.read_text()
-
-
-def test_the_one_seed_interval_misses_chance_about_as_often_as_it_says_on_random_scores():
-    from vitprint.evaluation.metrics import auc_interval
-
-    rng = np.random.default_rng(0)
-    y = np.r_[np.ones(8, int), np.zeros(8, int)]  # the smallest held-out half the benchmark shows (16 members)
-    misses = [not (lo <= 0.5 <= hi) for lo, hi in (auc_interval(y, rng.normal(size=16), n_boot=500, seed=t)
-                                                    for t in range(300))]
-    assert 0.02 < np.mean(misses) < 0.10  # nominal 5%

@@ -682,7 +682,7 @@ def _parser_bench(sub) -> None:
     p.add_argument("--scale", choices=["toy", "cpu", "gpu"], default="cpu", help="toy (seconds), cpu or gpu. Membership: cpu is about 90-95 minutes on 2 cores (tiny preset, 64 px, 64 and 256 members; --sizes 64 256 1024 about 3 h 15 min), gpu the seed preset at 256 px with 64 to 4096 members. Attribution: cpu is about an hour on 2 cores (64 px, 500 generator steps), gpu 128 px and 3000 steps (default: cpu)")
     p.add_argument("--subsets", nargs="+", type=int, help="attribution only: the numbers of cohorts K (default: the scale's: 2 5)")
     p.add_argument("--out", default="runs/bench", help="working and results folder (default: runs/bench)")
-    p.add_argument("--docs", metavar="MARKDOWN", help="write the tables into this markdown file (for example docs/benchmarks.md), replacing this scale's section")
+    p.add_argument("--docs", metavar="MARKDOWN", help="write the tables into this markdown file (for example docs/benchmarks.md), replacing its own section: one per scale, data, perturbation, training length and part of the grid (families or sizes other than the scale's)")
     p.add_argument("--families", nargs="+", choices=["dcgan", "vae", "ddpm"], help="generator families (default: the scale's: dcgan vae; the gpu scale adds ddpm)")
     p.add_argument("--sizes", nargs="+", type=int, help="member-set sizes (default: the scale's)")
     p.add_argument("--seeds", type=int, help="seeds per cell (default: the scale's)")

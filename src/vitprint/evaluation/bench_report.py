@@ -93,7 +93,9 @@ def control_check(results: dict) -> list[str]:
 
 def markdown(results: dict, command: str, figures: dict[str, str]) -> str:
     cfg, mach = results["config"], results["machine"]
-    seeds = cfg["seeds"]
+    rows = [v["roc_auc"] for fam in results["summary"].values() for by_det in fam.values() for v in by_det.values()]
+    seeds = max((int(r[3]) for r in rows), default=cfg["seeds"])
+    one_seed_rows = any(r[3] == 1 and not np.isnan(r[1]) for r in rows)  # bootstrap intervals (older cells: none)
     ct = results.get("data", {}).get("ct")
     peers = {p for c in results.get("cells", []) for p in c.get("peers", [])}
     lines = [
@@ -105,10 +107,12 @@ def markdown(results: dict, command: str, figures: dict[str, str]) -> str:
         f"{cfg['gen_steps']} steps of batch {cfg['batch_size']} on the members only; {cfg['n_generated']} generated "
         f"images; autoencoder {cfg['ae_epochs']} epochs on them from an encoder pretrained on separate phantoms. "
         f"Thresholds and the combiner fitted on one stratified half of the reals, metrics on the other half. "
-        + (f"Mean over {seeds} seeds with a 95% t-interval (a ROC-AUC of one seed so far: a bootstrap interval "
-           "over its held-out images). " if seeds > 1 else
-           "One seed: each ROC-AUC with a 95% bootstrap interval over the held-out images (members and non-members "
-           "resampled apart, 1,000 draws), the other metrics without one. ")
+        + (f"Mean over {'up to ' if len({int(r[3]) for r in rows}) > 1 else ''}{seeds} seeds with a 95% t-interval "
+           "over them. " if seeds > 1 else "One seed. ")
+        + ("A ROC-AUC of one seed has a 95% bootstrap interval over its held-out images instead (members and "
+           "non-members resampled apart, 1,000 draws: the spread from which images were held out, for this one "
+           "trained generator, not from training it again); the other metrics of one seed have none. "
+           if one_seed_rows else "")
         + (f"Real CT ({', '.join(ct)}): axial slices in the lung window dealt in turn to members, non-members "
            "and the reference set (every member's neighbouring slices are a non-member and a reference slice). "
            "Reference set (for the calibrated `_cal` scores and DOMIAS): those reference slices, never seen by "
@@ -188,6 +192,20 @@ def update_section(doc: Path, key: str, body: str, title: str) -> None:
     doc.write_text(text)
 
 
+def grid_part(results: dict) -> list[str]:
+    """The families and sizes the results file's cells hold where they are not the scale's whole grid (in
+    the grid's order; ``[]`` for the whole grid, or for a file written before the grid was recorded): such a
+    part gets its own docs section, so it never replaces the whole grid's."""
+    grid = results.get("default_grid")
+    cells = [c for c in results.get("cells", []) if not c.get("null")] or results.get("cells", [])
+    if not grid or not cells:
+        return []
+    families = sorted({c["family"] for c in cells}, key=lambda f: (f not in grid["families"], f))
+    sizes = sorted({int(c["members"]) for c in cells})
+    return ([*families] if set(families) != set(grid["families"]) else []) + \
+        ([str(n) for n in sizes] if set(sizes) != set(grid["sizes"]) else [])
+
+
 def write_tables(results: dict, command: str, doc: Path | None, out: Path) -> Path:
     """The tables and AUC plots: into ``doc``'s section for this scale (and data, perturbation, training
     length, and the families and sizes where they are not the scale's whole grid), replacing it, or into
@@ -195,9 +213,7 @@ def write_tables(results: dict, command: str, doc: Path | None, out: Path) -> Pa
     steps = results.get("config", {}).get("gen_steps")
     longer = steps != results.get("default_gen_steps", steps)  # a longer (or shorter) setting: its own section
     ct = results.get("data", {}).get("ct")  # real CT slices instead of phantoms: their own section
-    # A part of the scale's grid (other families or sizes): its own section, so it never replaces the whole grid's.
-    cfg, grid = results.get("config", {}), results.get("default_grid", {})
-    part = [str(v) for k in ("families", "sizes") if k in grid and list(cfg.get(k, [])) != list(grid[k]) for v in cfg[k]]
+    part = grid_part(results)
     key = (f"membership-{results['scale']}" + ("-ct" if ct else "") + ("-perturbed" if results.get("perturbed") else "")
            + (f"-steps{steps}" if longer else "") + "".join(f"-{v}" for v in part))
     if doc is None:

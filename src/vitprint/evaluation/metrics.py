@@ -155,12 +155,15 @@ def bootstrap_intervals(y_true, y_pred, scores=None, n_boot: int = 1000, seed: i
     return out
 
 
-def auc_interval(y_true, scores, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+def auc_interval(y_true, scores, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
+                 min_per_class: int = 5) -> tuple[float, float]:
     """Percentile bootstrap interval of the ROC-AUC, resampling the positives and the negatives apart (each
-    resample keeps both classes at their sizes, so every draw has an AUC)."""
+    resample keeps both classes at their sizes, so every draw has an AUC). ``nan`` with fewer than
+    ``min_per_class`` images in a class: a handful that separate perfectly resample to [1, 1], which says
+    nothing."""
     y, s = np.asarray(y_true, int), np.asarray(scores, float)
     pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
-    if not len(pos) or not len(neg):
+    if min(len(pos), len(neg)) < max(1, min_per_class):
         return float("nan"), float("nan")
     from scipy.stats import mannwhitneyu
 
