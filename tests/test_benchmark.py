@@ -124,6 +124,13 @@ def test_copy_rate_counts_copies_of_members_beyond_chance():
     # Copies of members and of images the generator never saw, equally often: nothing beyond chance.
     assert copy_rate(np.concatenate([copies(members[:10]), copies(non[:10])]), members, non) == 0.0
     assert copy_rate(copies(non), members, non) == -1.0  # all near a non-member: below chance, not clipped
+    # A generator collapsed onto one member: every sample a copy, one member copied.
+    from vitprint.benchmark import near_copies
+
+    collapsed = copies(np.repeat(members[3:4], 20, axis=0))
+    assert copy_rate(collapsed, members, non) == 1.0
+    near, source = near_copies(collapsed, members, non)
+    assert near.all() and set(source) == {3}
 
 
 def test_a_longer_generator_setting_gets_its_own_results_file(tmp_path, capsys):

@@ -123,7 +123,7 @@ def test_memorisation_dial_trains_once_through_its_stops_and_continues(tmp_path,
     assert dial.main([*args, "--epochs", "1", "2"]) == 0
     rows = json.loads((out / "dial.json").read_text())["rows"]
     assert [r["epochs"] for r in rows] == [1, 2]
-    assert all(-1 <= r["copy_rate"] <= 1 and 0 <= r["pixel_nn1_auc"] <= 1 for r in rows)
+    assert all(-1 <= r["copy_rate"] <= 1 and 0 <= r["pixel_nn1_auc"] <= 1 and 0 <= r["members_copied"] <= 4 for r in rows)
     assert len((out / "gen" / "metrics.jsonl").read_text().splitlines()) == 2  # one run, continued
     # A rerun with a further stop trains on from epoch 2 and keeps the rows measured.
     assert dial.main([*args, "--epochs", "1", "2", "3"]) == 0

@@ -219,12 +219,18 @@ def copy_rate(generated: np.ndarray, members: np.ndarray, non_members: np.ndarra
     """
     if len(members) != len(non_members):
         raise ValueError("the copy rate compares as many non-members as members")
-    reals = np.concatenate([members, non_members])
-    d, idx = knn_distances(generated, reals, k=1, metric="l2", progress=False)
-    dm, _ = knn_distances(members, members, k=2, metric="l2", progress=False)
-    near = d[:, 0] < float(np.quantile(dm[:, 1], 0.05))
-    of_member = idx[:, 0] < len(members)
+    near, source = near_copies(generated, members, non_members)
+    of_member = source < len(members)
     return float((near & of_member).mean() - (near & ~of_member).mean())
+
+
+def near_copies(generated: np.ndarray, members: np.ndarray, non_members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(near, source)``: per generated image, whether it is a near-copy (its nearest real image, members
+    and non-members pooled, closer than the 5th percentile of the members' distances to their nearest other
+    member) and the index of that nearest real image (members first, then non-members)."""
+    d, idx = knn_distances(generated, np.concatenate([members, non_members]), k=1, metric="l2", progress=False)
+    dm, _ = knn_distances(members, members, k=2, metric="l2", progress=False)
+    return d[:, 0] < float(np.quantile(dm[:, 1], 0.05)), idx[:, 0]
 
 
 def run_cell(family: str, n: int, seed: int, scale: Scale, encoder: str | None, work: Path,
