@@ -128,7 +128,7 @@ def lung_slices(volume: np.ndarray) -> list[int]:
 
 def build_case(volume: np.ndarray, out: Path, n_dev: int, n_test: int, n_generated: int, slab: int,
                seed: int, size: int = 256, copies: str = "mild", separate: bool = False,
-               source: str = "members", other: np.ndarray | None = None) -> dict[str, int]:
+               source: str = "members", other: np.ndarray | None = None, novel: float = 0.0) -> dict[str, int]:
     """Write ``out/dev`` and ``out/test`` (challenge layout); returns the truth of the test images.
 
     ``separate``: the test ``generated/`` holds other copies (new draws of the same degradation) of the
@@ -136,7 +136,9 @@ def build_case(volume: np.ndarray, out: Path, n_dev: int, n_test: int, n_generat
     ``source``: what the generated images copy. ``members`` (a leak); ``unused`` (a control with nothing
     leaked: slabs are dealt in turn to non-members, members and a third role in no folder, and the copies
     are of that third role, which neighbours both groups alike); ``other`` (a control: copies of the
-    slices of ``other``, another patient's volume)."""
+    slices of ``other``, another patient's volume). ``novel``: with ``members``, that share of the generated
+    images are no copy of any folder's image but of ``other``'s slices (what a generator makes besides its
+    copies); every member is still copied."""
     rng = np.random.default_rng(seed)
     roles = 3 if source == "unused" else 2
     per_role = n_dev + n_test
@@ -176,14 +178,22 @@ def build_case(volume: np.ndarray, out: Path, n_dev: int, n_test: int, n_generat
         save(square(window(volume[s]), size), out / "test" / "real_unknown" / f"real_unknown_{i:04d}.png")
         truth[f"real_unknown_{i:04d}"] = label
     # with members: the generator saw every member, development and test
-    for i in range(n_generated):
-        save(copy_of(copied_from[copied[i % len(copied)]], rng, size, copies),
-             out / "dev" / "generated" / f"gen_{i:05d}.png")
+    n_copies = n_generated - int(round(novel * n_generated))
+    if novel and n_copies < len(copied):
+        raise SystemExit(f"--novel {novel} leaves {n_copies} copies for {len(copied)} members: give more --generated")
+    novel_from = lung_slices(other) if novel else []
+
+    def generated_set(folder):
+        folder.mkdir(exist_ok=True)
+        order = rng.permutation(n_generated) if novel else range(n_generated)  # copies and novel images mixed
+        for i, j in enumerate(order):
+            img = (copy_of(copied_from[copied[j % len(copied)]], rng, size, copies) if j < n_copies else
+                   copy_of(other[novel_from[rng.integers(len(novel_from))]], rng, size, copies))
+            save(img, folder / f"gen_{i:05d}.png")
+
+    generated_set(out / "dev" / "generated")
     if separate:
-        (out / "test" / "generated").mkdir()
-        for i in range(n_generated):
-            save(copy_of(copied_from[copied[i % len(copied)]], rng, size, copies),
-                 out / "test" / "generated" / f"gen_{i:05d}.png")
+        generated_set(out / "test" / "generated")
     else:
         shutil.copytree(out / "dev" / "generated", out / "test" / "generated")
     (out / "truth.csv").write_text("".join(f"{k},{v}\n" for k, v in truth.items()))
@@ -207,15 +217,24 @@ def main(argv=None) -> int:
                    help="what the generated images copy: the members (a leak), slices in no folder that "
                         "neighbour both groups alike ('unused', a control) or another patient's volume "
                         "('other', a control; needs --other-volume). Default: members")
-    p.add_argument("--other-volume", type=Path, help="the other patient's volume for --source other")
+    p.add_argument("--other-volume", type=Path,
+                   help="the other patient's volume for --source other or --novel")
+    p.add_argument("--novel", type=float, default=0.0,
+                   help="share of the generated images that copy no folder's slice but the other volume's "
+                        "(with --source members; needs --other-volume; default: 0)")
     p.add_argument("--detect-args", default="--preset tiny", help="extra options for vitprint detect")
     a = p.parse_args(argv)
     volume = load_volume(a.volume)
-    if (a.source == "other") != (a.other_volume is not None):
-        p.error("--other-volume goes with --source other, and only with it")
+    if not 0 <= a.novel < 1:
+        p.error(f"--novel is a share in [0, 1), not {a.novel}")
+    if a.novel and a.source != "members":
+        p.error("--novel goes with --source members")
+    if (a.source == "other" or a.novel > 0) != (a.other_volume is not None):
+        p.error("--other-volume goes with --source other or --novel, and only with them")
     other = load_volume(a.other_volume) if a.other_volume else None
     truth = build_case(volume, a.out / "data", a.dev, a.test, a.generated, a.slab, a.seed, copies=a.copies,
-                       separate=a.separate_generated, source=a.source, other=other)
+                       separate=a.separate_generated, source=a.source, other=other,
+                       novel=a.novel)
     shutil.rmtree(a.out / "detect", ignore_errors=True)  # this script's own output: a fresh run each time
     t0 = time.perf_counter()
     rc = vitprint_main(["detect", "--dev", str(a.out / "data" / "dev"), "--test", str(a.out / "data" / "test"),
@@ -227,7 +246,7 @@ def main(argv=None) -> int:
     m = run["run"]["metrics"]
     summary = json.loads((a.out / "detect" / "evaluation.json").read_text())
     result = {"volume": a.volume.name, "slices": int(len(volume)), "slab": a.slab, "copies": a.copies,
-              "separate_generated": a.separate_generated, "source": a.source,
+              "separate_generated": a.separate_generated, "source": a.source, "novel": a.novel,
               "other_volume": a.other_volume.name if a.other_volume else None, "seconds": seconds,
               "test_kappa": m["kappa"], "test_accuracy": m["accuracy"], "missing": missing,
               "decision": summary.get("run_decision_rule"), "verdict": summary.get("verdict", {}).get("sentence"),

@@ -23,13 +23,13 @@ def test_membership_benchmark_end_to_end_at_toy_size(tmp_path, capsys):
     assert set(cell) == {"recon", "latent_nn", "pixel_nn", "mc", "align_nn", "copy_nn", "domias", "logan", "recon_cal", "pair", "combined",
                          "latent_nn_cal", "pixel_nn_cal", "mc_cal"}
     assert {"pixel_nn", "pixel_nn_cal", "mc", "domias", "logan"} <= set(res["cells"][0]["peers"])
-    assert -1.0 <= res["cells"][0]["copy_rate"] <= 1.0
+    assert -1.0 <= res["cells"][0]["copy_rate"] <= 1.0 and 0 <= res["cells"][0]["members_copied"] <= 8
     assert set(cell["recon"]) == {"roc_auc", "tpr_at_1pct_fpr", "kappa", "accuracy", "roc_auc_interval"}
     assert {r["generated"] for r in res["speed"]} == {100, 200}
     text = doc.read_text()
     assert "kept text" in text and "#### dcgan" in text and "#### vae" in text and "Target" in text
     assert "#### dcgan (null generator)" in text and "null-generator cells: \"Leak detected\" in" in text
-    assert "*verdict of `vitprint detect` per seed*" in text
+    assert "*verdict of `vitprint detect` per seed*" in text and "*members with a near-copy, per seed*" in text
     assert (tmp_path / "figures" / "membership_toy_8_dcgan.png").is_file()  # a part of the grid: sizes 8
     # Running again continues instead of recomputing, and replaces the section in place.
     assert main(argv) == 0
@@ -87,7 +87,14 @@ def test_the_control_check_can_fail():
     text = "\n".join(control_check({"cells": cells, "summary": summarise(cells)}))
     assert "every detector at chance — **not met** (x)" in text
     assert "null-generator cells: \"Leak detected\" in 2 of 2 — **not met**" in text
-    assert "leaking cells (copy rate ≥ 5%): \"Leak detected\" in 0 of 1 — **not met**" in text
+    assert "leaking cells (copy rate ≥ 5%, near-copies of ≥ 25% of the members where recorded): \"Leak detected\" " \
+           "in 0 of 1 — **not met**" in text
+    # A generator collapsed onto one member copies often but leaves one member to find: not a leaking cell.
+    collapsed = {**cell(False, "No evidence of a leak", 0.4, 0.5), "members_copied": 1}
+    text = "\n".join(control_check({"cells": [*cells, collapsed], "summary": summarise(cells)}))
+    assert "in 0 of 1 — **not met**" in text
+    spread = {**collapsed, "members_copied": 2, "verdict": {"verdict": "Leak detected"}}
+    assert "in 1 of 2 — **not met**" in "\n".join(control_check({"cells": [*cells, spread], "summary": summarise(cells)}))
 
 
 def test_update_section_appends_then_replaces(tmp_path):
@@ -125,12 +132,14 @@ def test_copy_rate_counts_copies_of_members_beyond_chance():
     assert copy_rate(np.concatenate([copies(members[:10]), copies(non[:10])]), members, non) == 0.0
     assert copy_rate(copies(non), members, non) == -1.0  # all near a non-member: below chance, not clipped
     # A generator collapsed onto one member: every sample a copy, one member copied.
-    from vitprint.benchmark import near_copies
+    from vitprint.benchmark import members_copied, near_copies
 
     collapsed = copies(np.repeat(members[3:4], 20, axis=0))
     assert copy_rate(collapsed, members, non) == 1.0
     near, source = near_copies(collapsed, members, non)
     assert near.all() and set(source) == {3}
+    assert members_copied(collapsed, members, non) == 1 and members_copied(copies(members), members, non) == len(members)
+    assert members_copied(copies(non), members, non) == 0
 
 
 def test_a_longer_generator_setting_gets_its_own_results_file(tmp_path, capsys):

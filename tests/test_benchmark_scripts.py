@@ -73,6 +73,11 @@ def test_control_cases_copy_slices_that_no_folder_holds(tmp_path, monkeypatch):
         assert len(members) == len(non) == 6 and not set(unused) & (members | non)
     other = _copied_slices(monkeypatch, volume, out=tmp_path / "other", source="other", other=volume[::-1] + 1.0)
     assert set(other) == {-1}  # none is a slice of this volume
+    mixed = _copied_slices(monkeypatch, volume, out=tmp_path / "novel", novel=0.5, other=volume[::-1] + 1.0)
+    members, non = held(tmp_path / "novel")
+    assert mixed.count(-1) == 6 and set(mixed) - {-1} == members  # half novel, every member still copied
+    with pytest.raises(SystemExit, match="copies for"):
+        _copied_slices(monkeypatch, volume, out=tmp_path / "few", novel=0.75, other=volume[::-1] + 1.0)
 
 
 def test_verdict_controls_keep_finished_simulations_after_a_crash(tmp_path, monkeypatch):

@@ -224,6 +224,13 @@ def copy_rate(generated: np.ndarray, members: np.ndarray, non_members: np.ndarra
     return float((near & of_member).mean() - (near & ~of_member).mean())
 
 
+def members_copied(generated: np.ndarray, members: np.ndarray, non_members: np.ndarray) -> int:
+    """How many members have a near-copy among the generated images (the rule of ``copy_rate``). The copy
+    rate counts samples: a generator collapsed onto one member scores high with one member to find."""
+    near, source = near_copies(generated, members, non_members)
+    return int(len(np.unique(source[near & (source < len(members))])))
+
+
 def near_copies(generated: np.ndarray, members: np.ndarray, non_members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(near, source)``: per generated image, whether it is a near-copy (its nearest real image, members
     and non-members pooled, closer than the 5th percentile of the members' distances to their nearest other
@@ -261,7 +268,8 @@ def run_cell(family: str, n: int, seed: int, scale: Scale, encoder: str | None, 
                     family=family)
     gen = load_generator(work / "gen" / "checkpoints" / "last.safetensors")
     samples = np.concatenate(list(sample(gen, scale.n_generated, seed=seed)))
-    rate = copy_rate(samples, reals[:n], reals[n:])  # the generator's own memorisation, before any perturbation
+    # the generator's own memorisation, before any perturbation
+    rate, copied = copy_rate(samples, reals[:n], reals[n:]), members_copied(samples, reals[:n], reals[n:])
     if perturbed:
         samples = perturb(samples, seed)
     generated = ImageSet.from_pixels(samples, "generated")
@@ -282,7 +290,7 @@ def run_cell(family: str, n: int, seed: int, scale: Scale, encoder: str | None, 
     v = assessment["verdict"]
     return {"family": family, "members": n, "seed": seed, "null": null, "generator_epochs": epochs,
             "data": "ct" if ct is not None else "phantoms",
-            "perturbed": perturbed, "copy_rate": rate, "peers": [d for d in scores.values if d in scores.peers],
+            "perturbed": perturbed, "copy_rate": rate, "members_copied": copied, "peers": [d for d in scores.values if d in scores.peers],
             "seconds": time.perf_counter() - t0, "generator_seconds": t_gen,
             "detector_seconds": {name: round(sec, 2) for name, sec in scores.seconds.items()}, "detectors": metrics,
             "verdict": {k: v[k] for k in ("verdict", "primary", "primary_auc", "p_value", "blind_auc", "cv_auc")}}

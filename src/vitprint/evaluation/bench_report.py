@@ -43,6 +43,17 @@ def combiner_check(summary) -> list[str]:
 
 
 LEAKING_COPY_RATE = 0.05  # a cell whose generator copies at least this share of its images is a leaking cell
+LEAKING_MEMBERS = 0.25  # ... and at least this share of its members (where the cell recorded it)
+
+
+def is_leaking(cell: dict) -> bool:
+    """A cell with something to find: its generator copies at least ``LEAKING_COPY_RATE`` of its images
+    and (where recorded; older cells did not) has near-copies of at least ``LEAKING_MEMBERS`` of its
+    members. A generator collapsed onto one member copies often but leaves one member to find, and on
+    held-out halves perhaps none."""
+    if cell.get("null") or cell.get("copy_rate", 0) < LEAKING_COPY_RATE:
+        return False
+    return cell.get("members_copied", cell["members"]) >= LEAKING_MEMBERS * cell["members"]
 
 
 def family_key(cell: dict) -> str:
@@ -78,15 +89,15 @@ def control_check(results: dict) -> list[str]:
                          + ("met" if not off else f"**not met** ({', '.join(off)})"))
     cells = results.get("cells", [])
     null = [c["verdict"]["verdict"] for c in cells if c.get("null") and "verdict" in c]
-    leaking = [c["verdict"]["verdict"] for c in cells
-               if not c.get("null") and "verdict" in c and c.get("copy_rate", 0) >= LEAKING_COPY_RATE]
+    leaking = [c["verdict"]["verdict"] for c in cells if "verdict" in c and is_leaking(c)]
     if null:
         found = null.count("Leak detected")
         lines.append(f"- null-generator cells: \"Leak detected\" in {found} of {len(null)} — "
                      + ("met" if found == 0 else "**not met**"))
     if leaking:
         found = leaking.count("Leak detected")
-        lines.append(f"- leaking cells (copy rate ≥ {LEAKING_COPY_RATE:.0%}): \"Leak detected\" in {found} of "
+        lines.append(f"- leaking cells (copy rate ≥ {LEAKING_COPY_RATE:.0%}, near-copies of ≥ {LEAKING_MEMBERS:.0%} of "
+                     f"the members where recorded): \"Leak detected\" in {found} of "
                      f"{len(leaking)} — " + ("met" if found == len(leaking) else "**not met**"))
     return lines
 
@@ -122,7 +133,8 @@ def markdown(results: dict, command: str, figures: dict[str, str]) -> str:
         + ("Generated images perturbed (shift 4-8%, contrast +-10%, offset, noise) before scoring. "
            if results.get("perturbed") else "")
         + "Peers (the literature's methods) are marked; the copy rate is the share of generated images that are "
-          "near-copies of a member minus the share near a non-member (0 when nothing was memorised). "
+          "near-copies of a member minus the share near a non-member (0 when nothing was memorised); it counts "
+          "images, so the members with a near-copy are counted too where recorded (a collapsed generator copies one). "
         + ("Null-generator tables: the generator learns the reference slices (never a member; they neighbour "
            "members and non-members alike), so every detector must sit at chance and no leak may be found. "
            if ct else
@@ -132,6 +144,10 @@ def markdown(results: dict, command: str, figures: dict[str, str]) -> str:
         "",
     ]
     verdicts = cell_verdicts(results.get("cells", []))
+    copied: dict[tuple[str, str], list[int]] = {}
+    for c in results.get("cells", []):
+        if "members_copied" in c:
+            copied.setdefault((family_key(c), str(c["members"])), []).append(c["members_copied"])
     for fam, by_size in results["summary"].items():
         lines += [f"#### {fam}", "", "| members | detector | " + " | ".join(h for _, h in COLUMNS) + " | |",
                   "|---|---|" + "---|" * len(COLUMNS) + "---|"]
@@ -142,6 +158,9 @@ def markdown(results: dict, command: str, figures: dict[str, str]) -> str:
             if "copy_rate" in by_det:
                 lines.append(f"| {size} | *copy rate of the generated set* | {_cell(by_det['copy_rate']['roc_auc'])} |"
                              + " |" * len(COLUMNS))
+            if (fam, size) in copied:
+                lines.append(f"| {size} | *members with a near-copy, per seed* | {', '.join(map(str, copied[fam, size]))} "
+                             f"of {size} |" + " |" * len(COLUMNS))
             for det, v in by_det.items():
                 if det == "copy_rate":
                     continue
