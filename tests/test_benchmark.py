@@ -31,6 +31,8 @@ def test_membership_benchmark_end_to_end_at_toy_size(tmp_path, capsys):
     assert "#### dcgan (null generator)" in text and "null-generator cells: \"Leak detected\" in" in text
     assert "*verdict of `vitprint detect` per seed*" in text and "*members with a near-copy, per seed*" in text
     assert (tmp_path / "figures" / "membership_toy_8_dcgan.png").is_file()  # a part of the grid: sizes 8
+    assert (tmp_path / "figures" / "membership_toy_8_copy_rate.png").is_file() and "against the copy rate" in text
+    assert json.loads((tmp_path / "results" / "membership-toy-8.json").read_text())["cells"] == res["cells"]
     # Running again continues instead of recomputing, and replaces the section in place.
     assert main(argv) == 0
     assert len(json.loads((tmp_path / "b" / "results.json").read_text())["cells"]) == 8

@@ -137,3 +137,32 @@ def test_memorisation_dial_trains_once_through_its_stops_and_continues(tmp_path,
     with pytest.raises(SystemExit):  # another setting in the same folder is refused
         dial.main([*args[:4], "--samples", "9", *args[6:], "--epochs", "4"])
     assert "holds another setting" in capsys.readouterr().err
+
+
+def test_auc_against_copy_rate_puts_every_cell_of_several_files_on_one_figure(tmp_path, capsys):
+    import json
+
+    spec = importlib.util.spec_from_file_location(
+        "auc_vs_copy_rate", Path(__file__).parents[1] / "benchmarks" / "auc_vs_copy_rate.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+
+    def cell(rate, null, auc, **extra):
+        return {"family": "vae", "members": 8, "seed": 0, "null": null, "copy_rate": rate, "peers": ["pixel_nn"],
+                "detectors": {"align_nn": {"roc_auc": auc, "roc_auc_interval": [auc - 0.1, min(1.0, auc + 0.1)]},
+                              "pixel_nn": {"roc_auc": 0.6}}, **extra}
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "results.json").write_text(json.dumps({"cells": [cell(0.4, False, 0.9, members_copied=5),
+                                                                       cell(0.0, True, 0.5)]}))
+    (tmp_path / "b.json").write_text(json.dumps({"cells": [cell(0.1, False, 0.7), {"family": "old", "detectors": {}}]}))
+    out = tmp_path / "fig.png"
+    assert script.main([str(tmp_path / "a" / "results.json"), str(tmp_path / "b.json"), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert out.is_file() and out.stat().st_size > 1000
+    assert "| a | vae | 8 | 0 | 0.400 | 5/8 | align_nn 0.900 | pixel_nn 0.600 |" in text
+    assert "| a | vae (null generator) | 8 | 0 | 0.000 | – |" in text and "| b | vae | 8 | 0 | 0.100 |" in text
+    assert text.count("| vae") == 3  # the cell without a copy rate is left out
+    (tmp_path / "none.json").write_text(json.dumps({"cells": []}))
+    with pytest.raises(SystemExit):
+        script.main([str(tmp_path / "none.json"), "--out", str(out)])

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import numpy as np
 
+from vitprint.data.imageset import atomic_write
 from vitprint.evaluation import plots
 
 COLUMNS = (("roc_auc", "ROC-AUC"), ("tpr_at_1pct_fpr", "TPR@1%FPR"), ("kappa", "κ"), ("accuracy", "accuracy"))
@@ -102,7 +104,7 @@ def control_check(results: dict) -> list[str]:
     return lines
 
 
-def markdown(results: dict, command: str, figures: dict[str, str]) -> str:
+def markdown(results: dict, command: str, figures: dict[str, str], copy_figure: str | None = None) -> str:
     cfg, mach = results["config"], results["machine"]
     rows = [v["roc_auc"] for fam in results["summary"].values() for by_det in fam.values() for v in by_det.values()]
     seeds = max((int(r[3]) for r in rows), default=cfg["seeds"])
@@ -170,6 +172,8 @@ def markdown(results: dict, command: str, figures: dict[str, str]) -> str:
         if fam in figures:
             lines += ["", f"![ROC-AUC against member-set size, {fam}]({figures[fam]})"]
         lines.append("")
+    if copy_figure:
+        lines += [f"![held-out ROC-AUC against the copy rate, every cell]({copy_figure})", ""]
     lines += ["Target — the combiner at least as good as the best single detector on AUC, per cell:", ""]
     lines += combiner_check({f: v for f, v in results["summary"].items() if "null" not in f})
     lines += ["", "Targets — controls that can fail:", ""] + control_check(results)
@@ -196,6 +200,33 @@ def auc_figures(results: dict, folder: Path, stem: str) -> dict[str, Path]:
         safe = re.sub(r"[^a-z0-9]+", "_", fam.lower()).strip("_")
         out[fam] = plots.metric_vs_size(table, folder / f"{stem}_{safe}.png", title=f"{fam}: held-out ROC-AUC")
     return out
+
+
+SHOWN_BY_COPY_RATE = ("recon", "align_nn", "copy_nn", "combined", "pixel_nn", "pixel_nn_cal", "mc", "logan", "domias")
+
+
+def copy_rate_points(cells: list[dict], detectors=SHOWN_BY_COPY_RATE) -> dict[str, list[tuple]]:
+    """``detector -> [(copy rate, ROC-AUC, low, high, null)]``, one point per cell that recorded its copy
+    rate (the interval: the cell's bootstrap interval of the held-out ROC-AUC where it has one)."""
+    out: dict[str, list[tuple]] = {}
+    for c in cells:
+        if "copy_rate" not in c:
+            continue
+        for det in detectors:
+            m = c["detectors"].get(det)
+            if m is not None:
+                lo, hi = m.get("roc_auc_interval", (float("nan"), float("nan")))
+                out.setdefault(det, []).append((c["copy_rate"], m["roc_auc"], lo, hi, bool(c.get("null"))))
+    return out
+
+
+def copy_rate_figure(cells: list[dict], path: Path, title: str = "") -> Path | None:
+    """Held-out ROC-AUC against the copy rate, every cell of ``cells`` (``None`` where none has both)."""
+    points = copy_rate_points(cells)
+    if not points:
+        return None
+    peers = {p for c in cells for p in c.get("peers", [])}
+    return plots.metric_vs_copy_rate(points, path, peers=peers, title=title)
 
 
 def update_section(doc: Path, key: str, body: str, title: str) -> None:
@@ -235,15 +266,25 @@ def write_tables(results: dict, command: str, doc: Path | None, out: Path) -> Pa
     part = grid_part(results)
     key = (f"membership-{results['scale']}" + ("-ct" if ct else "") + ("-perturbed" if results.get("perturbed") else "")
            + (f"-steps{steps}" if longer else "") + "".join(f"-{v}" for v in part))
+    cells = results.get("cells", [])
     if doc is None:
         figs = auc_figures(results, out, "auc")
+        by_rate = copy_rate_figure(cells, out / "auc_copy_rate.png")
         path = out / "results.md"
-        path.write_text(markdown(results, command, {k: Path(v).name for k, v in figs.items()}))
+        path.write_text(markdown(results, command, {k: Path(v).name for k, v in figs.items()},
+                                 by_rate.name if by_rate else None))
         return path
-    figs = auc_figures(results, doc.parent / "figures", key.replace("-", "_"))
+    stem = key.replace("-", "_")
+    figs = auc_figures(results, doc.parent / "figures", stem)
     rel = {k: str(Path(v).relative_to(doc.parent)) for k, v in figs.items()}
+    by_rate = copy_rate_figure(cells, doc.parent / "figures" / f"{stem}_copy_rate.png")
+    # The results beside the docs: later figures (benchmarks/auc_vs_copy_rate.py) are drawn from them.
+    kept = doc.parent / "results" / f"{key}.json"
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(kept, lambda tmp: Path(tmp).write_text(json.dumps(results, indent=1)))
     title = (f"Membership benchmark, --scale {results['scale']}" + (f", real CT ({', '.join(ct)})" if ct else "")
              + (", perturbed copies" if results.get("perturbed") else "")
              + (f", generators trained {steps} steps" if longer else "") + (f" ({', '.join(part)})" if part else ""))
-    update_section(doc, key, markdown(results, command, rel), title)
+    update_section(doc, key, markdown(results, command, rel, str(by_rate.relative_to(doc.parent)) if by_rate else None),
+                   title)
     return doc

@@ -127,3 +127,35 @@ def metric_vs_size(table: dict[str, dict[int, tuple[float, float, float]]], path
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return _save(fig, path)
+
+
+def metric_vs_copy_rate(points: dict[str, list[tuple[float, float, float, float, bool]]], path: Path,
+                        peers=(), ylabel: str = "held-out ROC-AUC", title: str = "") -> Path:
+    """``detector -> [(copy rate, mean, low, high, null cell)]``: one marker per cell (hollow for a null
+    cell), an error bar where the cell has an interval, the peers dashed; chance dotted."""
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    rates = [p[0] for pts in points.values() for p in pts]
+    dodge = 0.012 * max(max(rates) - min(rates), 0.05)  # side by side: cells share a copy rate
+    for k, (name, pts) in enumerate(points.items()):
+        colour = f"C{k % 10}"
+        for null in (False, True):
+            sel = [p for p in pts if bool(p[4]) == null]
+            if not sel:
+                continue
+            x, m, lo, hi = (np.array([p[i] for p in sel], float) for i in range(4))
+            x = x + (k - (len(points) - 1) / 2) * dodge
+            lo, hi = np.where(np.isnan(lo), m, lo), np.where(np.isnan(hi), m, hi)
+            bars = ax.errorbar(x, m, yerr=[m - lo, hi - m], fmt="s" if name in peers else "o", capsize=2,
+                               color=colour, mfc="none" if null else colour, alpha=0.8, ms=5, elinewidth=0.7,
+                               label=None if null else name + (" (peer)" if name in peers else ""))
+            if name in peers:
+                for line in bars[2]:
+                    line.set_linestyle("--")
+    ax.axhline(0.5, color="k", ls=":", lw=1)
+    ax.set_xlabel("copy rate of the generated set (hollow: null-generator cells)")
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    return _save(fig, path)
