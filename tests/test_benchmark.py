@@ -77,6 +77,21 @@ def test_mean_interval_and_summary():
     assert summarise(cells)["dcgan"]["8"]["x"]["roc_auc"][0] == pytest.approx(0.6)
 
 
+def test_family_wise_intervals_are_wider_than_each_rows_own():
+    rng = np.random.default_rng(1)
+    y = np.r_[np.ones(40, int), np.zeros(40, int)]
+    values = {f"d{i}": rng.normal(size=80) for i in range(9)}  # 9 rows and the combiner: 10 at once
+    cells = [{"family": "vae", "members": 40, "seed": s, "detectors": heldout_metrics(values, y, seed=s)} for s in range(3)]
+    row = cells[0]["detectors"]["d0"]
+    (lo, hi), (flo, fhi) = row["roc_auc_interval"], row["roc_auc_interval_fw"]
+    assert flo < lo < row["roc_auc"] < hi < fhi  # 99.5% against 95%
+    one = summarise(cells[:1])["vae"]["40"]["d0"]
+    assert one["roc_auc_fw"] == row["roc_auc_interval_fw"]
+    three = summarise(cells)["vae"]["40"]["d0"]  # three seeds: a t-interval over them at 1 - 0.05 / 10
+    m, lo, hi, _ = three["roc_auc"]
+    assert three["roc_auc_fw"][0] < lo and (three["roc_auc_fw"][1] > hi or hi == 1.0)
+
+
 def test_the_control_check_can_fail():
     from vitprint.evaluation.bench_report import control_check
 
@@ -88,6 +103,7 @@ def test_the_control_check_can_fail():
     cells = [cell(True, "Leak detected", 0.0, a) for a in (0.8, 0.85)] + [cell(False, "No evidence of a leak", 0.3, 0.9)]
     text = "\n".join(control_check({"cells": cells, "summary": summarise(cells)}))
     assert "every detector at chance — **not met** (x)" in text
+    assert "every detector at chance, family-wise (all 1 rows at once: each interval at 95.00%, Bonferroni) — **not met** (x)" in text
     assert "null-generator cells: \"Leak detected\" in 2 of 2 — **not met**" in text
     assert "leaking cells (copy rate ≥ 5%, near-copies of ≥ 25% of the members where recorded): \"Leak detected\" " \
            "in 0 of 1 — **not met**" in text

@@ -151,8 +151,8 @@ def ct_roles(volumes: list[np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray,
 BOUNDS = {"kappa": (-1.0, 1.0)}  # every other metric lies in [0, 1]
 
 
-def mean_interval(values, bounds=(0.0, 1.0)) -> tuple[float, float, float]:
-    """Mean and 95% t-interval over seeds, clipped to the metric's range (nan with one value)."""
+def mean_interval(values, bounds=(0.0, 1.0), level: float = 0.95) -> tuple[float, float, float]:
+    """Mean and t-interval (95% by default) over seeds, clipped to the metric's range (nan with one value)."""
     from scipy import stats
 
     v = np.asarray([x for x in values if not np.isnan(x)], float)
@@ -161,7 +161,7 @@ def mean_interval(values, bounds=(0.0, 1.0)) -> tuple[float, float, float]:
     m = float(v.mean())
     if len(v) < 2:
         return m, float("nan"), float("nan")
-    half = float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
+    half = float(stats.t.ppf(1 - (1 - level) / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
     return m, max(m - half, bounds[0]), min(m + half, bounds[1])
 
 
@@ -184,13 +184,16 @@ def heldout_metrics(values: dict[str, np.ndarray], labels: np.ndarray, seed: int
     comb = Combiner(seed=seed).fit(X[dev], labels[dev])
     scored = {**values, "combined": comb.decision_function(X)}
     out = {}
+    family_wise = 1 - 0.05 / len(scored)  # every row at once (Bonferroni), for the null cells' control
     for name, s in scored.items():
         t = Threshold().fit(s[dev], labels[dev])
         m = binary_metrics(labels[test], t.predict(s[test]), s[test])
         out[name] = {"roc_auc": m["roc_auc"], "tpr_at_1pct_fpr": m["tpr_at_1pct_fpr"], "kappa": m["kappa"],
                      "accuracy": m["accuracy"],
                      # What one seed alone can say: a bootstrap interval over the held-out images.
-                     "roc_auc_interval": list(auc_interval(labels[test], s[test], seed=seed))}
+                     "roc_auc_interval": list(auc_interval(labels[test], s[test], seed=seed)),
+                     "roc_auc_interval_fw": list(auc_interval(labels[test], s[test], n_boot=4000, seed=seed,
+                                                              level=family_wise))}
     return out
 
 
@@ -468,4 +471,16 @@ def summarise(cells: list[dict]) -> dict[str, dict[str, dict[str, dict[str, list
             row = out[family_key(c)][str(c["members"])][det]["roc_auc"]
             if row[3] == 1 and "roc_auc_interval" in m:
                 row[1:3] = m["roc_auc_interval"]
+    # Family-wise intervals (Bonferroni over a table's rows at one size): "every detector at chance" asks
+    # about all rows at once, and with 15 rows at 95% one of them misses 0.5 about half the time by chance.
+    per_seed: dict[tuple[str, str, str], list] = {}
+    for c in cells:
+        for det, m in c["detectors"].items():
+            per_seed.setdefault((family_key(c), str(c["members"]), det), []).append(m)
+    for (fam, size, det), ms in per_seed.items():
+        rows = sum(d != "copy_rate" for d in out[fam][size])
+        if len(ms) > 1:
+            out[fam][size][det]["roc_auc_fw"] = list(mean_interval([m["roc_auc"] for m in ms], level=1 - 0.05 / rows)[1:])
+        elif "roc_auc_interval_fw" in ms[0]:
+            out[fam][size][det]["roc_auc_fw"] = list(ms[0]["roc_auc_interval_fw"])
     return out

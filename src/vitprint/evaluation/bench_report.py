@@ -86,9 +86,16 @@ def control_check(results: dict) -> list[str]:
         if "null" not in fam:
             continue
         for size, by_det in by_size.items():
-            off = [d for d, v in by_det.items() if d != "copy_rate" and chance_note(v["roc_auc"]) not in ("", "no better than chance")]
+            rows = {d: v for d, v in by_det.items() if d != "copy_rate"}
+            off = [d for d, v in rows.items() if chance_note(v["roc_auc"]) not in ("", "no better than chance")]
             lines.append(f"- {fam}, {size} members: every detector at chance — "
                          + ("met" if not off else f"**not met** ({', '.join(off)})"))
+            if all("roc_auc_fw" in v for v in rows.values()):
+                off = [d for d, (lo, hi) in ((d, v["roc_auc_fw"]) for d, v in rows.items())
+                       if not (np.isnan(lo) or lo <= 0.5 <= hi)]
+                lines.append(f"- {fam}, {size} members: every detector at chance, family-wise (all {len(rows)} rows at "
+                             f"once: each interval at {1 - 0.05 / len(rows):.2%}, Bonferroni) — "
+                             + ("met" if not off else f"**not met** ({', '.join(off)})"))
     cells = results.get("cells", [])
     null = [c["verdict"]["verdict"] for c in cells if c.get("null") and "verdict" in c]
     leaking = [c["verdict"]["verdict"] for c in cells if "verdict" in c and is_leaking(c)]
