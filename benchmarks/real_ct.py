@@ -68,7 +68,7 @@ def square(img: np.ndarray, size: int = 256, fill: float = 0.0) -> np.ndarray:
 
 
 HARD = {"blur": 2.5, "rotation": 5.0, "noise": 10.0}
-COPIES = ("mild", "hard", "warped")
+COPIES = ("mild", "hard", "warped", "rewindowed")
 
 
 def _warp(img: np.ndarray, rng: np.random.Generator, zoom: bool = True, elastic: bool = True) -> np.ndarray:
@@ -101,8 +101,13 @@ def copy_of(hu_slice: np.ndarray, rng: np.random.Generator, size: int, kind: str
     ``hard``: also turned by up to 5 degrees, blurred with sigma 2.5 px and noise sigma 10.
     ``warped``: also a gamma change (0.7-1.4), turned by up to 5 degrees, magnified 0.9-1.1 and
     elastically deformed, blurred up to sigma 1.5, noise sigma 6, saved as JPEG at quality 30.
+    ``rewindowed``: as ``mild`` but in a window far from the real images' (centre -600 +-200 HU, width
+    1500 x 0.6-1.4: what a generator trained on differently windowed slices gives back).
     """
-    img = window(hu_slice, -600 + rng.uniform(-60, 60), 1500 * rng.uniform(0.9, 1.1))
+    if kind == "rewindowed":
+        img = window(hu_slice, -600 + rng.uniform(-200, 200), 1500 * rng.uniform(0.6, 1.4))
+    else:
+        img = window(hu_slice, -600 + rng.uniform(-60, 60), 1500 * rng.uniform(0.9, 1.1))
     img = square(img, size)
     if kind == "warped":
         img = 255 * (img / 255) ** rng.uniform(0.7, 1.4)

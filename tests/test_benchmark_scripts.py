@@ -26,6 +26,13 @@ def test_case_layout_truth_and_interleaved_roles(tmp_path):
     assert img.shape == (32, 32) and img.dtype == np.uint8
     hard = real_ct.copy_of(volume[10], np.random.default_rng(1), 32, "warped")
     assert hard.shape == (32, 32) and hard.dtype == np.uint8
+    # Re-windowed far from the real images' window, the copy keeps the slice's structure.
+    source = real_ct.square(real_ct.window(volume[10]), 32)
+    for seed in range(3):
+        copy = real_ct.copy_of(volume[10], np.random.default_rng(seed), 32, "rewindowed").astype(float)
+        best = max(np.corrcoef(np.roll(copy, (dy, dx), (0, 1)).ravel(), source.ravel())[0, 1]
+                   for dy in range(-9, 10) for dx in range(-9, 10))
+        assert best > 0.8 and not np.allclose(copy.mean(), source.mean(), atol=1)
 
 
 def _copied_slices(monkeypatch, volume, **kw):
