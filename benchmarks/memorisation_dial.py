@@ -74,7 +74,7 @@ def main(argv=None) -> int:
         samples = np.concatenate(list(sample(gen, a.samples, seed=a.seed)))
         d, _ = knn_distances(reals, samples, k=1, metric="l2", progress=False)
         rows.append({"epochs": epochs, "copy_rate": copy_rate(samples, members, reals[a.members:]),
-                     "members_copied": members_copied(samples, members, reals[a.members:]),
+                     "members_copied": members_copied(samples, members, reals[a.members:])[0],
                      "pixel_nn1_auc": float(roc_auc_score(labels, -d[:, 0])), "seconds": time.perf_counter() - t0})
         print(json.dumps(rows[-1]), flush=True)
         atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps({"setting": setting, "rows": rows}, indent=2)))

@@ -101,11 +101,12 @@ def copy_of(hu_slice: np.ndarray, rng: np.random.Generator, size: int, kind: str
     ``hard``: also turned by up to 5 degrees, blurred with sigma 2.5 px and noise sigma 10.
     ``warped``: also a gamma change (0.7-1.4), turned by up to 5 degrees, magnified 0.9-1.1 and
     elastically deformed, blurred up to sigma 1.5, noise sigma 6, saved as JPEG at quality 30.
-    ``rewindowed``: as ``mild`` but in a window far from the real images' (centre -600 +-200 HU, width
-    1500 x 0.6-1.4: what a generator trained on differently windowed slices gives back).
+    ``rewindowed``: as ``mild`` but in a window farther from the real images' (centre 60-200 HU off -600,
+    width 10-40% off 1500, either way: what a generator trained on differently windowed slices gives back).
     """
     if kind == "rewindowed":
-        img = window(hu_slice, -600 + rng.uniform(-200, 200), 1500 * rng.uniform(0.6, 1.4))
+        off, scale = rng.choice([-1, 1], 2) * np.array([rng.uniform(60, 200), rng.uniform(0.1, 0.4)])
+        img = window(hu_slice, -600 + off, 1500 * (1 + scale))
     else:
         img = window(hu_slice, -600 + rng.uniform(-60, 60), 1500 * rng.uniform(0.9, 1.1))
     img = square(img, size)
@@ -187,6 +188,8 @@ def build_case(volume: np.ndarray, out: Path, n_dev: int, n_test: int, n_generat
     if novel and n_copies < len(copied):
         raise SystemExit(f"--novel {novel} leaves {n_copies} copies for {len(copied)} members: give more --generated")
     novel_from = lung_slices(other) if novel else []
+    if novel and not novel_from:
+        raise SystemExit("--novel needs --other-volume, a volume with lung slices")
 
     def generated_set(folder):
         folder.mkdir(exist_ok=True)

@@ -227,11 +227,13 @@ def copy_rate(generated: np.ndarray, members: np.ndarray, non_members: np.ndarra
     return float((near & of_member).mean() - (near & ~of_member).mean())
 
 
-def members_copied(generated: np.ndarray, members: np.ndarray, non_members: np.ndarray) -> int:
-    """How many members have a near-copy among the generated images (the rule of ``copy_rate``). The copy
-    rate counts samples: a generator collapsed onto one member scores high with one member to find."""
+def members_copied(generated: np.ndarray, members: np.ndarray, non_members: np.ndarray) -> tuple[int, int]:
+    """How many members, and how many non-members (the chance level: the generator never saw them), have
+    a near-copy among the generated images (the rule of ``copy_rate``). The copy rate counts samples: a
+    generator collapsed onto one member scores high with one member to find."""
     near, source = near_copies(generated, members, non_members)
-    return int(len(np.unique(source[near & (source < len(members))])))
+    hit = np.unique(source[near])
+    return int((hit < len(members)).sum()), int((hit >= len(members)).sum())
 
 
 def near_copies(generated: np.ndarray, members: np.ndarray, non_members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -272,7 +274,7 @@ def run_cell(family: str, n: int, seed: int, scale: Scale, encoder: str | None, 
     gen = load_generator(work / "gen" / "checkpoints" / "last.safetensors")
     samples = np.concatenate(list(sample(gen, scale.n_generated, seed=seed)))
     # the generator's own memorisation, before any perturbation
-    rate, copied = copy_rate(samples, reals[:n], reals[n:]), members_copied(samples, reals[:n], reals[n:])
+    rate, (copied, copied_non) = copy_rate(samples, reals[:n], reals[n:]), members_copied(samples, reals[:n], reals[n:])
     if perturbed:
         samples = perturb(samples, seed)
     generated = ImageSet.from_pixels(samples, "generated")
@@ -293,7 +295,8 @@ def run_cell(family: str, n: int, seed: int, scale: Scale, encoder: str | None, 
     v = assessment["verdict"]
     return {"family": family, "members": n, "seed": seed, "null": null, "generator_epochs": epochs,
             "data": "ct" if ct is not None else "phantoms",
-            "perturbed": perturbed, "copy_rate": rate, "members_copied": copied, "peers": [d for d in scores.values if d in scores.peers],
+            "perturbed": perturbed, "copy_rate": rate, "members_copied": copied,
+            "non_members_copied": copied_non, "peers": [d for d in scores.values if d in scores.peers],
             "seconds": time.perf_counter() - t0, "generator_seconds": t_gen,
             "detector_seconds": {name: round(sec, 2) for name, sec in scores.seconds.items()}, "detectors": metrics,
             "verdict": {k: v[k] for k in ("verdict", "primary", "primary_auc", "p_value", "blind_auc", "cv_auc")}}
@@ -450,8 +453,9 @@ def machine() -> dict[str, str]:
 
 
 def summarise(cells: list[dict]) -> dict[str, dict[str, dict[str, dict[str, list[float]]]]]:
-    """``family -> members -> detector -> metric -> [mean, low, high]`` over seeds (``copy_rate`` as a detector
-    row of its own, with its value in every metric's place)."""
+    """``family -> members -> detector -> metric -> [mean, low, high, seeds]`` over seeds (``copy_rate`` as a
+    detector row of its own, with its value in every metric's place), and per detector ``roc_auc_fw``:
+    ``[low, high]``, the family-wise interval of the ROC-AUC (below)."""
     out: dict = {}
     for c in cells:
         rows = dict(c["detectors"])
@@ -472,15 +476,25 @@ def summarise(cells: list[dict]) -> dict[str, dict[str, dict[str, dict[str, list
             if row[3] == 1 and "roc_auc_interval" in m:
                 row[1:3] = m["roc_auc_interval"]
     # Family-wise intervals (Bonferroni over a table's rows at one size): "every detector at chance" asks
-    # about all rows at once, and with 15 rows at 95% one of them misses 0.5 about half the time by chance.
+    # about all rows at once. One seed: its held-out bootstrap at 1 - 0.05 / rows. Several: the mean of the
+    # seeds' AUCs with the spread of their held-out bootstraps (each seed's 95% interval read as a normal
+    # standard error), i.e. given the trained generators; with nothing leaked every seed's AUC is 0.5 up to
+    # which images were held out, so this tests the null. (A t-interval over 2-3 seeds at 99.7% spans
+    # [0, 1] and could never fail.)
+    from scipy.stats import norm
+
     per_seed: dict[tuple[str, str, str], list] = {}
     for c in cells:
         for det, m in c["detectors"].items():
             per_seed.setdefault((family_key(c), str(c["members"]), det), []).append(m)
     for (fam, size, det), ms in per_seed.items():
-        rows = sum(d != "copy_rate" for d in out[fam][size])
-        if len(ms) > 1:
-            out[fam][size][det]["roc_auc_fw"] = list(mean_interval([m["roc_auc"] for m in ms], level=1 - 0.05 / rows)[1:])
-        elif "roc_auc_interval_fw" in ms[0]:
-            out[fam][size][det]["roc_auc_fw"] = list(ms[0]["roc_auc_interval_fw"])
+        level = 1 - 0.05 / sum(d != "copy_rate" for d in out[fam][size])
+        if len(ms) == 1:
+            if "roc_auc_interval_fw" in ms[0]:  # (not in cells run before it was recorded)
+                out[fam][size][det]["roc_auc_fw"] = list(ms[0]["roc_auc_interval_fw"])
+            continue
+        widths = [m.get("roc_auc_interval", (float("nan"),) * 2) for m in ms]
+        se = math.sqrt(sum(((hi - lo) / (2 * 1.96)) ** 2 for lo, hi in widths)) / len(ms)
+        mean, half = float(np.mean([m["roc_auc"] for m in ms])), float(norm.ppf(1 - (1 - level) / 2)) * se
+        out[fam][size][det]["roc_auc_fw"] = [max(mean - half, 0.0), min(mean + half, 1.0)]  # nan if any seed had none
     return out

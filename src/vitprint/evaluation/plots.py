@@ -117,7 +117,7 @@ def metric_vs_size(table: dict[str, dict[int, tuple[float, float, float]]], path
         m = np.array([by_size[s][0] for s in sizes])
         lo = np.array([by_size[s][1] for s in sizes])
         hi = np.array([by_size[s][2] for s in sizes])
-        ax.errorbar(sizes, m, yerr=[m - lo, hi - m], marker="o", capsize=3, label=name)
+        ax.errorbar(sizes, m, yerr=np.clip([m - lo, hi - m], 0, None), marker="o", capsize=3, label=name)
     ax.axhline(0.5, color="k", ls=":", lw=1)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("member-set size")
@@ -145,7 +145,7 @@ def metric_vs_copy_rate(points: dict[str, list[tuple[float, float, float, float,
             x, m, lo, hi = (np.array([p[i] for p in sel], float) for i in range(4))
             x = x + (k - (len(points) - 1) / 2) * dodge
             lo, hi = np.where(np.isnan(lo), m, lo), np.where(np.isnan(hi), m, hi)
-            bars = ax.errorbar(x, m, yerr=[m - lo, hi - m], fmt="s" if name in peers else "o", capsize=2,
+            bars = ax.errorbar(x, m, yerr=np.clip([m - lo, hi - m], 0, None), fmt="s" if name in peers else "o", capsize=2,
                                color=colour, mfc="none" if null else colour, alpha=0.8, ms=5, elinewidth=0.7,
                                label=None if null else name + (" (peer)" if name in peers else ""))
             if name in peers:
