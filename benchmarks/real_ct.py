@@ -83,9 +83,9 @@ def _warp(img: np.ndarray, rng: np.random.Generator, zoom: bool = True, elastic:
     return map_coordinates(img, [(yy - c) / zoom + c + field[0], (xx - c) / zoom + c + field[1]], order=1, mode="nearest")
 
 
-def _shift(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Rolled by 4-8 px along each axis, either way."""
-    dy, dx = rng.choice([-1, 1], 2) * rng.integers(4, 9, 2)
+def _shift(img: np.ndarray, rng: np.random.Generator, low: int = 4, high: int = 8) -> np.ndarray:
+    """Rolled by ``low``-``high`` px (4-8 by default) along each axis, either way."""
+    dy, dx = rng.choice([-1, 1], 2) * rng.integers(low, high + 1, 2)
     return np.roll(img, (int(dy), int(dx)), (0, 1))
 
 
@@ -95,8 +95,9 @@ def _jpeg(img: np.ndarray, quality: int) -> np.ndarray:
     return np.asarray(Image.open(buf), np.float32)
 
 
-def copy_of(hu_slice: np.ndarray, rng: np.random.Generator, size: int, kind: str = "mild") -> np.ndarray:
-    """A generator-like copy: re-windowed, shifted 4-8 px, slightly blurred, noisy.
+def copy_of(hu_slice: np.ndarray, rng: np.random.Generator, size: int, kind: str = "mild",
+            shift: tuple[int, int] = (4, 8)) -> np.ndarray:
+    """A generator-like copy: re-windowed, shifted ``shift`` px (4-8), slightly blurred, noisy.
 
     ``hard``: also turned by up to 5 degrees, blurred with sigma 2.5 px and noise sigma 10.
     ``warped``: also a gamma change (0.7-1.4), turned by up to 5 degrees, magnified 0.9-1.1 and
@@ -116,7 +117,7 @@ def copy_of(hu_slice: np.ndarray, rng: np.random.Generator, size: int, kind: str
         img = rotate(img, rng.uniform(-HARD["rotation"], HARD["rotation"]), reshape=False, order=1, mode="nearest")
     if kind == "warped":
         img = _warp(img, rng)
-    img = _shift(img, rng)
+    img = _shift(img, rng, *shift)
     img = gaussian_filter(img, HARD["blur"] if kind == "hard" else rng.uniform(0.0, 1.5 if kind == "warped" else 0.8))
     noise = {"hard": HARD["noise"], "warped": 6.0}.get(kind) or rng.uniform(2, 6)
     img = img + rng.normal(0, noise, img.shape)
@@ -134,7 +135,8 @@ def lung_slices(volume: np.ndarray) -> list[int]:
 
 def build_case(volume: np.ndarray, out: Path, n_dev: int, n_test: int, n_generated: int, slab: int,
                seed: int, size: int = 256, copies: str = "mild", separate: bool = False,
-               source: str = "members", other: np.ndarray | None = None, novel: float = 0.0) -> dict[str, int]:
+               source: str = "members", other: np.ndarray | None = None, novel: float = 0.0,
+               shift: tuple[int, int] = (4, 8)) -> dict[str, int]:
     """Write ``out/dev`` and ``out/test`` (challenge layout); returns the truth of the test images.
 
     ``separate``: the test ``generated/`` holds other copies (new draws of the same degradation) of the
@@ -195,8 +197,8 @@ def build_case(volume: np.ndarray, out: Path, n_dev: int, n_test: int, n_generat
         folder.mkdir(exist_ok=True)
         order = rng.permutation(n_generated) if novel else range(n_generated)  # copies and novel images mixed
         for i, j in enumerate(order):
-            img = (copy_of(copied_from[copied[j % len(copied)]], rng, size, copies) if j < n_copies else
-                   copy_of(other[novel_from[rng.integers(len(novel_from))]], rng, size, copies))
+            img = (copy_of(copied_from[copied[j % len(copied)]], rng, size, copies, shift) if j < n_copies else
+                   copy_of(other[novel_from[rng.integers(len(novel_from))]], rng, size, copies, shift))
             save(img, folder / f"gen_{i:05d}.png")
 
     generated_set(out / "dev" / "generated")
@@ -219,6 +221,8 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--copies", choices=COPIES, default="mild",
                    help="how the generated copies are degraded (see copy_of; default: mild)")
+    p.add_argument("--shift", type=int, nargs=2, default=(4, 8), metavar=("LOW", "HIGH"),
+                   help="the copies are rolled by LOW-HIGH px along each axis, either way (default: 4 8)")
     p.add_argument("--separate-generated", action="store_true",
                    help="the test generated/ folder holds other copies than the development one")
     p.add_argument("--source", choices=SOURCES, default="members",
@@ -233,6 +237,8 @@ def main(argv=None) -> int:
     p.add_argument("--detect-args", default="--preset tiny", help="extra options for vitprint detect")
     a = p.parse_args(argv)
     volume = load_volume(a.volume)
+    if not 0 <= a.shift[0] <= a.shift[1]:
+        p.error(f"--shift needs 0 <= LOW <= HIGH, not {a.shift[0]} {a.shift[1]}")
     if not 0 <= a.novel < 1:
         p.error(f"--novel is a share in [0, 1), not {a.novel}")
     if a.novel and a.source != "members":
@@ -242,7 +248,7 @@ def main(argv=None) -> int:
     other = load_volume(a.other_volume) if a.other_volume else None
     truth = build_case(volume, a.out / "data", a.dev, a.test, a.generated, a.slab, a.seed, copies=a.copies,
                        separate=a.separate_generated, source=a.source, other=other,
-                       novel=a.novel)
+                       novel=a.novel, shift=tuple(a.shift))
     shutil.rmtree(a.out / "detect", ignore_errors=True)  # this script's own output: a fresh run each time
     t0 = time.perf_counter()
     rc = vitprint_main(["detect", "--dev", str(a.out / "data" / "dev"), "--test", str(a.out / "data" / "test"),
@@ -254,7 +260,7 @@ def main(argv=None) -> int:
     m = run["run"]["metrics"]
     summary = json.loads((a.out / "detect" / "evaluation.json").read_text())
     result = {"volume": a.volume.name, "slices": int(len(volume)), "slab": a.slab, "copies": a.copies,
-              "separate_generated": a.separate_generated, "source": a.source, "novel": a.novel,
+              "separate_generated": a.separate_generated, "source": a.source, "novel": a.novel, "shift": list(a.shift),
               "other_volume": a.other_volume.name if a.other_volume else None, "seconds": seconds,
               "test_kappa": m["kappa"], "test_accuracy": m["accuracy"], "missing": missing,
               "decision": summary.get("run_decision_rule"), "verdict": summary.get("verdict", {}).get("sentence"),

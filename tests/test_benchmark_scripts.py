@@ -24,6 +24,8 @@ def test_case_layout_truth_and_interleaved_roles(tmp_path):
     assert len(list((dev / "generated").iterdir())) == 20 == len(list((test / "generated").iterdir()))
     img = np.asarray(Image.open(next((dev / "real_used").iterdir())))
     assert img.shape == (32, 32) and img.dtype == np.uint8
+    far = real_ct.copy_of(volume[10], np.random.default_rng(1), 32, "mild", shift=(0, 0)).astype(float)
+    assert np.corrcoef(far.ravel(), real_ct.square(real_ct.window(volume[10]), 32).ravel())[0, 1] > 0.8  # unshifted
     hard = real_ct.copy_of(volume[10], np.random.default_rng(1), 32, "warped")
     assert hard.shape == (32, 32) and hard.dtype == np.uint8
     # Re-windowed far from the real images' window, the copy keeps the slice's structure.
@@ -40,7 +42,7 @@ def _copied_slices(monkeypatch, volume, **kw):
     each folder holds (its images compared with every windowed slice)."""
     copied = []
 
-    def record(hu_slice, rng, size, kind="mild"):
+    def record(hu_slice, rng, size, kind="mild", shift=(4, 8)):
         copied.append(next((i for i, v in enumerate(volume) if v is hu_slice or np.array_equal(v, hu_slice)), -1))
         return np.zeros((size, size), np.uint8)
 
