@@ -75,6 +75,9 @@ def test_mean_interval_and_summary():
               "detectors": {"x": {"roc_auc": a, "tpr_at_1pct_fpr": 0, "kappa": 0, "accuracy": 0.5}}}
              for s, a in enumerate([0.5, 0.6, 0.7])]
     assert summarise(cells)["dcgan"]["8"]["x"]["roc_auc"][0] == pytest.approx(0.6)
+    rates = [{**c, "copy_rate": r} for c, r in zip(cells, (-0.08, 0.0, 0.02))]  # a null generator's copy rates
+    m, lo, hi, _ = summarise(rates)["dcgan"]["8"]["copy_rate"]["roc_auc"]
+    assert m == pytest.approx(-0.02) and lo < m < hi and lo < 0  # not clipped at 0
 
 
 def test_family_wise_intervals_are_wider_than_each_rows_own():

@@ -182,3 +182,15 @@ def test_run_decisions_made_without_a_leak_say_they_are_guesses():
         assert summary["verdict"]["verdict"] == verdict
         assert ("guesses, not findings" in summary["run_decision"]) == (verdict != LEAK), summary["run_decision"]
         assert "of 10 unknown images called used" in summary["run_decision"]
+
+
+def test_a_leak_found_at_a_p_value_between_1_and_5_percent_is_called_weak_evidence():
+    from vitprint.evaluation.verdict import decide_verdict
+
+    y = np.r_[np.ones(40, int), np.zeros(40, int)]
+    rng = np.random.default_rng(0)
+    noise = {"a": rng.normal(size=80), "b": rng.normal(size=80)}
+    weak, _ = decide_verdict({"a": y * 0.9 + noise["a"], "b": noise["b"]}, y, seed=0)
+    assert weak.verdict == "Leak detected" and 0.01 <= weak.p_value < 0.05 and "Weak evidence" in weak.sentence
+    strong, _ = decide_verdict({"a": y * 2.0 + noise["a"], "b": noise["b"]}, y, seed=0)
+    assert strong.verdict == "Leak detected" and strong.p_value < 0.01 and "Weak evidence" not in strong.sentence

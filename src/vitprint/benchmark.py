@@ -468,7 +468,9 @@ def summarise(cells: list[dict]) -> dict[str, dict[str, dict[str, dict[str, list
     for fam in out.values():
         for by_det in fam.values():
             for det, ms in by_det.items():
-                by_det[det] = {k: [*mean_interval(v, BOUNDS.get(k, (0.0, 1.0))), len(v)] for k, v in ms.items()}
+                # the copy rate lies in [-1, 1] (more near-copies of non-members than of members: below 0)
+                by_det[det] = {k: [*mean_interval(v, (-1.0, 1.0) if det == "copy_rate" else BOUNDS.get(k, (0.0, 1.0))),
+                                   len(v)] for k, v in ms.items()}
     # One seed has no t-interval: its ROC-AUC takes the cell's bootstrap interval over the held-out images.
     for c in cells:
         for det, m in c["detectors"].items():

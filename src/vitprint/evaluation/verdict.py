@@ -162,6 +162,9 @@ class Verdict:
         return asdict(self)
 
 
+STRONG_P = 0.01  # below alpha but not below this: "Leak detected", said to be weak evidence
+
+
 def decide_verdict(values: dict[str, np.ndarray], labels, blind: dict[str, float] | None = None,
                    alpha: float = 0.05, n_perm: int = 2000, seed: int = 0) -> tuple[Verdict, dict[str, dict]]:
     """The verdict from the labelled images' scores, and per detector: AUC, p-value, Holm-adjusted p-value."""
@@ -185,7 +188,9 @@ def decide_verdict(values: dict[str, np.ndarray], labels, blind: dict[str, float
         v.verdict = LEAK
         v.sentence = (f"Leak detected: {primary} separates the used from the not-used images with ROC-AUC "
                       f"{observed[primary]:.2f} (permutation p = {p_best:.3g}, best of {len(names)} detectors"
-                      + (f"; the blind baseline reaches only {v.blind_auc:.2f}" if v.confounded else "") + ").")
+                      + (f"; the blind baseline reaches only {v.blind_auc:.2f}" if v.confounded else "") + ")."
+                      + (f" Weak evidence: a p-value this small comes about once in {1 / alpha:.0f} audits where nothing "
+                         f"leaked (below {STRONG_P:g}, once in {1 / STRONG_P:.0f})." if p_best >= STRONG_P else ""))
     elif v.confounded:
         v.verdict = INCONCLUSIVE
         v.sentence = (f"Inconclusive (confounded split: the blind baseline separates the sets without any generated "
