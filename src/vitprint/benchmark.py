@@ -80,7 +80,7 @@ SCALES = {
     # Seconds: for the test suite.
     "toy": Scale("micro", 32, 32, (8, 16), 2, ("dcgan", "vae"), 6, 24, 1, 3, 1, 8, 5e-4, (100, 200), 16,
                  (("align_size", 32), ("max_rotation", 0.0), ("copy_size", 32), ("copy_steps", 5), ("copy_width", 8))),
-    # About 90-95 minutes on 2 CPU cores (measured per cell: 64 members 3.7 min, 256 members 6.5 min, 1024
+    # 88 minutes on 2 CPU cores, measured as one run (per cell: 64 members 3.7 min, 256 members 6.5 min, 1024
     # members 17 min, more than half of it align_nn's pose search over 2,048 real images; `--sizes 64 256 1024`
     # adds those, about 3 h 15 min in all). At 32 px the patient-specific detail is gone and nothing leaks;
     # 64 px keeps it.
