@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from vitprint.benchmark import SCALES, copy_rate, members_copied, patients
+from vitprint.benchmark import SCALES, copy_stats, patients
 from vitprint.config import RunConfig
 from vitprint.data.imageset import ImageSet, atomic_write
 from vitprint.membership.knn import knn_distances
@@ -73,8 +73,8 @@ def main(argv=None) -> int:
         gen = load_generator(last)
         samples = np.concatenate(list(sample(gen, a.samples, seed=a.seed)))
         d, _ = knn_distances(reals, samples, k=1, metric="l2", progress=False)
-        rows.append({"epochs": epochs, "copy_rate": copy_rate(samples, members, reals[a.members:]),
-                     "members_copied": members_copied(samples, members, reals[a.members:])[0],
+        rate, copied, _ = copy_stats(samples, members, reals[a.members:])
+        rows.append({"epochs": epochs, "copy_rate": rate, "members_copied": copied,
                      "pixel_nn1_auc": float(roc_auc_score(labels, -d[:, 0])), "seconds": time.perf_counter() - t0})
         print(json.dumps(rows[-1]), flush=True)
         atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps({"setting": setting, "rows": rows}, indent=2)))

@@ -161,7 +161,7 @@ def test_peak_memory_is_sampled_while_the_block_runs():
 
 
 def test_copy_rate_counts_copies_of_members_beyond_chance():
-    from vitprint.benchmark import copy_rate
+    from vitprint.benchmark import copy_stats, near_copies
 
     rng = np.random.default_rng(0)
     members, non = rng.integers(0, 256, (2, 20, 16, 16)).astype(np.uint8)
@@ -169,20 +169,19 @@ def test_copy_rate_counts_copies_of_members_beyond_chance():
     def copies(x):
         return np.clip(x + rng.normal(0, 2, x.shape), 0, 255).astype(np.uint8)
 
-    assert copy_rate(copies(members), members, non) == 1.0
-    assert abs(copy_rate(rng.integers(0, 256, (20, 16, 16)).astype(np.uint8), members, non)) <= 0.1  # chance
+    assert copy_stats(copies(members), members, non) == (1.0, len(members), 0)
+    rate, *_ = copy_stats(rng.integers(0, 256, (20, 16, 16)).astype(np.uint8), members, non)
+    assert abs(rate) <= 0.1  # chance
     # Copies of members and of images the generator never saw, equally often: nothing beyond chance.
-    assert copy_rate(np.concatenate([copies(members[:10]), copies(non[:10])]), members, non) == 0.0
-    assert copy_rate(copies(non), members, non) == -1.0  # all near a non-member: below chance, not clipped
+    assert copy_stats(np.concatenate([copies(members[:10]), copies(non[:10])]), members, non) == (0.0, 10, 10)
+    assert copy_stats(copies(non), members, non) == (-1.0, 0, len(non))  # below chance, not clipped
     # A generator collapsed onto one member: every sample a copy, one member copied.
-    from vitprint.benchmark import members_copied, near_copies
-
     collapsed = copies(np.repeat(members[3:4], 20, axis=0))
-    assert copy_rate(collapsed, members, non) == 1.0
+    assert copy_stats(collapsed, members, non) == (1.0, 1, 0)
     near, source = near_copies(collapsed, members, non)
     assert near.all() and set(source) == {3}
-    assert members_copied(collapsed, members, non) == (1, 0) and members_copied(copies(members), members, non) == (len(members), 0)
-    assert members_copied(copies(non), members, non) == (0, len(non))
+    with pytest.raises(ValueError, match="as many non-members"):
+        copy_stats(collapsed, members, non[:5])
 
 
 def test_a_longer_generator_setting_gets_its_own_results_file(tmp_path, capsys):

@@ -210,30 +210,25 @@ def perturb(pixels: np.ndarray, seed: int) -> np.ndarray:
     return out
 
 
-def copy_rate(generated: np.ndarray, members: np.ndarray, non_members: np.ndarray) -> float:
-    """Share of generated images that are near-copies of a member, beyond what chance gives (Meehan et
-    al.'s idea as a rate).
+def copy_stats(generated: np.ndarray, members: np.ndarray, non_members: np.ndarray) -> tuple[float, int, int]:
+    """``(copy rate, members copied, non-members copied)`` from one near-copy search: the share of
+    generated images that are near-copies of a member beyond what chance gives (Meehan et al.'s idea as a
+    rate), and how many members, and how many non-members (the chance level), have a near-copy.
 
     A generated image is near a real image when its nearest real image (members and non-members pooled,
     pixel L2) is closer than the 5th percentile of the members' distances to their nearest other member.
     The rate is the share near a member minus the share near a non-member (as many non-members as
     members, never seen by the generator): a generator that memorised nothing, or whose samples are
-    merely typical, scores about 0 (slightly below, by chance, as often as above).
+    merely typical, scores about 0 (slightly below, by chance, as often as above). The rate counts
+    samples: a generator collapsed onto one member scores high with one member to find.
     """
     if len(members) != len(non_members):
         raise ValueError("the copy rate compares as many non-members as members")
     near, source = near_copies(generated, members, non_members)
     of_member = source < len(members)
-    return float((near & of_member).mean() - (near & ~of_member).mean())
-
-
-def members_copied(generated: np.ndarray, members: np.ndarray, non_members: np.ndarray) -> tuple[int, int]:
-    """How many members, and how many non-members (the chance level: the generator never saw them), have
-    a near-copy among the generated images (the rule of ``copy_rate``). The copy rate counts samples: a
-    generator collapsed onto one member scores high with one member to find."""
-    near, source = near_copies(generated, members, non_members)
     hit = np.unique(source[near])
-    return int((hit < len(members)).sum()), int((hit >= len(members)).sum())
+    return (float((near & of_member).mean() - (near & ~of_member).mean()),
+            int((hit < len(members)).sum()), int((hit >= len(members)).sum()))
 
 
 def near_copies(generated: np.ndarray, members: np.ndarray, non_members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -274,7 +269,7 @@ def run_cell(family: str, n: int, seed: int, scale: Scale, encoder: str | None, 
     gen = load_generator(work / "gen" / "checkpoints" / "last.safetensors")
     samples = np.concatenate(list(sample(gen, scale.n_generated, seed=seed)))
     # the generator's own memorisation, before any perturbation
-    rate, (copied, copied_non) = copy_rate(samples, reals[:n], reals[n:]), members_copied(samples, reals[:n], reals[n:])
+    rate, copied, copied_non = copy_stats(samples, reals[:n], reals[n:])
     if perturbed:
         samples = perturb(samples, seed)
     generated = ImageSet.from_pixels(samples, "generated")
