@@ -151,8 +151,8 @@ def ct_roles(volumes: list[np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray,
 BOUNDS = {"kappa": (-1.0, 1.0)}  # every other metric lies in [0, 1]
 
 
-def mean_interval(values, bounds=(0.0, 1.0), level: float = 0.95) -> tuple[float, float, float]:
-    """Mean and t-interval (95% by default) over seeds, clipped to the metric's range (nan with one value)."""
+def mean_interval(values, bounds=(0.0, 1.0)) -> tuple[float, float, float]:
+    """Mean and 95% t-interval over seeds, clipped to the metric's range (nan with one value)."""
     from scipy import stats
 
     v = np.asarray([x for x in values if not np.isnan(x)], float)
@@ -161,7 +161,7 @@ def mean_interval(values, bounds=(0.0, 1.0), level: float = 0.95) -> tuple[float
     m = float(v.mean())
     if len(v) < 2:
         return m, float("nan"), float("nan")
-    half = float(stats.t.ppf(1 - (1 - level) / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
+    half = float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
     return m, max(m - half, bounds[0]), min(m + half, bounds[1])
 
 
