@@ -20,8 +20,8 @@ def test_membership_benchmark_end_to_end_at_toy_size(tmp_path, capsys):
     assert {c["verdict"]["verdict"] for c in res["cells"]} <= {"Leak detected", "No evidence of a leak", "Inconclusive"}
     assert set(res["summary"]) == {"dcgan", "vae", "dcgan (null generator)", "vae (null generator)"}
     cell = res["cells"][0]["detectors"]
-    assert set(cell) == {"recon", "latent_nn", "pixel_nn", "mc", "align_nn", "copy_nn", "domias", "logan", "recon_cal", "pair", "combined",
-                         "latent_nn_cal", "pixel_nn_cal", "mc_cal"}
+    assert set(cell) == {"recon", "latent_nn", "pixel_nn", "mc", "align_nn", "copy_nn", "subspace", "domias", "logan", "recon_cal", "pair", "combined",
+                         "latent_nn_cal", "pixel_nn_cal", "mc_cal", "subspace_cal"}
     assert {"pixel_nn", "pixel_nn_cal", "mc", "domias", "logan"} <= set(res["cells"][0]["peers"])
     assert -1.0 <= res["cells"][0]["copy_rate"] <= 1.0 and 0 <= res["cells"][0]["members_copied"] <= 8
     assert set(cell["recon"]) == {"roc_auc", "tpr_at_1pct_fpr", "kappa", "accuracy", "roc_auc_interval", "roc_auc_interval_fw"}

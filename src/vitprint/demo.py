@@ -76,7 +76,7 @@ def write_membership_split(root: str | Path, n_dev: int, n_test: int, size: int 
     return truth_path
 
 
-NULL_DETECTORS = ("pixel_nn", "mc", "align_nn", "copy_nn")  # the comparison's detectors: no autoencoder to train
+NULL_DETECTORS = ("pixel_nn", "mc", "align_nn", "copy_nn", "subspace")  # the comparison's detectors: no autoencoder to train
 
 
 def _check_settings(out: Path, settings: dict) -> None:

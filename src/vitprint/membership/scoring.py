@@ -18,7 +18,7 @@ from vitprint.membership.registry import accepted_options, available_detectors, 
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DETECTORS = ("recon", "latent_nn", "pixel_nn", "mc", "align_nn", "copy_nn")
+DEFAULT_DETECTORS = ("recon", "latent_nn", "pixel_nn", "mc", "align_nn", "copy_nn", "subspace")
 
 
 WRAPPER_OPTIONS = ("ref_folds",)  # taken by the calibrated / cross-fitted wrappers
