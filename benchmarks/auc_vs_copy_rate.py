@@ -17,7 +17,7 @@ from pathlib import Path
 
 from vitprint.evaluation.bench_report import copy_rate_figure, family_key
 
-OWN = ("recon", "latent_nn", "align_nn", "copy_nn", "recon_cal")  # vitprint's own rows that read no label
+OWN = ("recon", "latent_nn", "align_nn", "copy_nn", "subspace", "subspace_cal", "recon_cal")  # vitprint's own rows that read no label
 
 
 def cell_line(source: str, c: dict) -> str:

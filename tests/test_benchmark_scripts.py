@@ -175,3 +175,22 @@ def test_auc_against_copy_rate_puts_every_cell_of_several_files_on_one_figure(tm
     (tmp_path / "none.json").write_text(json.dumps({"cells": []}))
     with pytest.raises(SystemExit):
         script.main([str(tmp_path / "none.json"), "--out", str(out)])
+
+
+def test_whitebox_bound_scores_one_cell_and_reuses_its_generator(tmp_path, capsys):
+    import json
+
+    spec = importlib.util.spec_from_file_location("whitebox_bound", Path(__file__).parents[1] / "benchmarks" / "whitebox_bound.py")
+    bound = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bound)
+    out = tmp_path / "wb"
+    args = ["--members", "6", "--samples", "8", "16", "--scale", "toy", "--out", str(out)]
+    assert bound.main(args) == 0
+    row = json.loads((out / "bound.json").read_text())
+    assert set(row) == {"members", "seed", "whitebox_reconstruction", "pixel_nn1_8", "pixel_nn1_16", "subspace_8",
+                        "subspace_16", "subspace_cal_8", "subspace_cal_16"}
+    assert all(0 <= v <= 1 for k, v in row.items() if k not in ("members", "seed"))
+    trained = (out / "gen" / "metrics.jsonl").read_text()
+    assert bound.main(args) == 0  # the cell's generator is trained once
+    assert (out / "gen" / "metrics.jsonl").read_text() == trained
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["whitebox_reconstruction"] == round(row["whitebox_reconstruction"], 3)

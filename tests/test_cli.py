@@ -147,7 +147,7 @@ def test_demo_end_to_end_at_a_tiny_size(tmp_path, capsys):
     assert "development metrics" in out and "the run file against the hidden test truth" in out
     assert "verdict, vae trained on the members:" in out and "verdict, the same vae trained on other patients" in out
     null = json.loads((tmp_path / "d" / "detect-null-generator" / "evaluation.json").read_text())
-    assert set(null["detectors"]) == {"pixel_nn", "mc", "align_nn", "copy_nn"}
+    assert set(null["detectors"]) == {"pixel_nn", "mc", "align_nn", "copy_nn", "subspace"}
     d = tmp_path / "d"
     report = (d / "detect" / "report.html").read_text()
     assert "Blind baseline" in report and "data:image/png;base64," in report

@@ -40,7 +40,7 @@ class Subspace(Detector):
     calibratable = True
 
     def __init__(self, pixel_size: int = 64, subspace_variance: float = 0.95, subspace_max_rank: int = 1024,
-                 subspace_fit: int = 20000, seed: int = 0, device: str = "cpu", index: str = "auto", cache_dir=None):
+                 subspace_fit: int = 10000, seed: int = 0, device: str = "cpu", index: str = "auto", cache_dir=None):
         if pixel_size < 4:
             raise VitprintError(f"pixel_size must be >= 4, got {pixel_size}")
         if not 0 < subspace_variance < 1:
