@@ -1,16 +1,17 @@
 """How much of a VAE cell's membership can be seen from its samples, against what the model itself holds.
 
 Trains the generator of one membership-benchmark cell (``--family vae``, ``--members``, ``--seed``: the
-same patients, training length and seed as the cell) or reuses it from ``--out``, then scores all the
+same patients, training length and seed as the cell) or reuses it from ``--out`` (only a generator of that cell,
+trained to the end), then scores all the
 cell's real images (members against as many non-members; no held-out split: a probe, not a cell) by
 
 - the **white-box** reconstruction error of the VAE itself (encoder mean, then decoder), which no
   black-box detector can read: what the model holds about its members;
-- black-box scores from ``--samples`` generated images (each count drawn afresh): the nearest generated
+- black-box scores from ``--samples`` generated images (the first m of one seeded stream): the nearest generated
   image in pixels (GAN-Leaks' ``pixel_nn``, k = 1) and ``subspace`` / ``subspace_cal`` (the reference set
   is the cell's, other patients never seen).
 
-    python benchmarks/whitebox_bound.py --members 256 --seed 2 --samples 512 2048 8192 --out runs/whitebox-256-s2
+    python benchmarks/whitebox_bound.py --members 256 --seed 2 --samples 512 2048 8192
 """
 
 from __future__ import annotations
@@ -41,18 +42,24 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--samples", type=int, nargs="+", default=[512, 2048, 8192], help="generated images per black-box score")
     p.add_argument("--scale", choices=sorted(SCALES), default="cpu")
-    p.add_argument("--out", type=Path, default=Path("runs/whitebox"))
+    p.add_argument("--out", type=Path, help="where the generator is kept (default: runs/whitebox-MEMBERS-sSEED)")
     a = p.parse_args(argv)
     scale, n = SCALES[a.scale], a.members
     stream = 1000 * a.seed + n  # as run_cell
     reals, reference = patients(0, 2 * n, scale, stream), patients(2 * n, n, scale, stream)
     labels = np.r_[np.ones(n, int), np.zeros(n, int)]
+    a.out = a.out or Path(f"runs/whitebox-{n}-s{a.seed}")
     ckpt = a.out / "gen" / "checkpoints" / "last.safetensors"
-    if not ckpt.is_file():
-        epochs = max(1, math.ceil(scale.gen_steps * scale.batch_size / n))
+    epochs = max(1, math.ceil(scale.gen_steps * scale.batch_size / n))
+    if ckpt.is_file():
+        meta = read_meta(ckpt)
+        cell = (meta.get("family"), meta.get("train_images"), meta["run"].get("seed"), meta.get("image_size"))
+        if cell != ("vae", n, a.seed, scale.image_size):
+            p.error(f"{a.out} holds another generator (family, members, seed, size {cell}); choose another --out")
+    if not ckpt.is_file() or read_meta(ckpt)["epoch"] + 1 < epochs:  # none yet, or an interrupted training
         train_generator(ImageSet.from_pixels(reals[:n], "train"),
-                        RunConfig(out=str(a.out / "gen"), epochs=epochs, batch_size=scale.batch_size, seed=a.seed),
-                        family="vae")
+                        RunConfig(out=str(a.out / "gen"), epochs=epochs, batch_size=scale.batch_size, seed=a.seed,
+                                  resume=ckpt.is_file()), family="vae")
     meta = read_meta(ckpt)
     vae = build("vae", meta["image_size"], meta["z_dim"], meta["base"])
     load_checkpoint(ckpt, vae)

@@ -194,3 +194,6 @@ def test_whitebox_bound_scores_one_cell_and_reuses_its_generator(tmp_path, capsy
     assert bound.main(args) == 0  # the cell's generator is trained once
     assert (out / "gen" / "metrics.jsonl").read_text() == trained
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["whitebox_reconstruction"] == round(row["whitebox_reconstruction"], 3)
+    with pytest.raises(SystemExit):  # another cell's generator is never reused
+        bound.main([*args, "--seed", "1"])
+    assert "holds another generator" in capsys.readouterr().err

@@ -49,8 +49,37 @@ def test_subspace_keeps_the_components_that_hold_the_asked_variance():
     np.testing.assert_array_equal(a, b)
     with pytest.raises(VitprintError, match="subspace_variance"):
         create_detector("subspace", subspace_variance=1.0)
-    with pytest.raises(VitprintError, match="at least 3"):
-        create_detector("subspace").fit(generated[:2])
+    with pytest.raises(VitprintError, match="at least 1"):
+        create_detector("subspace").fit(generated[:0])
+
+
+def test_subspace_rank_is_the_fewest_components_that_hold_the_variance_and_the_distance_is_the_residual():
+    from sklearn.decomposition import PCA
+
+    rng = np.random.default_rng(3)
+    generated, real = _textures(rng, 60), _textures(rng, 7)
+    det = create_detector("subspace", pixel_size=16, subspace_variance=0.8).fit(generated)
+    z = generated.reshape(60, 16, 2, 16, 2).astype(np.float64).mean((2, 4)).reshape(60, -1) / 127.5 - 1  # 2x2 area means
+    held = np.cumsum(PCA().fit(z).explained_variance_ratio_)
+    assert held[det.rank_ - 1] >= 0.8 > held[det.rank_ - 2]
+    # the score is minus the least-squares residual of the image around the mean, in the kept components
+    q = real.reshape(7, 16, 2, 16, 2).astype(np.float64).mean((2, 4)).reshape(7, -1) / 127.5 - 1
+    basis = det.components_.T
+    coef, *_ = np.linalg.lstsq(basis, (q - det.mean_).T, rcond=None)
+    residual = (((q - det.mean_).T - basis @ coef) ** 2).sum(0)
+    np.testing.assert_allclose(-det.score_samples(real), residual, rtol=1e-6)
+
+
+def test_subspace_spans_a_point_for_one_image_or_identical_ones_and_calibrates_on_tiny_references():
+    rng = np.random.default_rng(4)
+    images = _textures(rng, 10)
+    for generated in (images[:1], np.repeat(images[:1], 5, 0)):  # a collapsed generator: no variance to keep
+        det = create_detector("subspace", pixel_size=32).fit(generated)
+        assert det.rank_ == 0 and det.score_samples(images).argmax() == 0  # the image it reproduces is nearest
+    # a two-image reference, and one that overlaps the scored images (cross-fitted folds of one image)
+    for reference in (images[8:], images[4:7]):
+        scores = create_detector("subspace_cal", pixel_size=32).fit(_textures(rng, 30), reference).score_samples(images[:6])
+        assert np.isfinite(scores).all()
 
 
 def test_subspace_cal_discounts_images_that_any_subspace_of_their_kind_explains():

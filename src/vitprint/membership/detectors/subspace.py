@@ -23,6 +23,8 @@ most ``subspace_max_rank`` components.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 from sklearn.decomposition import PCA
 
@@ -31,7 +33,9 @@ from vitprint.membership.base import Detector, as_pixels
 from vitprint.membership.knn import index_store, knn_distances, pixel_vectors, thumbnails
 from vitprint.membership.registry import register_detector
 
-_BATCH = 2048  # real images per projection batch
+log = logging.getLogger(__name__)
+
+_BATCH = 2048  # images per conversion and projection batch
 
 
 @register_detector
@@ -53,18 +57,30 @@ class Subspace(Detector):
     def fit(self, generated, reference=None) -> "Subspace":
         self.generated_ = as_pixels(generated)
         n = len(self.generated_)
-        if n < 3:
-            raise VitprintError(f"subspace needs at least 3 generated images, got {n}")
+        if n < 1:
+            raise VitprintError("subspace needs at least 1 image to span")
         rows = np.arange(n) if n <= self.fit_max else np.sort(
             np.random.default_rng(self.seed).choice(n, self.fit_max, replace=False))
-        z = thumbnails(self.generated_[rows], self.pixel_size)
-        pca = PCA(min(len(z) - 1, z.shape[1], self.max_rank), random_state=self.seed).fit(z)
-        # explained_variance_ratio_ is relative to the data's whole variance, even when fewer components were fitted
-        rank = int(np.searchsorted(np.cumsum(pca.explained_variance_ratio_), self.variance) + 1)
-        self.rank_ = min(rank, len(pca.components_))
-        self.mean_, self.components_ = pca.mean_, pca.components_[:self.rank_]
+        z = self._thumbnails(self.generated_, rows)
+        self.mean_, self.components_, self.rank_ = z.mean(0), np.zeros((0, z.shape[1])), 0
+        if len(z) >= 2 and float(z.var(0).sum()) > 0:  # one image, or identical ones: the span is a point
+            pca = PCA(min(len(z) - 1, z.shape[1], self.max_rank), random_state=self.seed).fit(z)
+            # explained_variance_ratio_ is relative to the data's whole variance, even when fewer were fitted
+            held = np.cumsum(pca.explained_variance_ratio_)
+            self.rank_ = min(int(np.searchsorted(held, self.variance)) + 1, len(held))
+            if held[self.rank_ - 1] < self.variance:
+                log.info("subspace: %d components hold %.1f%% of the generated images' variance, short of the %.0f%% "
+                         "asked (subspace_max_rank caps them)", self.rank_, 100 * held[-1], 100 * self.variance)
+            self.mean_, self.components_ = pca.mean_, pca.components_[:self.rank_]
         self.kept_ = index_store(self.cache_dir, self.index, self.generated_)
         return self
+
+    def _thumbnails(self, images, rows) -> np.ndarray:
+        """``(len(rows), pixel_size**2)`` float64 thumbnails, converted a batch at a time (bounded memory)."""
+        out = np.empty((len(rows), self.pixel_size ** 2), np.float64)
+        for start in range(0, len(rows), _BATCH):
+            out[start:start + _BATCH] = thumbnails(images[rows[start:start + _BATCH]], self.pixel_size)
+        return out
 
     def distances(self, real) -> np.ndarray:
         """``(N,)`` squared distance of each real image's thumbnail to the generated images' subspace."""
