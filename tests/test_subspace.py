@@ -94,3 +94,13 @@ def test_subspace_cal_discounts_images_that_any_subspace_of_their_kind_explains(
     reference = np.concatenate([_textures(rng, 100), _textures(rng, 100, smooth=5.0)])
     cal = create_detector("subspace_cal", pixel_size=32).fit(generated, reference)
     assert roc_auc_score(y, cal.score_samples(real)) > 0.95
+
+
+def test_subspace_on_another_generated_set_keeps_the_fitted_rank():
+    rng = np.random.default_rng(5)
+    first = create_detector("subspace", pixel_size=32).fit(_textures(rng, 80))
+    other = _textures(rng, 150)
+    assert create_detector("subspace", pixel_size=32).fit(other).rank_ != first.rank_  # a larger set keeps more
+    like = create_detector("subspace", pixel_size=32).fit_like(first, other)
+    assert like.rank_ == first.rank_ and len(like.components_) == first.rank_
+    assert create_detector("subspace", pixel_size=32).fit(other).rank_ != first.rank_  # fit itself is unchanged
