@@ -28,9 +28,9 @@ from sklearn.metrics import roc_auc_score
 
 from vitprint.benchmark import SCALES, patients
 from vitprint.config import RunConfig
+from vitprint.data.dataset import to_model_range
 from vitprint.data.imageset import ImageSet
 from vitprint.membership import create_detector
-from vitprint.data.dataset import to_model_range
 from vitprint.membership.knn import knn_distances
 from vitprint.training.checkpoint import load_checkpoint, read_meta
 from vitprint.training.generator import build, load_generator, sample, train_generator
@@ -51,15 +51,15 @@ def main(argv=None) -> int:
     a.out = a.out or Path(f"runs/whitebox-{n}-s{a.seed}")
     ckpt = a.out / "gen" / "checkpoints" / "last.safetensors"
     epochs = max(1, math.ceil(scale.gen_steps * scale.batch_size / n))
-    if ckpt.is_file():
-        meta = read_meta(ckpt)
+    meta = read_meta(ckpt) if ckpt.is_file() else None
+    if meta is not None:
         cell = (meta.get("family"), meta.get("train_images"), meta["run"].get("seed"), meta.get("image_size"))
         if cell != ("vae", n, a.seed, scale.image_size):
             p.error(f"{a.out} holds another generator (family, members, seed, size {cell}); choose another --out")
-    if not ckpt.is_file() or read_meta(ckpt)["epoch"] + 1 < epochs:  # none yet, or an interrupted training
+    if meta is None or meta["epoch"] + 1 < epochs:  # none yet, or an interrupted training
         train_generator(ImageSet.from_pixels(reals[:n], "train"),
                         RunConfig(out=str(a.out / "gen"), epochs=epochs, batch_size=scale.batch_size, seed=a.seed,
-                                  resume=ckpt.is_file()), family="vae")
+                                  resume=meta is not None), family="vae")
     meta = read_meta(ckpt)
     vae = build("vae", meta["image_size"], meta["z_dim"], meta["base"])
     load_checkpoint(ckpt, vae)

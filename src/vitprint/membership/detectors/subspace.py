@@ -55,6 +55,15 @@ class Subspace(Detector):
         self.seed, self.device, self.index, self.cache_dir = seed, device, index, cache_dir
 
     def fit(self, generated, reference=None) -> "Subspace":
+        return self._fit_span(generated)
+
+    def fit_like(self, fitted: "Subspace", generated, reference=None) -> "Subspace":
+        """The other generated set's span with as many components as ``fitted`` kept, so that a distance
+        (and a threshold fitted on one set's scores) means the same on both."""
+        return self._fit_span(generated, rank=fitted.rank_)
+
+    def _fit_span(self, generated, rank: int | None = None) -> "Subspace":
+        """Fit the span: ``rank`` components, or (None) as many as hold ``subspace_variance``."""
         self.generated_ = as_pixels(generated)
         n = len(self.generated_)
         if n < 1:
@@ -67,23 +76,13 @@ class Subspace(Detector):
             pca = PCA(min(len(z) - 1, z.shape[1], self.max_rank), random_state=self.seed).fit(z)
             # explained_variance_ratio_ is relative to the data's whole variance, even when fewer were fitted
             held = np.cumsum(pca.explained_variance_ratio_)
-            like = getattr(self, "_rank_like", None)  # fit_like: as many components as the other set kept
-            self.rank_ = min(int(np.searchsorted(held, self.variance)) + 1 if like is None else max(like, 1), len(held))
-            if like is None and held[self.rank_ - 1] < self.variance:
+            self.rank_ = min(int(np.searchsorted(held, self.variance)) + 1 if rank is None else max(rank, 1), len(held))
+            if rank is None and held[self.rank_ - 1] < self.variance:
                 log.info("subspace: %d components hold %.1f%% of the generated images' variance, short of the %.0f%% "
                          "asked (subspace_max_rank caps them)", self.rank_, 100 * held[-1], 100 * self.variance)
             self.mean_, self.components_ = pca.mean_, pca.components_[:self.rank_]
         self.kept_ = index_store(self.cache_dir, self.index, self.generated_)
         return self
-
-    def fit_like(self, fitted: "Subspace", generated, reference=None) -> "Subspace":
-        """The other generated set's span with as many components as ``fitted`` kept, so that a distance
-        (and a threshold fitted on one set's scores) means the same on both."""
-        self._rank_like = fitted.rank_
-        try:
-            return self.fit(generated, reference)
-        finally:
-            self._rank_like = None
 
     def _thumbnails(self, images, rows) -> np.ndarray:
         """``(len(rows), pixel_size**2)`` float64 thumbnails, converted a batch at a time (bounded memory)."""
