@@ -2,7 +2,7 @@
 # The prepared GPU check: one command, about 8 minutes on an H100-class card, installs nothing.
 #
 #   bash benchmarks/gpu_check.sh [OUT_DIR]           # on the GPU machine (default OUT_DIR: gpu-check)
-#   bash benchmarks/gpu_check.sh --small [OUT_DIR]   # the same steps shrunk to a smoke run (CPU, a minute)
+#   bash benchmarks/gpu_check.sh --small [OUT_DIR]   # the same steps shrunk to a smoke run (CPU, a minute; with the operator profile)
 #
 # Prints the card, then runs benchmarks/throughput.py: the seed and tiny presets, training and inference,
 # fp32 and bf16, batch 64 and 256, torch.compile off and on (bf16 at batch 256), beside the seed-style implementation in
@@ -23,7 +23,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 mkdir -p "$out"
 python -c "import torch; print('card:', torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU (CPU)', '| torch', torch.__version__)"
 if [ "$small" = 1 ]; then
-  args=(--presets tiny --batch-sizes 4 --steps 1 --tiny-steps 2 --precisions fp32 bf16 --compile off --images 3 --scoring toy)
+  args=(--presets tiny --batch-sizes 4 --steps 1 --tiny-steps 2 --precisions fp32 bf16 --compile off --images 3 --scoring toy --profile)
 else
   args=(--presets seed tiny --batch-sizes 64 256 --steps 10 --tiny-steps 30 --precisions fp32 bf16 --compile both --scoring gpu)
 fi

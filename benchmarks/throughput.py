@@ -14,7 +14,9 @@ GFLOP/s as a fraction of it. vitprint's training rows read batches the way
 also run on one batch already on the device: the ratio is the input path's
 efficiency (1.0: the input never holds the device back). ``--compile both``
 adds torch.compile rows; ``--scoring SCALE`` adds the membership benchmark's
-scoring-speed part. Usage::
+scoring-speed part; ``--profile`` adds, per preset, where one fp32 inference
+batch of vitprint's model spends its time (operator shares, and the matmuls'
+own GFLOP/s against the peak). Usage::
 
     python benchmarks/throughput.py --presets seed tiny --out docs/throughput.json
     bash benchmarks/gpu_check.sh OUT          # the prepared GPU check (see README)
@@ -34,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models.vision_transformer import VisionTransformer
 
 from torch.utils.data import DataLoader
@@ -181,6 +184,28 @@ def bench_preset(name: str, files: list[Path], batch: int, steps: int, device: t
     return rows
 
 
+def profile_inference(name: str, batch: int, device: torch.device, top: int = 6) -> dict:
+    """Operator shares of one fp32 inference batch (after a warm-up) and the dense layers' own GFLOP/s."""
+    cfg = model_config(name)
+    model = Autoencoder(cfg).to(device).eval()
+    x = torch.rand(batch, 1, cfg.image_size, cfg.image_size, device=device) * 2 - 1
+    with torch.no_grad():
+        model(x)
+        with torch.profiler.profile() as prof:
+            model(x)
+            _sync(device)
+    ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in ops)
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(x)
+    flop = sum(v for op, v in counter.get_flop_counts()["Global"].items() if "addmm" in str(op))
+    addmm = next((e.self_cpu_time_total for e in ops if e.key == "aten::addmm"), 0)
+    return {"preset": name, "batch_size": batch, "seconds": total / 1e6,
+            "shares": {e.key: e.self_cpu_time_total / total for e in ops[:top]},
+            "addmm_gflop_s": flop / (addmm / 1e6) / 1e9 if addmm else None}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--presets", nargs="+", default=["seed", "tiny"])
@@ -192,6 +217,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3, help="timed batches per measurement (after one warm-up)")
     ap.add_argument("--tiny-steps", type=int, default=20, help="timed batches for the tiny preset")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    ap.add_argument("--profile", action="store_true", help="also profile one fp32 inference batch of each preset (CPU)")
     ap.add_argument("--out", default="throughput.json")
     ap.add_argument("--markdown", help="also write the table to this file")
     a = ap.parse_args()
@@ -219,6 +245,15 @@ def main() -> None:
         from vitprint.benchmark import SCALES, scoring_speed
 
         result["scoring"] = {"scale": a.scoring, "rows": scoring_speed(SCALES[a.scoring], None, str(device))}
+    if a.profile and device.type != "cpu":
+        print("--profile measures CPU operator time: skipped on", device)
+    elif a.profile:
+        result["profile"] = [profile_inference(n, max(a.batch_sizes), device) for n in a.presets]
+        for pr in result["profile"]:
+            print(f"{pr['preset']} fp32 inference, batch {pr['batch_size']}: "
+                  + ", ".join(f"{k} {100 * v:.1f}%" for k, v in pr["shares"].items())
+                  + (f"; addmm at {pr['addmm_gflop_s']:.0f} GFLOP/s (matmul peak {peak['fp32']:.0f})"
+                     if pr["addmm_gflop_s"] else ""), flush=True)
     Path(a.out).write_text(json.dumps(result, indent=2))
     table = markdown(result)
     if a.markdown:

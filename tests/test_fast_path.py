@@ -137,4 +137,7 @@ def test_the_prepared_gpu_check_runs_shrunk_on_the_cpu(tmp_path):
     assert all(0 < r["fraction_of_peak"] for r in result["rows"])
     assert any("input_efficiency" in r for r in result["rows"])
     assert {r["detector"] for r in result["scoring"]["rows"]} == {"pixel_nn", "latent_nn"}
+    (prof,) = result["profile"]  # where one fp32 inference batch of the tiny preset spends its time
+    assert prof["preset"] == "tiny" and "aten::addmm" in prof["shares"] and prof["addmm_gflop_s"] > 0
+    assert 0 < sum(prof["shares"].values()) <= 1.0 + 1e-9
     assert "| preset | batch |" in (tmp_path / "out" / "throughput.md").read_text()
