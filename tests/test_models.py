@@ -101,3 +101,22 @@ def test_dcgan_shapes(size):
     x = g(torch.randn(3, 8))
     assert x.shape == (3, 1, size, size) and x.abs().max() <= 1
     assert d(x).shape == (3,)
+
+
+def test_the_flop_count_includes_the_cpu_attention_kernel():
+    import torch.nn.functional as F
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from vitprint.models.info import flop_counter
+
+    q, k, v = (torch.randn(2, 3, 50, 16, requires_grad=True) for _ in range(3))
+    forward = 4 * 2 * 3 * 50 * 50 * 16  # Q K^T and the weighted sum of V: 2 FLOPs per multiply-add each
+    with sdpa_kernel(SDPBackend.FLASH_ATTENTION):  # the CPU's fused kernel, which PyTorch's counter misses
+        counter = flop_counter()
+        with counter:
+            F.scaled_dot_product_attention(q, k, v)
+        assert counter.get_total_flops() == forward
+        counter = flop_counter()
+        with counter:
+            F.scaled_dot_product_attention(q, k, v).sum().backward()
+        assert counter.get_total_flops() == forward + 2.5 * forward  # the backward: 5 products of that size

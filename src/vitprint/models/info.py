@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from vitprint.config import ModelConfig
 from vitprint.models.autoencoder import Autoencoder
@@ -13,8 +13,26 @@ def count_params(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+def _cpu_attention(query, key, value, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query, key, value)
+
+
+def _cpu_attention_backward(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_backward_flop_count(grad_out, query, key, value)
+
+
+def flop_counter() -> FlopCounterMode:
+    """PyTorch's FLOP counter, also counting the CPU's fused attention kernel (PyTorch counts its GPU
+    attention kernels, but the CPU one, forward and backward, as 0 FLOPs)."""
+    aten = torch.ops.aten
+    cpu = {name: fn for name, fn in (("_scaled_dot_product_flash_attention_for_cpu", _cpu_attention),
+                                     ("_scaled_dot_product_flash_attention_for_cpu_backward", _cpu_attention_backward))
+           if hasattr(aten, name)}
+    return FlopCounterMode(display=False, custom_mapping={getattr(aten, k): fn for k, fn in cpu.items()})
+
+
 def _flops(fn) -> int:
-    counter = FlopCounterMode(display=False)
+    counter = flop_counter()
     with counter:
         fn()
     return counter.get_total_flops()
