@@ -21,14 +21,16 @@ def _cpu_attention_backward(grad_out, query, key, value, *args, out_shape=None, 
     return sdpa_backward_flop_count(grad_out, query, key, value)
 
 
+_CPU_ATTENTION = (("_scaled_dot_product_flash_attention_for_cpu", _cpu_attention),
+                  ("_scaled_dot_product_flash_attention_for_cpu_backward", _cpu_attention_backward))
+
+
 def flop_counter() -> FlopCounterMode:
     """PyTorch's FLOP counter, also counting the CPU's fused attention kernel (PyTorch counts its GPU
     attention kernels, but the CPU one, forward and backward, as 0 FLOPs)."""
     aten = torch.ops.aten
-    cpu = {name: fn for name, fn in (("_scaled_dot_product_flash_attention_for_cpu", _cpu_attention),
-                                     ("_scaled_dot_product_flash_attention_for_cpu_backward", _cpu_attention_backward))
-           if hasattr(aten, name)}
-    return FlopCounterMode(display=False, custom_mapping={getattr(aten, k): fn for k, fn in cpu.items()})
+    return FlopCounterMode(display=False, custom_mapping={getattr(aten, name): fn for name, fn in _CPU_ATTENTION
+                                                          if hasattr(aten, name)})
 
 
 def _flops(fn) -> int:
