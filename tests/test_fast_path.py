@@ -176,3 +176,23 @@ def test_throughput_recount_redoes_the_flop_columns_from_the_measured_rates(tmp_
     assert f"| {info['autoencoder_gflop']:.2f} |" in done.stdout
     refused = subprocess.run(run + ["--profile"], capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2 and "--recount times nothing" in refused.stderr
+
+
+def test_throughput_refuses_a_profile_on_a_gpu_and_a_recount_that_would_time(monkeypatch, tmp_path):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    import pytest
+    import torch
+
+    spec = importlib.util.spec_from_file_location("throughput", Path(__file__).resolve().parents[1] / "benchmarks" / "throughput.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    monkeypatch.setattr(script, "matmul_peak", lambda *a, **k: pytest.fail("work began before the refusal"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for argv in (["--profile"], ["--recount", str(tmp_path / "x.json"), "--scoring", "toy"]):
+        monkeypatch.setattr(sys, "argv", ["throughput.py", *argv])
+        with pytest.raises(SystemExit) as stop:
+            script.main()
+        assert stop.value.code == 2
