@@ -162,8 +162,7 @@ def bench_preset(name: str, files: list[Path], batch: int, steps: int, device: t
             staged = get_x(0).to(device)
             row["compute_only_images_per_s"] = time_loop(lambda i: step_on(staged), steps, batch, device)
             row["input_efficiency"] = ips / row["compute_only_images_per_s"]
-        gflop = info["train_step_gflop"] if train else info["autoencoder_gflop"]
-        row.update({"gflop_per_image": gflop, "achieved_gflop_s": ips * gflop})
+        flop_columns(row, info)
         rows.append(row)
         print(f"{name:5s} {label:11s} {'train' if train else 'infer':5s} {precision} batch {batch}"
               f"{' compiled' if compile_model else ''}: {ips:8.2f} img/s"
@@ -206,6 +205,21 @@ def profile_inference(name: str, batch: int, device: torch.device, top: int = 6)
             "dense_gflop_s": flop / seconds / 1e9 if seconds else None}
 
 
+FLOP_COUNT = "torch.utils.flop_counter, with the CPU's fused attention kernel counted (vitprint.models.info.flop_counter)"
+
+
+def flop_columns(row: dict, info: dict) -> None:
+    """A measured row's GFLOP per image (training step or forward pass) and achieved GFLOP/s."""
+    gflop = info["train_step_gflop" if row["mode"] == "train" else "autoencoder_gflop"]
+    row.update({"gflop_per_image": gflop, "achieved_gflop_s": row["images_per_s"] * gflop})
+
+
+def add_fractions(rows: list[dict], peak: dict) -> None:
+    """Each row's achieved GFLOP/s as a share of the matmul peak of its precision."""
+    for r in rows:
+        r["fraction_of_peak"] = r["achieved_gflop_s"] / peak[r["precision"]]
+
+
 def recount(result: dict) -> dict:
     """The FLOP columns of an earlier run's result, recomputed with the current FLOP count from the
     images/s it measured (nothing is timed again)."""
@@ -213,14 +227,10 @@ def recount(result: dict) -> dict:
     for r in result["rows"]:
         if r["preset"] not in info:
             info[r["preset"]] = model_info(model_config(r["preset"]))
-        gflop = info[r["preset"]]["train_step_gflop" if r["mode"] == "train" else "autoencoder_gflop"]
-        r.update({"gflop_per_image": gflop, "achieved_gflop_s": r["images_per_s"] * gflop})
-        r["fraction_of_peak"] = r["achieved_gflop_s"] / result["matmul_peak_gflop_s"][r["precision"]]
+        flop_columns(r, info[r["preset"]])
+    add_fractions(result["rows"], result["matmul_peak_gflop_s"])
     result["flop_count"] = FLOP_COUNT
     return result
-
-
-FLOP_COUNT = "torch.utils.flop_counter, with the CPU's fused attention kernel counted (vitprint.models.info.flop_counter)"
 
 
 def main() -> None:
@@ -266,8 +276,7 @@ def main() -> None:
             for batch in a.batch_sizes:  # compiled rows at the largest batch only: each compile takes a while
                 rows += bench_preset(name, files, batch, steps, device, a.precisions,
                                      modes if batch == max(a.batch_sizes) else (False,))
-    for r in rows:
-        r["fraction_of_peak"] = r["achieved_gflop_s"] / peak[r["precision"]]
+    add_fractions(rows, peak)
     machine = torch.cuda.get_device_name() if device.type == "cuda" else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
     result = {"device": str(device), "machine": machine, "torch": torch.__version__, "matmul_peak_gflop_s": peak,
               "batch_sizes": a.batch_sizes, "rows": rows, "flop_count": FLOP_COUNT}
