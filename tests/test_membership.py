@@ -197,6 +197,30 @@ def test_cross_validation_decides_with_thresholds_fitted_on_the_other_folds():
     assert (cv.decisions["s"] == expected).all()
 
 
+def test_combiner_keeps_the_one_score_that_dominates_and_combines_scores_that_each_see_part():
+    rng = np.random.default_rng(5)
+    y = np.repeat([0, 1], 16)  # as few labelled images as a benchmark cell's fitting half
+    # One score separates; twelve carry nothing. The regression fitted on 32 images spreads weight over the
+    # useless ones; the rule keeps the good score alone, so its ranking is that score's.
+    good = y * 3.0 + rng.normal(size=32)
+    X = np.c_[rng.normal(size=(32, 6)), good, rng.normal(size=(32, 6))]
+    comb = Combiner().fit(X, y)
+    assert comb.choice_ == "single" and comb.column_ == 6
+    assert np.array_equal(np.argsort(comb.decision_function(X)), np.argsort(good))
+    assert comb.inner_auc_["single"] >= comb.inner_auc_["logistic"]
+    assert np.flatnonzero(comb.weights).tolist() == [6]
+    # Two scores that each find a different half of the used images: neither alone does; the sum does.
+    half = np.r_[np.zeros(16), np.tile([1, 0], 8)]
+    a = 3.0 * half + rng.normal(size=32)
+    b = 3.0 * (y - half) + rng.normal(size=32)
+    comb = Combiner().fit(np.c_[a, b], y)
+    assert comb.choice_ == "logistic" and comb.column_ is None
+    assert comb.inner_auc_["logistic"] > comb.inner_auc_["single"]
+    assert (comb.weights > 0).all()
+    rule = fit_decision({"a": a, "b": b}, y, "combined").to_dict()
+    assert rule["combiner_choice"] == "logistic" and set(rule["combiner_inner_auc"]) == {"single", "logistic"}
+
+
 def test_combiner_is_robust_to_useless_scores_and_auto_picks_the_good_one():
     rng = np.random.default_rng(11)
     y = np.repeat([0, 1], 30)

@@ -183,6 +183,7 @@ def heldout_metrics(values: dict[str, np.ndarray], labels: np.ndarray, seed: int
     X = np.stack([values[n] for n in names], 1)
     comb = Combiner(seed=seed).fit(X[dev], labels[dev])
     scored = {**values, "combined": comb.decision_function(X)}
+    choice = comb.choice_ if comb.column_ is None else f"single: {names[comb.column_]}"
     out = {}
     family_wise = 1 - 0.05 / len(scored)  # every row at once (Bonferroni), for the null cells' control
     for name, s in scored.items():
@@ -194,6 +195,7 @@ def heldout_metrics(values: dict[str, np.ndarray], labels: np.ndarray, seed: int
                      "roc_auc_interval": list(auc_interval(labels[test], s[test], seed=seed)),
                      "roc_auc_interval_fw": list(auc_interval(labels[test], s[test], n_boot=4000, seed=seed,
                                                               level=family_wise))}
+    out["combined"]["choice"] = choice  # what the combiner's inner cross-validation kept
     return out
 
 
@@ -294,6 +296,9 @@ def run_cell(family: str, n: int, seed: int, scale: Scale, encoder: str | None, 
             "non_members_copied": copied_non, "peers": [d for d in scores.values if d in scores.peers],
             "seconds": time.perf_counter() - t0, "generator_seconds": t_gen,
             "detector_seconds": {name: round(sec, 2) for name, sec in scores.seconds.items()}, "detectors": metrics,
+            # every real image's scores (members first), so a later decision rule can be judged on this cell
+            # again without training anything: heldout_metrics(scores, labels, seed)
+            "scores": {name: [float(f"{x:.7g}") for x in v] for name, v in scores.values.items()},
             "verdict": {k: v[k] for k in ("verdict", "primary", "primary_auc", "p_value", "blind_auc", "cv_auc")}}
 
 

@@ -3,8 +3,9 @@
 - ``Threshold``: one score, decide "used" when ``score > threshold_``; fitted on
   labelled development images to maximise Cohen's kappa or to meet a target
   false-positive rate.
-- ``Combiner``: a strongly regularised logistic regression over standardised
-  scores (robust to detectors that carry no signal), thresholded the same way.
+- ``Combiner``: select or combine: the best single score or a strongly
+  regularised logistic regression over the standardised scores, whichever wins
+  an inner cross-validation; thresholded the same way.
 - ``select_primary``: the detector whose score separates the labelled images
   best (ROC-AUC; the scores themselves are not fitted on the labels, so this is
   honest on the images it is measured on, and nested inside cross-validation).
@@ -82,34 +83,84 @@ class Threshold:
 
 
 class Combiner:
-    """Logistic regression over standardised scores, with its own fitted threshold.
+    """Select or combine: the single best score or a logistic regression over them all, whichever
+    separates the labelled images better by inner cross-validation; thresholded like a score.
 
-    ``C`` is small by default: with a few dozen labelled images, a detector
-    that carries no signal must not pull the combination away from the ones
-    that do.
+    Both candidates are judged the same way, out of fold: in each inner split the single score with the
+    best ROC-AUC on the training part (as ``auto`` picks), and a strongly regularised logistic regression
+    over the standardised scores (``C`` small: with a few dozen labelled images a score that carries no
+    signal must not pull the combination away from the ones that do) fitted on that part, score the held-out
+    part, ranked against their own training scores so that folds pool. The inner splits are repeated
+    (``repeats``) and the pooled ROC-AUCs averaged; the logistic regression is kept only when it beats the
+    single score (ties: the single score). A regression over many correlated and useless scores fitted on
+    few images loses to the best of them where one dominates, and wins where several carry signal; this
+    rule takes whichever the labelled images support. With too few labelled images to split (fewer than 2
+    of a group) the regression is kept.
+
+    Fitted attributes: ``choice_`` (``"logistic"`` or ``"single"``), ``column_`` (the single score's
+    column, or None), ``inner_auc_`` (each candidate's inner cross-validated ROC-AUC) and the linear rule
+    on standardised scores (``weights``; one-hot when a single score was chosen).
     """
 
-    def __init__(self, C: float = 0.1, target_fpr: float | None = None, seed: int = 0):
-        self.C, self.target_fpr, self.seed = C, target_fpr, seed
+    def __init__(self, C: float = 0.1, target_fpr: float | None = None, seed: int = 0, folds: int = 5,
+                 repeats: int = 3):
+        self.C, self.target_fpr, self.seed, self.folds, self.repeats = C, target_fpr, seed, folds, repeats
+
+    def _logistic(self, X, y):
+        return make_pipeline(StandardScaler(), LogisticRegression(C=self.C, random_state=self.seed)).fit(X, y)
+
+    @staticmethod
+    def _best_column(X, y) -> int:
+        aucs = [_auc(y, X[:, j]) for j in range(X.shape[1])]
+        return int(np.nanargmax(aucs)) if not np.all(np.isnan(aucs)) else 0
+
+    def _inner_aucs(self, X, y) -> dict[str, float]:
+        n_min = int(min((y == 0).sum(), (y == 1).sum()))
+        if n_min < 2 or X.shape[1] == 1:
+            return {}
+        out = {"single": [], "logistic": []}
+        for r in range(self.repeats):
+            oof = {k: np.zeros(len(y)) for k in out}
+            splits = StratifiedKFold(min(self.folds, n_min), shuffle=True, random_state=self.seed + r).split(X, y)
+            for train, test in splits:
+                if len(np.unique(y[train])) < 2:
+                    continue
+                j = self._best_column(X[train], y[train])
+                lr = self._logistic(X[train], y[train])
+                for k, tr, te in (("single", X[train, j], X[test, j]),
+                                  ("logistic", lr.decision_function(X[train]), lr.decision_function(X[test]))):
+                    oof[k][test] = np.searchsorted(np.sort(tr), te, side="right") / len(train)
+            for k in out:
+                out[k].append(_auc(y, oof[k]))
+        return {k: float(np.mean(v)) for k, v in out.items()}
 
     def fit(self, features: np.ndarray, labels) -> "Combiner":
         y = _check_labels(labels)
-        self.model_ = make_pipeline(StandardScaler(), LogisticRegression(C=self.C, random_state=self.seed))
-        self.model_.fit(np.asarray(features, float), y)
-        self.threshold_ = Threshold(self.target_fpr).fit(self.decision_function(features), y)
+        X = np.asarray(features, float)
+        self.inner_auc_ = self._inner_aucs(X, y)
+        self.scaler_ = StandardScaler().fit(X)
+        if self.inner_auc_ and not self.inner_auc_["logistic"] > self.inner_auc_["single"]:
+            self.choice_, self.column_ = "single", self._best_column(X, y)
+            self.coef_ = np.eye(X.shape[1])[self.column_]
+            self.intercept_ = 0.0
+        else:
+            lr = self._logistic(X, y)
+            self.choice_, self.column_ = "logistic", None
+            self.scaler_, self.coef_, self.intercept_ = lr[0], lr[-1].coef_[0], float(lr[-1].intercept_[0])
+        self.threshold_ = Threshold(self.target_fpr).fit(self.decision_function(X), y)
         return self
 
     def decision_function(self, features: np.ndarray) -> np.ndarray:
-        """``(N,)`` log-odds of "used"."""
-        return self.model_.decision_function(np.asarray(features, float))
+        """``(N,)`` the chosen rule's score: log-odds of "used" (logistic), or the chosen score standardised."""
+        return self.scaler_.transform(np.asarray(features, float)) @ self.coef_ + self.intercept_
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         return self.threshold_.predict(self.decision_function(features))
 
     @property
     def weights(self) -> np.ndarray:
-        """Weights of the standardised scores."""
-        return self.model_[-1].coef_[0]
+        """Weights of the standardised scores (one-hot when one score was chosen)."""
+        return self.coef_
 
 
 def _auc(y, s) -> float:
@@ -170,6 +221,9 @@ class Decision:
         d = {"primary": self.primary, "threshold": self.threshold}
         if self.combiner is not None:
             d["combiner_weights"] = dict(zip(self.names, map(float, self.combiner.weights)))
+            d["combiner_choice"] = (self.combiner.choice_ if self.combiner.column_ is None
+                                    else f"single: {self.names[self.combiner.column_]}")
+            d["combiner_inner_auc"] = self.combiner.inner_auc_
         return d
 
 
