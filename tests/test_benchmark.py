@@ -30,6 +30,14 @@ def test_membership_benchmark_end_to_end_at_toy_size(tmp_path, capsys):
     assert "kept text" in text and "#### dcgan" in text and "#### vae" in text and "Target" in text
     assert "#### dcgan (null generator)" in text and "null-generator cells: \"Leak detected\" in" in text
     assert "*verdict of `vitprint detect` per seed*" in text and "*members with a near-copy (non-members: chance), of 8*" in text
+    assert "; kept: " in text  # what the combiner's inner cross-validation kept, per seed
+    # Each cell keeps every real image's scores (members first): its held-out metrics follow from them alone.
+    c0 = res["cells"][0]
+    again = heldout_metrics({k: np.asarray(v) for k, v in c0["scores"].items()},
+                            np.r_[np.ones(8, int), np.zeros(8, int)], c0["seed"])
+    for det in ("combined", "align_nn", "pixel_nn"):
+        assert again[det]["roc_auc"] == pytest.approx(c0["detectors"][det]["roc_auc"])
+    assert again["combined"]["choice"] == c0["detectors"]["combined"]["choice"]
     assert (tmp_path / "figures" / "membership_toy_8_dcgan.png").is_file()  # a part of the grid: sizes 8
     assert (tmp_path / "figures" / "membership_toy_8_copy_rate.png").is_file() and "against the copy rate" in text
     assert json.loads((tmp_path / "results" / "membership-toy-8.json").read_text())["cells"] == res["cells"]
@@ -62,7 +70,7 @@ def test_heldout_metrics_separate_a_clear_signal():
     m = heldout_metrics(values, y, seed=0)
     assert m["good"]["roc_auc"] > 0.9 and m["good"]["accuracy"] > 0.8
     assert 0.2 < m["noise"]["roc_auc"] < 0.8
-    assert m["combined"]["roc_auc"] > 0.9
+    assert m["combined"]["roc_auc"] > 0.9 and m["combined"]["choice"] == "single: good"
 
 
 def test_mean_interval_and_summary():

@@ -197,3 +197,34 @@ def test_whitebox_bound_scores_one_cell_and_reuses_its_generator(tmp_path, capsy
     with pytest.raises(SystemExit):  # another cell's generator is never reused
         bound.main([*args, "--seed", "1"])
     assert "holds another generator" in capsys.readouterr().err
+
+
+def test_recombine_recomputes_only_the_combined_row_from_the_stored_scores(tmp_path, capsys):
+    import json
+
+    from vitprint.benchmark import heldout_metrics
+
+    spec = importlib.util.spec_from_file_location("recombine", Path(__file__).parents[1] / "benchmarks" / "recombine.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    rng = np.random.default_rng(0)
+    y = np.r_[np.ones(20, int), np.zeros(20, int)]
+    scores = {"good": (y * 2.0 + rng.normal(size=40)).tolist(), "noise": rng.normal(size=40).tolist()}
+    stale = {"roc_auc": 0.1, "tpr_at_1pct_fpr": 0.0, "kappa": 0.0, "accuracy": 0.5}
+    kept = heldout_metrics({k: np.asarray(v) for k, v in scores.items()}, y, 1)
+    cells = [{"family": "vae", "members": 20, "seed": 1, "scores": scores,
+              "detectors": {"good": kept["good"], "noise": kept["noise"], "combined": dict(stale)}},
+             {"family": "vae", "members": 20, "seed": 2, "detectors": {"good": kept["good"], "combined": dict(stale)}}]
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({"cells": cells}))
+    assert script.main([str(path), "--dry-run"]) == 0
+    assert json.loads(path.read_text())["cells"][0]["detectors"]["combined"] == stale  # nothing written
+    assert script.main([str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "combined 0.100 (logistic) -> " in out and "no stored scores, left as it is" in out
+    res = json.loads(path.read_text())
+    assert res["cells"][0]["detectors"]["combined"]["roc_auc"] == pytest.approx(kept["combined"]["roc_auc"])
+    assert res["cells"][0]["detectors"]["good"] == kept["good"] and res["cells"][1]["detectors"]["combined"] == stale
+    assert res["summary"]["vae"]["20"]["combined"]["roc_auc"][3] == 2 and "recombined" in res
+    (tmp_path / "bad.json").write_text("{")
+    assert script.main([str(tmp_path / "bad.json")]) == 2 and "error:" in capsys.readouterr().err

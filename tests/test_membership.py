@@ -219,6 +219,12 @@ def test_combiner_keeps_the_one_score_that_dominates_and_combines_scores_that_ea
     assert (comb.weights > 0).all()
     rule = fit_decision({"a": a, "b": b}, y, "combined").to_dict()
     assert rule["combiner_choice"] == "logistic" and set(rule["combiner_inner_auc"]) == {"single", "logistic"}
+    # One score: kept as it is, with nothing to cross-validate.
+    comb = Combiner().fit(np.c_[-good], y)
+    assert comb.kept(["g"]) == "single: g" and comb.inner_auc_ == {} and comb.weights.tolist() == [1.0]
+    # Cross-validated, the combiner's rows are ranked within each fold, and what it kept is recorded per fold.
+    cv = cross_validate({"a": a, "b": b}, y, folds=4)
+    assert cv.combiner_choices == ["logistic"] * 4 and ((0 <= cv.scores["combined"]) & (cv.scores["combined"] <= 1)).all()
 
 
 def test_combiner_is_robust_to_useless_scores_and_auto_picks_the_good_one():

@@ -30,6 +30,7 @@ def test_subspace_ranks_the_members_a_generator_blends_first_and_sits_at_chance_
     scores, nearest = det.score_with_evidence(real)
     assert roc_auc_score(y, scores) == 1.0
     assert nearest.shape == (40,) and (scores <= 0).all()
+    assert np.array_equal(det.score_samples(real), scores)  # the same scores without the evidence search
     aucs = [roc_auc_score(y, create_detector("subspace", pixel_size=32).fit(_textures(rng, 200)).score_samples(real))
             for _ in range(3)]
     assert 0.3 < np.mean(aucs) < 0.7

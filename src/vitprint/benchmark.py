@@ -183,7 +183,7 @@ def heldout_metrics(values: dict[str, np.ndarray], labels: np.ndarray, seed: int
     X = np.stack([values[n] for n in names], 1)
     comb = Combiner(seed=seed).fit(X[dev], labels[dev])
     scored = {**values, "combined": comb.decision_function(X)}
-    choice = comb.choice_ if comb.column_ is None else f"single: {names[comb.column_]}"
+    choice = comb.kept(names)
     out = {}
     family_wise = 1 - 0.05 / len(scored)  # every row at once (Bonferroni), for the null cells' control
     for name, s in scored.items():

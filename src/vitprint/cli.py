@@ -572,7 +572,7 @@ def _parser_detect(sub) -> None:
     g.add_argument("--lr", type=float, default=1e-4, help="autoencoder learning rate (default: 1e-4)")
     g.add_argument("--batch-size", type=int, default=32, help="batch size (default: 32)")
     g = p.add_argument_group("decisions")
-    g.add_argument("--decision", default="auto", help="what decides the run file: 'auto' (the detector that separates the development images best, chosen inside cross-validation), 'combined' (a regularised logistic combiner over the scores the verdict may test: not the cross-fitted _cal ones nor pair's) or one score's name (default: auto)")
+    g.add_argument("--decision", default="auto", help="what decides the run file: 'auto' (the detector that separates the development images best, chosen inside cross-validation), 'combined' (the best single score or a regularised logistic combination, whichever wins an inner cross-validation, over the scores the verdict may test: not the cross-fitted _cal ones nor pair's) or one score's name (default: auto)")
     g.add_argument("--target-fpr", type=float, help="fit thresholds to this false-positive rate instead of maximising Cohen's kappa")
     g.add_argument("--folds", type=int, default=5, help="cross-validation folds for development metrics (default: 5)")
     g.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for 95%% intervals (default: 1000; 0 turns them off)")

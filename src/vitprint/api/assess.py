@@ -62,7 +62,8 @@ def assess(values: dict[str, np.ndarray], labels, unknown, pixels, cfg: AssessCo
         evaluation = evaluate_scores(feats, y, cfg.folds, cfg.n_boot, cfg.seed, cfg.target_fpr, blind, candidates)
         primary = evaluation["verdict"]["primary"]
         summary.update(verdict=evaluation["verdict"], blind_baseline=blind, development=evaluation["results"],
-                       auto_choices=evaluation["auto_choices"], folds_used=evaluation["folds"],
+                       auto_choices=evaluation["auto_choices"],
+                       combiner_choices=evaluation["combiner_choices"], folds_used=evaluation["folds"],
                        leak_estimate={"detector": primary,
                                       **leak_estimate(feats[primary], y, n_boot=cfg.n_boot, seed=cfg.seed)})
         log.info("verdict: %s", evaluation["verdict"]["sentence"])

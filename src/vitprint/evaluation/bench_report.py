@@ -30,8 +30,15 @@ def chance_note(auc) -> str:
     return "better than chance" if lo > 0.5 else "below chance"
 
 
-def combiner_check(summary) -> list[str]:
-    """One line per cell saying whether the combiner's mean AUC matches the best single detector's."""
+def combiner_check(summary, cells=()) -> list[str]:
+    """One line per cell saying whether the combiner's mean AUC matches the best single detector's, and
+    (from ``cells``, where they recorded it) what the combiner kept in each seed."""
+    kept: dict[tuple[str, str], list[str]] = {}
+    for c in cells:
+        choice = c["detectors"].get("combined", {}).get("choice")
+        if choice is not None:
+            what = f"{choice.removeprefix('single: ')} alone" if choice.startswith("single: ") else "the regression"
+            kept.setdefault((family_key(c), str(c["members"])), []).append(f"{what} (seed {c.get('seed', 0)})")
     lines = []
     for fam, by_size in summary.items():
         for size, by_det in sorted(by_size.items(), key=lambda kv: int(kv[0])):
@@ -40,7 +47,8 @@ def combiner_check(summary) -> list[str]:
             comb = by_det["combined"]["roc_auc"][0]
             ok = comb >= singles[best] - 1e-9
             lines.append(f"- {fam}, {size} members: combined {comb:.3f} vs best single ({best}) {singles[best]:.3f} — "
-                         + ("met" if ok else f"**not met** (short by {singles[best] - comb:.4f})"))
+                         + ("met" if ok else f"**not met** (short by {singles[best] - comb:.4f})")
+                         + (f"; kept: {', '.join(kept[fam, size])}" if (fam, size) in kept else ""))
     return lines
 
 
@@ -188,7 +196,7 @@ def markdown(results: dict, command: str, figures: dict[str, str], copy_figure: 
     if copy_figure:
         lines += [f"![held-out ROC-AUC against the copy rate, every cell]({copy_figure})", ""]
     lines += ["Target — the combiner at least as good as the best single detector on AUC, per cell:", ""]
-    lines += combiner_check({f: v for f, v in results["summary"].items() if "null" not in f})
+    lines += combiner_check({f: v for f, v in results["summary"].items() if "null" not in f}, results.get("cells", ()))
     lines += ["", "Targets — controls that can fail:", ""] + control_check(results)
     if "speed" in results:
         lines += ["", "Scoring speed (exact search, CPU, real images scored against N generated; "

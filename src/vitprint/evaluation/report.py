@@ -155,8 +155,8 @@ def write_report(result, out: Path, evidence: Evidence | None = None,
                          + _img(plots.score_histograms(result.cv_scores, y, fig / "histograms.png")))
         parts.append("<p>p (Holm): the chance of an ROC-AUC this high if the labels were shuffled (2,000 "
                      "permutations), corrected for testing every detector. <i>auto</i> is the detector chosen on the "
-                     "training folds; <i>combined</i> a regularised logistic combination of the scores the verdict "
-                     "may test. Peers are the literature's methods, implemented from their papers.</p>")
+                     "training folds; <i>combined</i> the best single score or a regularised logistic combination of "
+                     "the scores the verdict may test, whichever wins an inner cross-validation on the training folds. Peers are the literature's methods, implemented from their papers.</p>")
     parts.append(_evidence(result, evidence or select_evidence(result), fig))
     if reconstructions is not None:
         parts.append("<h2>Reconstructions by the autoencoder trained on the generated images</h2>"

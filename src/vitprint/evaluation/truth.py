@@ -87,7 +87,7 @@ def evaluate_scores(values: dict[str, np.ndarray], labels: np.ndarray, folds: in
     permutation p-values (Holm-corrected across detectors) and the verdict.
 
     Returns ``{"results": {name: {metrics, intervals[, p_value, p_holm]}}, "cv_scores": {name: scores},
-    "auto_choices": [...], "verdict": {...}}``.
+    "auto_choices": [...], "combiner_choices": [...], "verdict": {...}}``.
     """
     cv = cross_validate(values, labels, folds, seed, target_fpr, candidates)
     tested = {n: values[n] for n in deciding_scores(list(values), candidates)}
@@ -101,6 +101,7 @@ def evaluate_scores(values: dict[str, np.ndarray], labels: np.ndarray, folds: in
             out[name].update(p_value=tests[name]["p_value"], p_holm=tests[name]["p_holm"])
     confirm_out_of_fold(verdict, out["auto"]["metrics"]["roc_auc"])
     return {"results": out, "cv_scores": cv.scores, "cv_decisions": cv.decisions, "auto_choices": cv.auto_choices,
+            "combiner_choices": cv.combiner_choices,
             "folds": cv.folds,
             "verdict": verdict.to_dict()}
 

@@ -75,12 +75,12 @@ class Calibrated(_Wrapper):
 
     def _score(self, real):
         s_gen, nearest = self.on_generated._score(real)
-        s_ref = np.asarray(self.on_reference._score(real)[0], np.float64).copy()
+        s_ref = np.asarray(self.on_reference.score_samples(real), np.float64).copy()
         where = self.ref_folds.real_folds(real)
         self.cross_fitted = int((where >= 0).sum())
         for fold in np.unique(where[where >= 0]):
             idx = np.flatnonzero(where == fold)
-            s_ref[idx] = self.make().fit(self.ref_folds.without(fold))._score(np.asarray(real[idx]))[0]
+            s_ref[idx] = self.make().fit(self.ref_folds.without(fold)).score_samples(np.asarray(real[idx]))
         return np.asarray(s_gen, np.float64) - s_ref, nearest
 
 

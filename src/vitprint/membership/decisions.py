@@ -91,28 +91,35 @@ class Combiner:
     over the standardised scores (``C`` small: with a few dozen labelled images a score that carries no
     signal must not pull the combination away from the ones that do) fitted on that part, score the held-out
     part, ranked against their own training scores so that folds pool. The inner splits are repeated
-    (``repeats``) and the pooled ROC-AUCs averaged; the logistic regression is kept only when it beats the
-    single score (ties: the single score). A regression over many correlated and useless scores fitted on
-    few images loses to the best of them where one dominates, and wins where several carry signal; this
-    rule takes whichever the labelled images support. With too few labelled images to split (fewer than 2
-    of a group) the regression is kept.
+    (``repeats``) and the pooled ROC-AUCs averaged; the regression is kept only when it beats the single
+    score (ties: the single score). The choice is made on ROC-AUC, also under ``target_fpr``. A regression
+    over many correlated and useless scores fitted on few images loses to the best of them where one
+    dominates, and wins where several carry signal; this rule takes whichever the labelled images support.
+
+    The single score is read as it is ("higher = more likely used"); the regression may give a score a
+    negative weight (a distance to the generated images less one to other real images is calibration; a
+    score that separates the groups the wrong way may also be a confound, which is why the verdict never
+    reads the combiner). One score, or too few labelled images to split (fewer than 2 of a group): the
+    single best score, with no inner cross-validation.
 
     Fitted attributes: ``choice_`` (``"logistic"`` or ``"single"``), ``column_`` (the single score's
-    column, or None), ``inner_auc_`` (each candidate's inner cross-validated ROC-AUC) and the linear rule
-    on standardised scores (``weights``; one-hot when a single score was chosen).
+    column, or None), ``inner_auc_`` (each candidate's inner cross-validated ROC-AUC; empty when not run)
+    and the linear rule on standardised scores (``weights``; one-hot when a single score was chosen).
     """
 
     def __init__(self, C: float = 0.1, target_fpr: float | None = None, seed: int = 0, folds: int = 5,
                  repeats: int = 3):
         self.C, self.target_fpr, self.seed, self.folds, self.repeats = C, target_fpr, seed, folds, repeats
 
-    def _logistic(self, X, y):
-        return make_pipeline(StandardScaler(), LogisticRegression(C=self.C, random_state=self.seed)).fit(X, y)
+    def _logistic(self, X, y) -> tuple[StandardScaler, np.ndarray, float]:
+        """The regression on standardised scores: ``(scaler, weights, intercept)``."""
+        scaler = StandardScaler().fit(X)
+        lr = LogisticRegression(C=self.C, random_state=self.seed).fit(scaler.transform(X), y)
+        return scaler, lr.coef_[0], float(lr.intercept_[0])
 
     @staticmethod
     def _best_column(X, y) -> int:
-        aucs = [_auc(y, X[:, j]) for j in range(X.shape[1])]
-        return int(np.nanargmax(aucs)) if not np.all(np.isnan(aucs)) else 0
+        return int(np.argmax([_auc(y, X[:, j]) for j in range(X.shape[1])]))
 
     def _inner_aucs(self, X, y) -> dict[str, float]:
         n_min = int(min((y == 0).sum(), (y == 1).sum()))
@@ -122,13 +129,11 @@ class Combiner:
         for r in range(self.repeats):
             oof = {k: np.zeros(len(y)) for k in out}
             splits = StratifiedKFold(min(self.folds, n_min), shuffle=True, random_state=self.seed + r).split(X, y)
-            for train, test in splits:
-                if len(np.unique(y[train])) < 2:
-                    continue
+            for train, test in splits:  # (stratified, so every training part holds both groups)
                 j = self._best_column(X[train], y[train])
-                lr = self._logistic(X[train], y[train])
-                for k, tr, te in (("single", X[train, j], X[test, j]),
-                                  ("logistic", lr.decision_function(X[train]), lr.decision_function(X[test]))):
+                scaler, coef, intercept = self._logistic(X[train], y[train])
+                lin = lambda rows: scaler.transform(X[rows]) @ coef + intercept  # noqa: E731
+                for k, tr, te in (("single", X[train, j], X[test, j]), ("logistic", lin(train), lin(test))):
                     oof[k][test] = np.searchsorted(np.sort(tr), te, side="right") / len(train)
             for k in out:
                 out[k].append(_auc(y, oof[k]))
@@ -138,24 +143,26 @@ class Combiner:
         y = _check_labels(labels)
         X = np.asarray(features, float)
         self.inner_auc_ = self._inner_aucs(X, y)
-        self.scaler_ = StandardScaler().fit(X)
-        if self.inner_auc_ and not self.inner_auc_["logistic"] > self.inner_auc_["single"]:
-            self.choice_, self.column_ = "single", self._best_column(X, y)
-            self.coef_ = np.eye(X.shape[1])[self.column_]
-            self.intercept_ = 0.0
-        else:
-            lr = self._logistic(X, y)
+        if self.inner_auc_ and self.inner_auc_["logistic"] > self.inner_auc_["single"]:
+            self.scaler_, self.coef_, self.intercept_ = self._logistic(X, y)
             self.choice_, self.column_ = "logistic", None
-            self.scaler_, self.coef_, self.intercept_ = lr[0], lr[-1].coef_[0], float(lr[-1].intercept_[0])
+        else:
+            self.choice_, self.column_ = "single", self._best_column(X, y)
+            self.scaler_ = StandardScaler().fit(X)
+            self.coef_, self.intercept_ = np.eye(X.shape[1])[self.column_], 0.0
         self.threshold_ = Threshold(self.target_fpr).fit(self.decision_function(X), y)
         return self
 
     def decision_function(self, features: np.ndarray) -> np.ndarray:
-        """``(N,)`` the chosen rule's score: log-odds of "used" (logistic), or the chosen score standardised."""
+        """``(N,)`` the kept rule's score: log-odds of "used" (logistic), or the chosen score standardised."""
         return self.scaler_.transform(np.asarray(features, float)) @ self.coef_ + self.intercept_
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         return self.threshold_.predict(self.decision_function(features))
+
+    def kept(self, names: list[str]) -> str:
+        """What the rule reads: ``"logistic"`` or ``"single: NAME"`` (``names``: the columns' names)."""
+        return self.choice_ if self.column_ is None else f"single: {names[self.column_]}"
 
     @property
     def weights(self) -> np.ndarray:
@@ -221,8 +228,7 @@ class Decision:
         d = {"primary": self.primary, "threshold": self.threshold}
         if self.combiner is not None:
             d["combiner_weights"] = dict(zip(self.names, map(float, self.combiner.weights)))
-            d["combiner_choice"] = (self.combiner.choice_ if self.combiner.column_ is None
-                                    else f"single: {self.names[self.combiner.column_]}")
+            d["combiner_choice"] = self.combiner.kept(self.names)
             d["combiner_inner_auc"] = self.combiner.inner_auc_
         return d
 
@@ -235,6 +241,7 @@ class CrossValidated:
     decisions: dict[str, np.ndarray]
     folds: int = 0
     auto_choices: list[str] = field(default_factory=list)  # the primary picked in each fold
+    combiner_choices: list[str] = field(default_factory=list)  # what the combiner kept in each fold
 
 
 def cross_validate(features: dict[str, np.ndarray], labels, folds: int = 5, seed: int = 0,
@@ -255,24 +262,28 @@ def cross_validate(features: dict[str, np.ndarray], labels, folds: int = 5, seed
     names = list(features)
     # The combiner reads only the scores that may decide (``candidates``): a cross-fitted score can separate
     # the labelled groups through the reference alone, and a combiner fitted on the labels would learn that.
-    X = np.stack([features[n] for n in deciding_scores(names, candidates)], 1)
+    combined_names = deciding_scores(names, candidates)
+    X = np.stack([features[n] for n in combined_names], 1)
     scores = {n: np.asarray(features[n], float) for n in names}
     scores["combined"] = np.zeros(len(y))
     scores["auto"] = np.zeros(len(y))
     decisions = {n: np.zeros(len(y), int) for n in scores}
-    choices = []
+    choices, kept = [], []
+    # Out-of-fold scores of rules fitted fold by fold (another primary, or the combiner keeping another rule)
+    # sit on different scales; each is ranked against its own training scores so the pooled AUC means something.
+    def rank(train_scores, test_scores):
+        return np.searchsorted(np.sort(train_scores), test_scores, side="right") / len(train_scores)
+
     for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(X, y):
         comb = Combiner(target_fpr=target_fpr, seed=seed).fit(X[train], y[train])
-        scores["combined"][test] = comb.decision_function(X[test])
+        kept.append(comb.kept(combined_names))
+        scores["combined"][test] = rank(comb.decision_function(X[train]), comb.decision_function(X[test]))
         decisions["combined"][test] = comb.predict(X[test])
         for n in names:
             t = Threshold(target_fpr).fit(scores[n][train], y[train])
             decisions[n][test] = t.predict(scores[n][test])
         pick = select_primary({n: scores[n][train] for n in names}, y[train], candidates)
         choices.append(pick)
-        # Out-of-fold scores of different primaries are on different scales;
-        # rank them within the fold so the row's AUC is still meaningful.
-        ranks = np.searchsorted(np.sort(scores[pick][train]), scores[pick][test], side="right") / len(train)
-        scores["auto"][test] = ranks
+        scores["auto"][test] = rank(scores[pick][train], scores[pick][test])
         decisions["auto"][test] = decisions[pick][test]
-    return CrossValidated(scores, decisions, folds, choices)
+    return CrossValidated(scores, decisions, folds, choices, kept)

@@ -101,6 +101,11 @@ class Subspace(Detector):
             out[start:start + len(c)] = np.maximum((c * c).sum(1) - (inside * inside).sum(1), 0.0)
         return out
 
+    def score_samples(self, real) -> np.ndarray:
+        """Scores alone, without the search for each image's nearest generated image (which only the
+        evidence needs: the calibrated variant's reference side and its folds never show it)."""
+        return -self.distances(real)
+
     def _score(self, real):
         convert = pixel_vectors(self.pixel_size)  # the nearest generated image, as the evidence to show
         _, idx = knn_distances(convert(real), self.generated_, k=1, metric="l2", to_vectors=convert,
