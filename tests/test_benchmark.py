@@ -1,4 +1,6 @@
+import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -46,6 +48,14 @@ def test_membership_benchmark_end_to_end_at_toy_size(tmp_path, capsys):
     assert len(json.loads((tmp_path / "b" / "results.json").read_text())["cells"]) == 8
     assert doc.read_text().count("<!-- membership-toy-8 -->") == 1
     assert "pixel_nn (peer)" in doc.read_text() and "copy rate" in doc.read_text()
+    # Combined rows recomputed from the stored scores: the section rendered again says so.
+    spec = importlib.util.spec_from_file_location("recombine", Path(__file__).parents[1] / "benchmarks" / "recombine.py")
+    recombine = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recombine)
+    assert "recomputed from the cells' stored scores" not in doc.read_text()
+    assert recombine.main([str(tmp_path / "b" / "results.json")]) == 0
+    assert main(argv) == 0
+    assert "recomputed from the cells' stored scores" in doc.read_text()
 
 
 def test_perturbation_shifts_and_rewindows_but_keeps_the_image():

@@ -296,8 +296,8 @@ def run_cell(family: str, n: int, seed: int, scale: Scale, encoder: str | None, 
             "non_members_copied": copied_non, "peers": [d for d in scores.values if d in scores.peers],
             "seconds": time.perf_counter() - t0, "generator_seconds": t_gen,
             "detector_seconds": {name: round(sec, 2) for name, sec in scores.seconds.items()}, "detectors": metrics,
-            # every real image's scores (members first), so a later decision rule can be judged on this cell
-            # again without training anything: heldout_metrics(scores, labels, seed)
+            # every real image's scores (members first, to 7 significant digits), so a later decision rule can
+            # be judged on this cell again without training anything: heldout_metrics(scores, labels, seed)
             "scores": {name: [float(f"{x:.7g}") for x in v] for name, v in scores.values.items()},
             "verdict": {k: v[k] for k in ("verdict", "primary", "primary_auc", "p_value", "blind_auc", "cv_auc")}}
 

@@ -134,7 +134,9 @@ def markdown(results: dict, command: str, figures: dict[str, str], copy_figure: 
         f"Command: `{command}`",
         "",
         f"Machine: {mach['cpu']}, {mach['threads']} threads, GPU: {mach['gpu']}, torch {mach['torch']}; "
-        f"run {results.get('started')} – {results.get('finished')}.",
+        f"run {results.get('started')} – {results.get('finished')}"
+        + (f"; combined rows recomputed from the cells' stored scores {results['recombined']} "
+           f"(benchmarks/recombine.py)." if "recombined" in results else "."),
         f"Setting: preset `{cfg['preset']}` at {cfg['image_size']} px; generators trained for "
         f"{cfg['gen_steps']} steps of batch {cfg['batch_size']} on the members only; {cfg['n_generated']} generated "
         f"images; autoencoder {cfg['ae_epochs']} epochs on them from an encoder pretrained on separate phantoms. "
