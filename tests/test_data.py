@@ -188,3 +188,23 @@ def test_phantom_classes_differ_and_patients_vary():
     assert a.shape == (64, 64) and a.dtype == np.uint8
     assert np.abs(a.astype(int) - b).mean() > 5
     assert set(CLASSES) == {"normal", "nodule", "mass", "effusion"}
+
+
+def test_atomic_write_gives_the_permissions_of_a_plain_open_and_keeps_the_old_file_on_a_crash(tmp_path):
+    from pathlib import Path
+
+    from vitprint.data.imageset import atomic_write
+
+    (tmp_path / "plain.txt").write_text("x")
+    path = tmp_path / "out.txt"
+    atomic_write(path, lambda tmp: Path(tmp).write_text("new"))
+    assert path.read_text() == "new"
+    assert os.stat(path).st_mode & 0o777 == os.stat(tmp_path / "plain.txt").st_mode & 0o777
+
+    def crash(tmp):
+        Path(tmp).write_text("half")
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(path, crash)
+    assert path.read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["out.txt", "plain.txt"]
