@@ -127,7 +127,7 @@ def decide_all(values, labels, unknown, evaluation, cfg: AssessConfig, candidate
         p_used[labelled] = _out_of_fold_platt(evaluation["cv_scores"][row], y, cfg.folds, cfg.seed)
         # The false-positive rate the rule shows out of fold (in-sample it would flatter itself).
         dev_fpr = float(evaluation["cv_decisions"][row][y == 0].mean())
-        what = (f"the combiner ({fitted.to_dict()['combiner_choice']})" if fitted.combiner is not None
+        what = (f"the combiner ({fitted.combiner.kept(fitted.names)})" if fitted.combiner is not None
                 else fitted.primary)
         d = Decided(fitted.primary, score, p_used, decisions, fitted.to_dict())
         n_unknown = int(unknown.sum())

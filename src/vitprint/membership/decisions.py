@@ -133,7 +133,7 @@ class Combiner:
                 scaler, coef, intercept = self._logistic(X[train], y[train])
                 lin = lambda rows: scaler.transform(X[rows]) @ coef + intercept  # noqa: E731
                 for k, tr, te in (("single", X[train, j], X[test, j]), ("logistic", lin(train), lin(test))):
-                    oof[k][test] = np.searchsorted(np.sort(tr), te, side="right") / len(train)
+                    oof[k][test] = _rank_within(tr, te)
             for k in out:
                 out[k].append(_auc(y, oof[k]))
         return {k: float(np.mean(v)) for k, v in out.items()}
@@ -144,9 +144,9 @@ class Combiner:
         self.inner_auc_ = self._inner_aucs(X, y)
         if self.inner_auc_ and self.inner_auc_["logistic"] > self.inner_auc_["single"]:
             self.scaler_, self.coef_, self.intercept_ = self._logistic(X, y)
-            self.choice_, self.column_ = "logistic", None
+            self.column_ = None
         else:
-            self.choice_, self.column_ = "single", self._best_column(X, y)
+            self.column_ = self._best_column(X, y)
             self.scaler_ = StandardScaler().fit(X)
             self.coef_, self.intercept_ = np.eye(X.shape[1])[self.column_], 0.0
         self.threshold_ = Threshold(self.target_fpr).fit(self.decision_function(X), y)
@@ -159,6 +159,11 @@ class Combiner:
     def predict(self, features: np.ndarray) -> np.ndarray:
         return self.threshold_.predict(self.decision_function(features))
 
+    @property
+    def choice_(self) -> str:
+        """``"logistic"`` or ``"single"``."""
+        return "logistic" if self.column_ is None else "single"
+
     def kept(self, names: list[str]) -> str:
         """What the rule reads: ``"logistic"`` or ``"single: NAME"`` (``names``: the columns' names)."""
         return self.choice_ if self.column_ is None else f"single: {names[self.column_]}"
@@ -167,6 +172,12 @@ class Combiner:
     def weights(self) -> np.ndarray:
         """Weights of the standardised scores (one-hot when one score was chosen)."""
         return self.coef_
+
+
+def _rank_within(train_scores, test_scores) -> np.ndarray:
+    """Each test score's rank among the scores a rule was fitted on, in [0, 1]: out-of-fold scores of rules
+    fitted fold by fold sit on different scales, their ranks pool."""
+    return np.searchsorted(np.sort(train_scores), test_scores, side="right") / len(train_scores)
 
 
 def _auc(y, s) -> float:
@@ -268,21 +279,17 @@ def cross_validate(features: dict[str, np.ndarray], labels, folds: int = 5, seed
     scores["auto"] = np.zeros(len(y))
     decisions = {n: np.zeros(len(y), int) for n in scores}
     choices, kept = [], []
-    # Out-of-fold scores of rules fitted fold by fold (another primary, or the combiner keeping another rule)
-    # sit on different scales; each is ranked against its own training scores so the pooled AUC means something.
-    def rank(train_scores, test_scores):
-        return np.searchsorted(np.sort(train_scores), test_scores, side="right") / len(train_scores)
-
+    # Another fold may pick another primary, or its combiner keep another rule: rows pool as ranks.
     for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(X, y):
         comb = Combiner(target_fpr=target_fpr, seed=seed).fit(X[train], y[train])
         kept.append(comb.kept(combined_names))
-        scores["combined"][test] = rank(comb.decision_function(X[train]), comb.decision_function(X[test]))
+        scores["combined"][test] = _rank_within(comb.decision_function(X[train]), comb.decision_function(X[test]))
         decisions["combined"][test] = comb.predict(X[test])
         for n in names:
             t = Threshold(target_fpr).fit(scores[n][train], y[train])
             decisions[n][test] = t.predict(scores[n][test])
         pick = select_primary({n: scores[n][train] for n in names}, y[train], candidates)
         choices.append(pick)
-        scores["auto"][test] = rank(scores[pick][train], scores[pick][test])
+        scores["auto"][test] = _rank_within(scores[pick][train], scores[pick][test])
         decisions["auto"][test] = decisions[pick][test]
     return CrossValidated(scores, decisions, folds, choices, kept)
