@@ -12,7 +12,15 @@ at each stop, so a stop reached through earlier stops is a generator trained as 
 one an uninterrupted run (or a benchmark cell) of that length gives. Each stop's row is saved when it is
 measured, and a rerun with the same ``--out`` continues from the last stop.
 
+``--ct VOLUME`` takes the members and non-members from a real CT volume instead, as a benchmark cell with
+``--ct`` does (axial slices in the lung window dealt in turn to members, non-members and reference slices,
+so a member's neighbouring slices are a non-member and a reference slice). ``--detectors NAME …`` adds,
+per stop, the ROC-AUC of each named detector of the registry (fitted on the stop's samples, default
+options, ``align_nn`` at the scale's image size) on all the real images.
+
     python benchmarks/memorisation_dial.py --family ddpm --members 16 --epochs 500 1000 2000 --out runs/dial-ddpm16
+    python benchmarks/memorisation_dial.py --family ddpm --members 16 --epochs 2000 4000 6000 8000 \
+        --ct example_ct.nii.gz --detectors pixel_nn mc align_nn subspace --out runs/dial-ddpm16-ct
 """
 
 from __future__ import annotations
@@ -26,10 +34,12 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from vitprint.benchmark import SCALES, copy_stats, patients
+from vitprint.benchmark import SCALES, copy_stats, ct_roles, ct_slices, patients
 from vitprint.config import RunConfig
 from vitprint.data.imageset import ImageSet, atomic_write
+from vitprint.errors import VitprintError
 from vitprint.membership.knn import knn_distances
+from vitprint.membership.registry import create_detector
 from vitprint.training.checkpoint import read_meta
 from vitprint.training.generator import FAMILIES, load_generator, sample, train_generator
 
@@ -43,17 +53,35 @@ def main(argv=None) -> int:
     p.add_argument("--samples", type=int, default=128, help="images sampled at each stop (default: 128)")
     p.add_argument("--scale", choices=sorted(SCALES), default="cpu", help="whose patients and image size (default: cpu)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ct", metavar="VOLUME", help="members and non-members from this CT volume (NIfTI or multi-frame "
+                   "DICOM), dealt in turn as in a benchmark cell with --ct, instead of phantom patients")
+    p.add_argument("--detectors", nargs="+", default=[], metavar="NAME",
+                   help="also report each named detector's ROC-AUC on all the real images at each stop")
     p.add_argument("--out", type=Path, default=Path("runs/dial"))
     a = p.parse_args(argv)
     if a.members < 2 or a.samples < 1 or sorted(set(a.epochs)) != a.epochs or a.epochs[0] < 1:
         p.error("need --members >= 2, --samples >= 1 and --epochs increasing from >= 1")
+    for name in a.detectors:  # refused before any training
+        try:
+            det = create_detector(name)
+        except VitprintError as exc:
+            p.error(str(exc))
+        if det.needs_reference or det.needs_autoencoder:
+            p.error(f"{name} needs a reference set or the job's autoencoder; the dial has neither")
     scale = SCALES[a.scale]
-    reals = patients(0, 2 * a.members, scale, 1000 * a.seed + a.members)  # as a benchmark cell of this size
+    if a.ct:
+        try:
+            members, non_members, _ = ct_roles(ct_slices([a.ct], scale.image_size), a.members)
+        except VitprintError as exc:
+            p.error(str(exc))
+        reals = np.concatenate([members, non_members])
+    else:
+        reals = patients(0, 2 * a.members, scale, 1000 * a.seed + a.members)  # as a benchmark cell of this size
     members = reals[:a.members]
     labels = np.r_[np.ones(a.members, int), np.zeros(a.members, int)]
     path = a.out / "dial.json"
     setting = {"family": a.family, "members": a.members, "scale": a.scale, "seed": a.seed, "samples": a.samples,
-               "batch_size": scale.batch_size}
+               "batch_size": scale.batch_size, **({"ct": Path(a.ct).name} if a.ct else {})}
     rows = []
     if path.is_file():
         old = json.loads(path.read_text())
@@ -74,8 +102,12 @@ def main(argv=None) -> int:
         samples = np.concatenate(list(sample(gen, a.samples, seed=a.seed)))
         d, _ = knn_distances(reals, samples, k=1, metric="l2", progress=False)
         rate, copied, _ = copy_stats(samples, members, reals[a.members:])
-        rows.append({"epochs": epochs, "copy_rate": rate, "members_copied": copied,
-                     "pixel_nn1_auc": float(roc_auc_score(labels, -d[:, 0])), "seconds": time.perf_counter() - t0})
+        row = {"epochs": epochs, "copy_rate": rate, "members_copied": copied,
+               "pixel_nn1_auc": float(roc_auc_score(labels, -d[:, 0]))}
+        for name in a.detectors:
+            det = create_detector(name, align_size=scale.image_size, seed=a.seed).fit(samples)
+            row[f"{name}_auc"] = float(roc_auc_score(labels, det.score_samples(reals)))
+        rows.append({**row, "seconds": time.perf_counter() - t0})
         print(json.dumps(rows[-1]), flush=True)
         atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps({"setting": setting, "rows": rows}, indent=2)))
     return 0

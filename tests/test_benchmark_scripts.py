@@ -146,6 +146,34 @@ def test_memorisation_dial_trains_once_through_its_stops_and_continues(tmp_path,
     with pytest.raises(SystemExit):  # another setting in the same folder is refused
         dial.main([*args[:4], "--samples", "9", *args[6:], "--epochs", "4"])
     assert "holds another setting" in capsys.readouterr().err
+    for bad in (["--detectors", "nope"], ["--detectors", "domias"]):  # refused before any training
+        with pytest.raises(SystemExit):
+            dial.main([*args[:-1], str(tmp_path / "other"), "--epochs", "1", *bad])
+    assert not (tmp_path / "other").exists()
+
+
+def test_memorisation_dial_on_ct_slices_reports_each_named_detector(tmp_path):
+    import json
+
+    import nibabel as nib
+
+    spec = importlib.util.spec_from_file_location(
+        "memorisation_dial", Path(__file__).parents[1] / "benchmarks" / "memorisation_dial.py")
+    dial = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(dial)
+    rng = np.random.default_rng(0)
+    vol = (rng.normal(-600, 300, (32, 32, 15))).astype(np.int16)  # 15 axial slices: 5 per role
+    nib.save(nib.Nifti1Image(vol, np.eye(4)), tmp_path / "ct.nii.gz")
+    out = tmp_path / "dial"
+    assert dial.main(["--family", "vae", "--members", "4", "--samples", "8", "--scale", "toy", "--epochs", "1",
+                      "--ct", str(tmp_path / "ct.nii.gz"), "--detectors", "pixel_nn", "align_nn", "--out", str(out)]) == 0
+    saved = json.loads((out / "dial.json").read_text())
+    assert saved["setting"]["ct"] == "ct.nii.gz"
+    row = saved["rows"][0]
+    assert 0 <= row["pixel_nn_auc"] <= 1 and 0 <= row["align_nn_auc"] <= 1
+    with pytest.raises(SystemExit):  # more members than the volume's slices allow
+        dial.main(["--family", "vae", "--members", "6", "--scale", "toy", "--epochs", "1",
+                   "--ct", str(tmp_path / "ct.nii.gz"), "--out", str(tmp_path / "big")])
 
 
 def test_auc_against_copy_rate_puts_every_cell_of_several_files_on_one_figure(tmp_path, capsys):
