@@ -15,8 +15,9 @@ measured, and a rerun with the same ``--out`` continues from the last stop.
 ``--ct VOLUME`` takes the members and non-members from a real CT volume instead, as a benchmark cell with
 ``--ct`` does (axial slices in the lung window dealt in turn to members, non-members and reference slices,
 so a member's neighbouring slices are a non-member and a reference slice). ``--detectors NAME …`` adds,
-per stop, the ROC-AUC of each named detector of the registry (fitted on the stop's samples, default
-options, ``align_nn`` at the scale's image size) on all the real images.
+per stop, the ROC-AUC of each named detector of the registry (fitted on the stop's samples, with the
+options a benchmark cell of this scale gives it) on all the real images; detectors that need a reference
+set, the job's autoencoder or labelled images are refused before any training.
 
     python benchmarks/memorisation_dial.py --family ddpm --members 16 --epochs 500 1000 2000 --out runs/dial-ddpm16
     python benchmarks/memorisation_dial.py --family ddpm --members 16 --epochs 2000 4000 6000 8000 \
@@ -40,6 +41,7 @@ from vitprint.data.imageset import ImageSet, atomic_write
 from vitprint.errors import VitprintError
 from vitprint.membership.knn import knn_distances
 from vitprint.membership.registry import create_detector
+from vitprint.membership.scoring import ScoreConfig
 from vitprint.training.checkpoint import read_meta
 from vitprint.training.generator import FAMILIES, load_generator, sample, train_generator
 
@@ -66,8 +68,8 @@ def main(argv=None) -> int:
             det = create_detector(name)
         except VitprintError as exc:
             p.error(str(exc))
-        if det.needs_reference or det.needs_autoencoder:
-            p.error(f"{name} needs a reference set or the job's autoencoder; the dial has neither")
+        if det.needs_reference or det.needs_autoencoder or det.supervised:
+            p.error(f"{name} needs a reference set, the job's autoencoder or labelled images; the dial has none")
     scale = SCALES[a.scale]
     if a.ct:
         try:
@@ -81,7 +83,8 @@ def main(argv=None) -> int:
     labels = np.r_[np.ones(a.members, int), np.zeros(a.members, int)]
     path = a.out / "dial.json"
     setting = {"family": a.family, "members": a.members, "scale": a.scale, "seed": a.seed, "samples": a.samples,
-               "batch_size": scale.batch_size, **({"ct": Path(a.ct).name} if a.ct else {})}
+               "batch_size": scale.batch_size, "detectors": a.detectors,
+               **({"ct": str(Path(a.ct).resolve())} if a.ct else {})}
     rows = []
     if path.is_file():
         old = json.loads(path.read_text())
@@ -101,11 +104,12 @@ def main(argv=None) -> int:
         gen = load_generator(last)
         samples = np.concatenate(list(sample(gen, a.samples, seed=a.seed)))
         d, _ = knn_distances(reals, samples, k=1, metric="l2", progress=False)
-        rate, copied, _ = copy_stats(samples, members, reals[a.members:])
-        row = {"epochs": epochs, "copy_rate": rate, "members_copied": copied,
+        rate, copied, chance = copy_stats(samples, members, reals[a.members:])
+        row = {"epochs": epochs, "copy_rate": rate, "members_copied": copied, "non_members_copied": chance,
                "pixel_nn1_auc": float(roc_auc_score(labels, -d[:, 0]))}
-        for name in a.detectors:
-            det = create_detector(name, align_size=scale.image_size, seed=a.seed).fit(samples)
+        options = ScoreConfig(pixel_size=scale.image_size).options(seed=a.seed, **dict(scale.detector_options))
+        for name in a.detectors:  # as a benchmark cell of this scale runs them
+            det = create_detector(name, **options).fit(samples)
             row[f"{name}_auc"] = float(roc_auc_score(labels, det.score_samples(reals)))
         rows.append({**row, "seconds": time.perf_counter() - t0})
         print(json.dumps(rows[-1]), flush=True)

@@ -146,9 +146,11 @@ def test_memorisation_dial_trains_once_through_its_stops_and_continues(tmp_path,
     with pytest.raises(SystemExit):  # another setting in the same folder is refused
         dial.main([*args[:4], "--samples", "9", *args[6:], "--epochs", "4"])
     assert "holds another setting" in capsys.readouterr().err
-    for bad in (["--detectors", "nope"], ["--detectors", "domias"]):  # refused before any training
+    for bad, says in ((["nope"], "unknown detector"), (["domias"], "needs a reference set"),
+                      (["pair"], "labelled images"), (["recon"], "autoencoder")):  # refused before any training
         with pytest.raises(SystemExit):
-            dial.main([*args[:-1], str(tmp_path / "other"), "--epochs", "1", *bad])
+            dial.main([*args[:-1], str(tmp_path / "other"), "--epochs", "1", "--detectors", *bad])
+        assert says in capsys.readouterr().err
     assert not (tmp_path / "other").exists()
 
 
@@ -168,9 +170,11 @@ def test_memorisation_dial_on_ct_slices_reports_each_named_detector(tmp_path):
     assert dial.main(["--family", "vae", "--members", "4", "--samples", "8", "--scale", "toy", "--epochs", "1",
                       "--ct", str(tmp_path / "ct.nii.gz"), "--detectors", "pixel_nn", "align_nn", "--out", str(out)]) == 0
     saved = json.loads((out / "dial.json").read_text())
-    assert saved["setting"]["ct"] == "ct.nii.gz"
+    assert saved["setting"]["ct"] == str((tmp_path / "ct.nii.gz").resolve())
+    assert saved["setting"]["detectors"] == ["pixel_nn", "align_nn"]
     row = saved["rows"][0]
     assert 0 <= row["pixel_nn_auc"] <= 1 and 0 <= row["align_nn_auc"] <= 1
+    assert 0 <= row["members_copied"] <= 4 and 0 <= row["non_members_copied"] <= 4
     with pytest.raises(SystemExit):  # more members than the volume's slices allow
         dial.main(["--family", "vae", "--members", "6", "--scale", "toy", "--epochs", "1",
                    "--ct", str(tmp_path / "ct.nii.gz"), "--out", str(tmp_path / "big")])
