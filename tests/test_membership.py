@@ -219,6 +219,16 @@ def test_combiner_keeps_the_one_score_that_dominates_and_combines_scores_that_ea
     assert (comb.weights > 0).all()
     rule = fit_decision({"a": a, "b": b}, y, "combined").to_dict()
     assert rule["combiner_choice"] == "logistic" and set(rule["combiner_inner_auc"]) == {"single", "logistic"}
+    # Fewer labelled images of a group than scores: the regression is not judged, the best score is kept.
+    few = np.r_[0:8, 16:24]
+    comb = Combiner().fit(X[few], y[few])
+    assert comb.inner_auc_ == {} and comb.kept([f"s{j}" for j in range(13)]) == "single: s6"
+    wide = np.c_[a, b, rng.normal(size=(32, 14))]  # 16 scores, 16 images a group: judged, and combined
+    comb = Combiner().fit(wide, y)
+    assert set(comb.inner_auc_) == {"single", "logistic"} and comb.choice_ == "logistic"
+    # The same 16 scores on 8 images a group: the regression the inner cross-validation would keep is not tried.
+    comb = Combiner().fit(wide[few], y[few])
+    assert comb.choice_ == "single" and comb.inner_auc_ == {}
     # One score: kept as it is, with nothing to cross-validate.
     comb = Combiner().fit(np.c_[-good], y)
     assert comb.kept(["g"]) == "single: g" and comb.inner_auc_ == {} and comb.weights.tolist() == [1.0]

@@ -195,7 +195,7 @@ def heldout_metrics(values: dict[str, np.ndarray], labels: np.ndarray, seed: int
                      "roc_auc_interval": list(auc_interval(labels[test], s[test], seed=seed)),
                      "roc_auc_interval_fw": list(auc_interval(labels[test], s[test], n_boot=4000, seed=seed,
                                                               level=family_wise))}
-    out["combined"]["choice"] = choice  # what the combiner's inner cross-validation kept
+    out["combined"]["choice"] = choice  # what the combiner kept
     return out
 
 
