@@ -73,10 +73,9 @@ def main(argv=None) -> int:
     scale = SCALES[a.scale]
     if a.ct:
         try:
-            members, non_members, _ = ct_roles(ct_slices([a.ct], scale.image_size), a.members)
+            reals = np.concatenate(ct_roles(ct_slices([a.ct], scale.image_size), a.members)[:2])  # members first
         except VitprintError as exc:
             p.error(str(exc))
-        reals = np.concatenate([members, non_members])
     else:
         reals = patients(0, 2 * a.members, scale, 1000 * a.seed + a.members)  # as a benchmark cell of this size
     members = reals[:a.members]
@@ -85,6 +84,7 @@ def main(argv=None) -> int:
     setting = {"family": a.family, "members": a.members, "scale": a.scale, "seed": a.seed, "samples": a.samples,
                "batch_size": scale.batch_size, "detectors": a.detectors,
                **({"ct": str(Path(a.ct).resolve())} if a.ct else {})}
+    options = ScoreConfig(pixel_size=scale.image_size).options(seed=a.seed, **dict(scale.detector_options))
     rows = []
     if path.is_file():
         old = json.loads(path.read_text())
@@ -107,7 +107,6 @@ def main(argv=None) -> int:
         rate, copied, chance = copy_stats(samples, members, reals[a.members:])
         row = {"epochs": epochs, "copy_rate": rate, "members_copied": copied, "non_members_copied": chance,
                "pixel_nn1_auc": float(roc_auc_score(labels, -d[:, 0]))}
-        options = ScoreConfig(pixel_size=scale.image_size).options(seed=a.seed, **dict(scale.detector_options))
         for name in a.detectors:  # as a benchmark cell of this scale runs them
             det = create_detector(name, **options).fit(samples)
             row[f"{name}_auc"] = float(roc_auc_score(labels, det.score_samples(reals)))
