@@ -10,6 +10,11 @@ close rival: the case the margin was made for, and the one where plain correlati
 
     python benchmarks/align_robustness.py VOLUME [--kinds zoom elastic ...] [--out runs/align-robustness.json]
     python benchmarks/align_robustness.py VOLUME --no-before --prefilter 32 64   # the prefilter against the full search
+
+The kinds marked "beyond" go past what the default search covers (turns beyond 10 degrees, zooms beyond
+10%, copies mirrored left to right, as a generator trained with random flips gives back); ``--mirror`` adds
+the default with its mirror search (``mirror=True``) as a column, ``--no-global`` leaves out the one-shift
+column.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from scipy.ndimage import gaussian_filter, rotate
+from scipy.ndimage import gaussian_filter, map_coordinates, rotate
 from sklearn.metrics import roc_auc_score
 
 from vitprint.membership import create_detector
@@ -34,6 +39,20 @@ def _noise(img, rng, sigma=4.0):
     return img + rng.normal(0, sigma, img.shape)
 
 
+def _turn(im, r, low, high):
+    """Turned by ``low``-``high`` degrees, either way."""
+    return rotate(im, r.choice([-1, 1]) * r.uniform(low, high), reshape=False, order=1, mode="nearest")
+
+
+def _magnify(im, r, low, high):
+    """Magnified or shrunk (either way, at random) by a factor ``1 ± low``-``high`` about the centre."""
+    z = 1 + r.choice([-1, 1]) * r.uniform(low, high)
+    s = im.shape[0]
+    c = (s - 1) / 2
+    yy, xx = np.mgrid[0:s, 0:s].astype(np.float64)
+    return map_coordinates(im, [(yy - c) / z + c, (xx - c) / z + c], order=1, mode="nearest")
+
+
 KINDS = {  # each: shifted 4-8 px and re-windowed, plus
     "blur": lambda im, r: _noise(gaussian_filter(_shift(im, r), r.uniform(0, 0.8)), r),
     "zoom": lambda im, r: _noise(_shift(_warp(im, r, elastic=False), r), r),
@@ -42,7 +61,14 @@ KINDS = {  # each: shifted 4-8 px and re-windowed, plus
     "gamma": lambda im, r: _noise(_shift(255 * (np.clip(im, 0, 255) / 255) ** r.uniform(0.7, 1.4), r), r),
     "jpeg q30": lambda im, r: _jpeg(_shift(im, r), 30),
     "all together": lambda im, r: _jpeg(_noise(gaussian_filter(_shift(_warp(rotate(255 * (np.clip(im, 0, 255) / 255) ** r.uniform(0.7, 1.4), r.uniform(-5, 5), reshape=False, order=1, mode="nearest"), r), r), r.uniform(0, 1.5)), r, 6), 30),
+    "beyond: turned 10-15 degrees": lambda im, r: _noise(_shift(_turn(im, r, 10, 15), r), r),
+    "beyond: turned 15-20 degrees": lambda im, r: _noise(_shift(_turn(im, r, 15, 20), r), r),
+    "beyond: zoom 10-15%": lambda im, r: _noise(_shift(_magnify(im, r, 0.10, 0.15), r), r),
+    "beyond: zoom 15-20%": lambda im, r: _noise(_shift(_magnify(im, r, 0.15, 0.20), r), r),
+    "beyond: mirrored": lambda im, r: _noise(_shift(im[:, ::-1], r), r),
+    "beyond: half of them mirrored": lambda im, r: _noise(_shift(im[:, ::-1] if r.random() < 0.5 else im, r), r),
 }
+BEYOND = [k for k in KINDS if k.startswith("beyond")]
 SETTINGS = {"plain, no scale search (before)": {"relative": False, "max_scale": 0.0},
             "scale search and margin, one global shift": {"local_tile": 0},
             "default: scale search, margin and tile-wise shifts": {}}
@@ -51,14 +77,20 @@ SETTINGS = {"plain, no scale search (before)": {"relative": False, "max_scale": 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("volume", type=Path)
-    p.add_argument("--kinds", nargs="+", choices=list(KINDS), default=list(KINDS))
+    p.add_argument("--kinds", nargs="+", choices=list(KINDS), default=[k for k in KINDS if k not in BEYOND],
+                   help="degradations to measure (default: all but those marked 'beyond')")
     p.add_argument("--out", type=Path, default=Path("runs/align-robustness.json"))
     p.add_argument("--prefilter", type=int, nargs="+", default=[], metavar="M",
                    help="also the default with its prefilter at M candidates per real image (of the 240 generated; "
                         "the default prefilter, 512, is off at this size)")
     p.add_argument("--no-before", action="store_true", help="leave out the 'before' column")
+    p.add_argument("--no-global", action="store_true", help="leave out the one-global-shift column")
+    p.add_argument("--mirror", action="store_true", help="also the default with its mirror search (mirror=True)")
     a = p.parse_args(argv)
-    settings = {k: v for k, v in SETTINGS.items() if not (a.no_before and "before" in k)}
+    settings = {k: v for k, v in SETTINGS.items()
+                if not (a.no_before and "before" in k) and not (a.no_global and "global" in k)}
+    if a.mirror:
+        settings["default with the mirror search"] = {"mirror": True}
     settings.update({f"default, prefilter {m}": {"prefilter": m} for m in a.prefilter})
     vol = load_volume(a.volume)
     lungs = [i for i in range(len(vol)) if (vol[i] < -500).mean() > 0.05]

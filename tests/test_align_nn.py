@@ -269,3 +269,29 @@ def test_a_tile_that_moves_pays_for_its_shift():
     assert float(_local(a, other, 8, 2, 0.1)[0]) < float(_local(a, other, 8, 2)[0])
     with pytest.raises(ValueError, match="local_penalty"):
         create_detector("align_nn", local_penalty=1.5)
+
+
+def test_mirrored_copies_are_found_only_with_the_mirror_search():
+    """A generator trained with random flips gives members back mirrored: the default search (CT's left and
+    right differ) does not look for them; ``mirror=True`` does, through the prefilter too, and leaves the
+    plain copies' scores where they were."""
+    rng = np.random.default_rng(11)
+    real = _textures(rng, 24)
+    members = np.arange(12)
+    mirrored = np.stack([_shifted_copy(real[i][:, ::-1], rng) for i in members])
+    generated = np.concatenate([mirrored, _textures(rng, 30)])
+    y = np.isin(np.arange(24), members).astype(int)
+    opts = {"align_size": 64, "max_rotation": 0, "max_scale": 0}
+    plain_search = create_detector("align_nn", **opts).fit(generated).score_samples(real)
+    scores, nearest = create_detector("align_nn", mirror=True, **opts).fit(generated).score_with_evidence(real)
+    assert roc_auc_score(y, plain_search) < 0.8
+    assert roc_auc_score(y, scores) == 1.0 and (nearest[members] == members).all()
+    before = real.copy()
+    few = create_detector("align_nn", mirror=True, prefilter=16, **opts).fit(generated)
+    assert few.signatures_ is not None
+    assert roc_auc_score(y, few.score_samples(real)) == 1.0  # the shortlist keeps the mirrored copies
+    np.testing.assert_array_equal(real, before)  # the search mirrors copies of the images, never the caller's
+    unmirrored = np.concatenate([np.stack([_shifted_copy(real[i], rng) for i in members]), _textures(rng, 30)])
+    both = [create_detector("align_nn", mirror=m, **opts).fit(unmirrored).score_samples(real) for m in (False, True)]
+    assert roc_auc_score(y, both[1]) == 1.0
+    np.testing.assert_allclose(both[0][members], both[1][members], atol=0.05)

@@ -21,6 +21,9 @@ pair's correlation is the tiles' best normalised correlations averaged, weighted
 each tile's energy. An elastic deformation, a residual zoom or turn moves each
 part of a copy by its own few pixels, which no single shift undoes; unaligned,
 a copy correlated with its source barely more than with the slice next to it.
+With ``mirror``, every pose is also searched with the real image mirrored left to
+right (a generator trained with random flips can give a member back mirrored;
+off by default: left and right differ in CT, and it doubles the pose search).
 
 Score (``relative=True``, the default): is this real image the one a
 generated image was copied from? A generator's copy is degraded (resampled,
@@ -84,10 +87,14 @@ def _grid(limit: float, step: float) -> np.ndarray:
     return np.arange(-n, n + 1) * step
 
 
-def _transform(u8, angles, scales) -> np.ndarray:
+def _transform(u8, angles, scales, mirrored=False) -> np.ndarray:
     """``(m, S, S)`` images turned by ``angles`` degrees and magnified by ``scales`` about their centre
-    (one value for all, or one per image), bilinear; float32 in the images' grey levels."""
+    (one value for all, or one per image), bilinear; float32 in the images' grey levels. Where
+    ``mirrored`` (likewise), the image is mirrored left to right first."""
     x = torch.from_numpy(np.asarray(u8, np.float32))[:, None]
+    mirrored = np.broadcast_to(np.asarray(mirrored, bool), (len(x),))
+    if mirrored.any():  # not in place: ``x`` may share the caller's memory
+        x = torch.where(torch.from_numpy(mirrored.copy())[:, None, None, None], x.flip(-1), x)
     angles = np.broadcast_to(np.asarray(angles, float), (len(x),)).copy()
     scales = np.broadcast_to(np.asarray(scales, float), (len(x),)).copy()
     if not angles.any() and (scales == 1).all():
@@ -179,7 +186,8 @@ class AlignNN(Detector):
                  rotation_step: float = 2.5, max_scale: float = 0.1, scale_step: float = 0.05,
                  candidates: int = 16, bands: tuple[float, ...] = (2.0,), sigma_high: float = 6.0,
                  coarse_size: int = 64, relative: bool = True, prefilter: int = 512,
-                 local_tile: int = 32, local_shift: int = 4, local_penalty: float = 0.05, device: str = "cpu"):
+                 local_tile: int = 32, local_shift: int = 4, local_penalty: float = 0.05, mirror: bool = False,
+                 device: str = "cpu"):
         if align_size < 16:
             raise VitprintError(f"align_size must be >= 16, got {align_size}")
         if not 0 <= max_shift < 0.5:
@@ -200,7 +208,10 @@ class AlignNN(Detector):
         self.rotation_step, self.scale_step = rotation_step, scale_step
         self.angles = _grid(max_rotation, rotation_step)
         self.scales = 1.0 + _grid(max_scale, scale_step)
-        self.poses_ = [(float(a), float(s)) for a in self.angles for s in self.scales]
+        self.mirror = bool(mirror)
+        # A pose: (angle, scale, 1.0 where the real image is mirrored first).
+        self.poses_ = [(float(a), float(s), float(m)) for m in ((0, 1) if self.mirror else (0,))
+                       for a in self.angles for s in self.scales]
         self.bands, self.sigma_high, self.coarse_size = bands, sigma_high, coarse_size
         self.prefilter = int(prefilter)
         if local_tile < 0 or (local_tile and not 0 < local_shift < local_tile):
@@ -264,15 +275,15 @@ class AlignNN(Detector):
         """Max normalised correlation over shifts within ``max_shift`` of spectra broadcast ``a * conj(b)``."""
         return self._shift_map(a, b, size).flatten(-2).amax(-1)
 
-    def _coarse(self, real_u8, offset: int, reverse, allowed=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _coarse(self, real_u8, offset: int, reverse, allowed=None) -> tuple[np.ndarray, np.ndarray]:
         """``(b, k)`` indices of the generated images that align best at low resolution with these real
-        images, with the rotation and scale at which each did. ``reverse`` (value, real index, pose index
+        images, with the pose (``(b, k, 3)``: rotation, scale, mirrored) at which each did. ``reverse`` (value, real index, pose index
         ``(n_generated, r)`` tensors, or None) keeps, for every generated image, the real images it aligns
         best with so far; these images are ``offset ...`` of the whole set. ``allowed`` (``(b, M)``
         generated indices, the prefilter's) limits each real image's search to those (``reverse`` then
         collects the pairs instead: ``_prefiltered``)."""
         size = self.coarse_size_
-        r = torch.stack([self._spectra(_transform(real_u8, a, s), size) for a, s in self.poses_], 1)  # (b, P, ...)
+        r = torch.stack([self._spectra(_transform(real_u8, a, s, m), size) for a, s, m in self.poses_], 1)  # (b, P, ...)
         if allowed is not None:
             return self._prefiltered(r, offset, reverse, allowed)
         k = min(self.candidates, len(self.coarse_))
@@ -299,18 +310,19 @@ class AlignNN(Detector):
             all_p = torch.cat([rev_p[sl], p.T], 1)
             top, pos = all_v.topk(rev_v.shape[1], dim=1)
             rev_v[sl], rev_i[sl], rev_p[sl] = top, all_i.gather(1, pos), all_p.gather(1, pos)
-        pose = np.asarray(self.poses_)[best_p.numpy()]  # (b, k, 2)
-        return best_i.numpy(), pose[..., 0], pose[..., 1]
+        return best_i.numpy(), np.asarray(self.poses_)[best_p.numpy()]  # (b, k), (b, k, 3)
 
     def _shortlist(self, real) -> np.ndarray:
         """``(n, prefilter)`` generated indices per real image: the nearest signatures to the real image's
-        at each searched scale (a zoom scales the spectrum; a small turn moves little of it), best first."""
-        def signatures(scale: float) -> np.ndarray:  # a few real images at a time: bounded memory
-            return np.concatenate([_signature(self._spectra(_transform(np.asarray(real[a:a + 256]), 0.0, scale),
+        at each searched scale (a zoom scales the spectrum; a small turn moves little of it) and, with
+        ``mirror``, of the mirrored image too, best first."""
+        def signatures(scale: float, mirrored: bool) -> np.ndarray:  # a few real images at a time: bounded memory
+            return np.concatenate([_signature(self._spectra(_transform(np.asarray(real[a:a + 256]), 0.0, scale, mirrored),
                                                             self.coarse_size_)) for a in range(0, len(real), 256)])
 
-        d, i = zip(*(knn_distances(signatures(s), self.signatures_, k=self.prefilter, metric="cosine",
-                                   device=self.device, progress=False) for s in self.scales))
+        views = [(s, m) for m in ((False, True) if self.mirror else (False,)) for s in self.scales]
+        d, i = zip(*(knn_distances(signatures(s, m), self.signatures_, k=self.prefilter, metric="cosine",
+                                   device=self.device, progress=False) for s, m in views))
         d, i = np.concatenate(d, 1), np.concatenate(i, 1)
         out = np.empty((len(real), self.prefilter), np.int64)
         for row in range(len(real)):
@@ -338,14 +350,14 @@ class AlignNN(Detector):
         if pairs is not None:
             pairs.append((allowed.ravel(), np.repeat(np.arange(offset, offset + b), m), values.numpy().ravel(),
                           poses.numpy().ravel()))
-        pose = np.asarray(self.poses_)[best_p.numpy()]
-        return best_i.numpy(), pose[..., 0], pose[..., 1]
+        return best_i.numpy(), np.asarray(self.poses_)[best_p.numpy()]
 
-    def _fine(self, x, ids, angles, scales) -> np.ndarray:
+    def _fine(self, x, ids, pose) -> np.ndarray:
         """``(b, k)`` full-resolution correlations of each real image with its candidates, around the
-        coarse pose (half a step either way in rotation and in scale); with ``local_tile``, the local
-        correlation at the best pose and shift (``_local``)."""
+        coarse ``pose`` (``(b, k, 3)``; half a step either way in rotation and in scale, mirrored as it
+        was); with ``local_tile``, the local correlation at the best pose and shift (``_local``)."""
         s = self.image_size
+        angles, scales, mirrored = pose[..., 0], pose[..., 1], pose[..., 2].ravel() > 0.5
         uniq, inverse = np.unique(ids, return_inverse=True)
         where = torch.as_tensor(inverse.reshape(ids.shape))
         g_specs = [self._spectra(self.generated_[uniq], s, band)[where] for band in self.bands]
@@ -358,7 +370,7 @@ class AlignNN(Detector):
         for o, (da, ds) in enumerate(offsets):
             # Each candidate is compared with the real image posed as its coarse best (+ offsets), in
             # every band; the bands' correlations are averaged (fine detail and broader structure).
-            posed = _transform(many, angles.ravel() + da, scales.ravel() + ds)
+            posed = _transform(many, angles.ravel() + da, scales.ravel() + ds, mirrored)
             maps = torch.stack([self._shift_map(self._spectra(posed, s, band).reshape(*ids.shape, s, s // 2 + 1), g, s)
                                 for band, g in zip(self.bands, g_specs)]).mean(0).flatten(-2).cpu()
             v, at = maps.max(-1)
@@ -370,7 +382,7 @@ class AlignNN(Detector):
         o, t = np.divmod(best_at.numpy().ravel(), len(idx) ** 2)
         dy, dx = idx[t // len(idx)], idx[t % len(idx)]
         da, ds = np.asarray(offsets)[o].T
-        posed = _transform(many, angles.ravel() + da, scales.ravel() + ds)
+        posed = _transform(many, angles.ravel() + da, scales.ravel() + ds, mirrored)
         # Each real image moved by its best shift, in one step for all pairs: a phase ramp on its spectrum.
         fy = torch.fft.fftfreq(s, device=self.device)[None, :, None]
         fx = torch.fft.rfftfreq(s, device=self.device)[None, None, :]
@@ -404,13 +416,13 @@ class AlignNN(Detector):
         chunk = max(1, 256 // (k * len(self.scales)))
         for start in bar(range(0, len(real), chunk), desc="aligning", unit="batch"):
             x = np.asarray(real[start:start + chunk])
-            cand, angles, scales = self._coarse(x, start, reverse if pairs is None else pairs,
-                                                None if allowed is None else allowed[start:start + len(x)])
+            cand, pose = self._coarse(x, start, reverse if pairs is None else pairs,
+                                      None if allowed is None else allowed[start:start + len(x)])
             if start >= n:
                 continue  # another image of the job: only its coarse alignments (the rivals' table) count
-            x, cand, angles, scales = x[:n - start], cand[:n - start], angles[:n - start], scales[:n - start]
+            x, cand, pose = x[:n - start], cand[:n - start], pose[:n - start]
             ids[start:start + len(x)] = cand
-            ncc[start:start + len(x)] = self._fine(x, cand, angles, scales)
+            ncc[start:start + len(x)] = self._fine(x, cand, pose)
         if pairs:
             reverse = _reverse(m, *map(np.concatenate, zip(*pairs)))
         rows = np.arange(n)
@@ -437,7 +449,7 @@ class AlignNN(Detector):
             pose = np.asarray(self.poses_)[e_p]
             for start in range(0, len(e_i), 256):
                 sl = slice(start, start + 256)
-                v = self._fine(np.asarray(real[e_i[sl]]), e_g[sl, None], pose[sl, 0, None], pose[sl, 1, None])
+                v = self._fine(np.asarray(real[e_i[sl]]), e_g[sl, None], pose[sl, None])
                 rows.append(e_i[sl]), cols.append(e_g[sl]), vals.append(v[:, 0])
         rows, cols, vals = map(np.concatenate, (rows, cols, vals))
         _, same = np.unique(pixel_hashes(real), return_inverse=True)
