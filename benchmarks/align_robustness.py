@@ -12,9 +12,9 @@ close rival: the case the margin was made for, and the one where plain correlati
     python benchmarks/align_robustness.py VOLUME --no-before --prefilter 32 64   # the prefilter against the full search
 
 The kinds marked "beyond" go past what the default search covers (turns beyond 10 degrees, zooms beyond
-10%, copies mirrored left to right, as a generator trained with random flips gives back); ``--mirror`` adds
-the default with its mirror search (``mirror=True``) as a column, ``--no-global`` leaves out the one-shift
-column.
+10%, copies mirrored left to right, as a generator trained with random flips gives back); ``--column
+KEY=VALUE ...`` adds a column of the default with those options (``mirror=true``: its mirror search;
+``max_scale=0.2``: a wider scale search), ``--no-global`` leaves out the one-shift column.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 from scipy.ndimage import gaussian_filter, map_coordinates, rotate
 from sklearn.metrics import roc_auc_score
 
@@ -85,12 +86,20 @@ def main(argv=None) -> int:
                         "the default prefilter, 512, is off at this size)")
     p.add_argument("--no-before", action="store_true", help="leave out the 'before' column")
     p.add_argument("--no-global", action="store_true", help="leave out the one-global-shift column")
-    p.add_argument("--mirror", action="store_true", help="also the default with its mirror search (mirror=True)")
+    p.add_argument("--column", nargs="+", action="append", default=[], metavar="KEY=VALUE",
+                   help="also the default with these align_nn options, e.g. mirror=true or max_scale=0.2 max_rotation=20 "
+                        "(repeatable: one column each)")
     a = p.parse_args(argv)
     settings = {k: v for k, v in SETTINGS.items()
                 if not (a.no_before and "before" in k) and not (a.no_global and "global" in k)}
-    if a.mirror:
-        settings["default with the mirror search"] = {"mirror": True}
+    for items in a.column:
+        opts = {}
+        for item in items:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                p.error(f"--column takes KEY=VALUE, got {item!r}")
+            opts[key] = yaml.safe_load(value)
+        settings["default, " + ", ".join(items)] = opts
     settings.update({f"default, prefilter {m}": {"prefilter": m} for m in a.prefilter})
     vol = load_volume(a.volume)
     lungs = [i for i in range(len(vol)) if (vol[i] < -500).mean() > 0.05]

@@ -136,7 +136,7 @@ def lung_slices(volume: np.ndarray) -> list[int]:
 def build_case(volume: np.ndarray, out: Path, n_dev: int, n_test: int, n_generated: int, slab: int,
                seed: int, size: int = 256, copies: str = "mild", separate: bool = False,
                source: str = "members", other: np.ndarray | None = None, novel: float = 0.0,
-               shift: tuple[int, int] = (4, 8)) -> dict[str, int]:
+               shift: tuple[int, int] = (4, 8), mirrored: float = 0.0) -> dict[str, int]:
     """Write ``out/dev`` and ``out/test`` (challenge layout); returns the truth of the test images.
 
     ``separate``: the test ``generated/`` holds other copies (new draws of the same degradation) of the
@@ -146,7 +146,8 @@ def build_case(volume: np.ndarray, out: Path, n_dev: int, n_test: int, n_generat
     are of that third role, which neighbours both groups alike); ``other`` (a control: copies of the
     slices of ``other``, another patient's volume). ``novel``: with ``members``, that share of the generated
     images are no copy of any folder's image but of ``other``'s slices (what a generator makes besides its
-    copies); every member is still copied."""
+    copies); every member is still copied. ``mirrored``: that share of the generated images (each at
+    random) is mirrored left to right, as a generator trained with random flips gives its members back."""
     rng = np.random.default_rng(seed)
     roles = 3 if source == "unused" else 2
     per_role = n_dev + n_test
@@ -193,12 +194,16 @@ def build_case(volume: np.ndarray, out: Path, n_dev: int, n_test: int, n_generat
     if novel and not novel_from:
         raise SystemExit("--novel needs --other-volume, a volume with lung slices")
 
+    flips = np.random.default_rng((seed, 1))
+
     def generated_set(folder):
         folder.mkdir(exist_ok=True)
         order = rng.permutation(n_generated) if novel else range(n_generated)  # copies and novel images mixed
         for i, j in enumerate(order):
             img = (copy_of(copied_from[copied[j % len(copied)]], rng, size, copies, shift) if j < n_copies else
                    copy_of(other[novel_from[rng.integers(len(novel_from))]], rng, size, copies, shift))
+            if mirrored and flips.random() < mirrored:  # its own draws: the copies are those of the same case without
+                img = img[:, ::-1]
             save(img, folder / f"gen_{i:05d}.png")
 
     generated_set(out / "dev" / "generated")
@@ -234,6 +239,9 @@ def main(argv=None) -> int:
     p.add_argument("--novel", type=float, default=0.0,
                    help="share of the generated images that copy no folder's slice but the other volume's "
                         "(with --source members; needs --other-volume; default: 0)")
+    p.add_argument("--mirrored", type=float, default=0.0,
+                   help="share of the generated images mirrored left to right, each at random (a generator "
+                        "trained with random flips; default: 0)")
     p.add_argument("--detect-args", default="--preset tiny", help="extra options for vitprint detect")
     a = p.parse_args(argv)
     volume = load_volume(a.volume)
@@ -241,6 +249,8 @@ def main(argv=None) -> int:
         p.error(f"--shift needs 0 <= LOW <= HIGH, not {a.shift[0]} {a.shift[1]}")
     if not 0 <= a.novel < 1:
         p.error(f"--novel is a share in [0, 1), not {a.novel}")
+    if not 0 <= a.mirrored <= 1:
+        p.error(f"--mirrored is a share in [0, 1], not {a.mirrored}")
     if a.novel and a.source != "members":
         p.error("--novel goes with --source members")
     if (a.source == "other" or a.novel > 0) != (a.other_volume is not None):
@@ -248,7 +258,7 @@ def main(argv=None) -> int:
     other = load_volume(a.other_volume) if a.other_volume else None
     truth = build_case(volume, a.out / "data", a.dev, a.test, a.generated, a.slab, a.seed, copies=a.copies,
                        separate=a.separate_generated, source=a.source, other=other,
-                       novel=a.novel, shift=tuple(a.shift))
+                       novel=a.novel, shift=tuple(a.shift), mirrored=a.mirrored)
     shutil.rmtree(a.out / "detect", ignore_errors=True)  # this script's own output: a fresh run each time
     t0 = time.perf_counter()
     rc = vitprint_main(["detect", "--dev", str(a.out / "data" / "dev"), "--test", str(a.out / "data" / "test"),
@@ -261,6 +271,7 @@ def main(argv=None) -> int:
     summary = json.loads((a.out / "detect" / "evaluation.json").read_text())
     result = {"volume": a.volume.name, "slices": int(len(volume)), "slab": a.slab, "copies": a.copies,
               "separate_generated": a.separate_generated, "source": a.source, "novel": a.novel, "shift": list(a.shift),
+              "mirrored": a.mirrored, "detect_args": a.detect_args,
               "other_volume": a.other_volume.name if a.other_volume else None, "seconds": seconds,
               "test_kappa": m["kappa"], "test_accuracy": m["accuracy"], "missing": missing,
               "decision": summary.get("run_decision_rule"), "verdict": summary.get("verdict", {}).get("sentence"),

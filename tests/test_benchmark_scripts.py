@@ -37,6 +37,26 @@ def test_case_layout_truth_and_interleaved_roles(tmp_path):
         assert best > 0.8 and not np.allclose(copy.mean(), source.mean(), atol=1)
 
 
+def test_mirrored_share_of_the_generated_images(tmp_path):
+    """``mirrored``: that share of the generated images is mirrored left to right, the copies otherwise the
+    same as without it."""
+    rng = np.random.default_rng(0)
+    volume = gaussian_filter(rng.normal(size=(30, 40, 48)), 2) * 400 - 700
+
+    def generated(out, **kw):
+        real_ct.build_case(volume, out, n_dev=5, n_test=3, n_generated=40, slab=1, seed=0, size=32, **kw)
+        return [np.asarray(Image.open(f)) for f in sorted((out / "dev" / "generated").iterdir())]
+
+    plain, zero, all_ = (generated(tmp_path / name, **kw) for name, kw in
+                         (("plain", {}), ("zero", {"mirrored": 0.0}), ("all", {"mirrored": 1.0})))
+    assert all(np.array_equal(a, b) for a, b in zip(plain, zero))
+    assert all(np.array_equal(a[:, ::-1], b) for a, b in zip(plain, all_))
+    half = generated(tmp_path / "half", mirrored=0.5)
+    flipped = [not np.array_equal(h, p) for h, p in zip(half, plain)]
+    assert all(np.array_equal(h, p[:, ::-1]) for h, p, f in zip(half, plain, flipped) if f)
+    assert 8 <= sum(flipped) <= 32  # about half of 40
+
+
 def _copied_slices(monkeypatch, volume, **kw):
     """Build a case; return the slice indices (of ``volume``) each generated image copies, and the slices
     each folder holds (its images compared with every windowed slice)."""
