@@ -24,7 +24,7 @@ from vitprint.api.result import DetectionResult
 from vitprint.detection.roles import check_roles
 from vitprint.errors import VitprintError
 from vitprint.membership.base import unique_images
-from vitprint.membership.scoring import check_options, check_plan, compute_scores, resize_pixels
+from vitprint.membership.scoring import check_options, check_plan, compute_scores, plan_orientation, resize_pixels
 
 API_DETECTORS = ("pixel_nn", "mc", "align_nn", "copy_nn")
 CONTEXT = ("autoencoder", "device", "cache_dir", "batch_size", "precision", "encoder_path")  # shared by any detector that wants them
@@ -94,13 +94,18 @@ def detect(generated, real, *, labels: Sequence[int] | None = None, reference=No
     labelled = min((y == 1).sum(), (y == 0).sum()) >= 1
     check_plan(tuple(detectors), ref is not None, labelled, bool(roles["reference_overlap"]))
     keep = unique_images(gen)
+    orientation, mirror, set_up = plan_orientation({"generated": gen[keep]}, real_px, tuple(detectors), options, seed)
+    if mirror:
+        options["mirror"] = True
     scores = compute_scores(real_px, gen[keep], tuple(detectors), {"seed": seed, **options}, ref, labels=y, folds=folds)
     unknown = y < 0
     evaluation, summary, decided = assess(scores.values, y, unknown, real_px,
                                  AssessConfig(folds, n_boot, seed, target_fpr, decision, assume_prevalence),
                                  not_for_verdict=[*scores.cross_fitted, *scores.supervised])
     summary.update(detectors=list(scores.values), peers=scores.peers, generated=int(len(keep)),
-                   generated_duplicates_dropped=int(len(gen) - len(keep)))
+                   generated_duplicates_dropped=int(len(gen) - len(keep)), orientation=orientation)
+    if set_up:
+        summary["set_up"] = set_up
     if scores.cross_fitted:
         summary["cross_fitted"] = scores.cross_fitted
     if unreadable:

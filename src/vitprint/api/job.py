@@ -33,7 +33,8 @@ from vitprint.evaluation.report import ReconstructionPanel, select_evidence
 from vitprint.evaluation.runfile import run_id, validate_run
 from vitprint.membership.decisions import DECISIONS
 from vitprint.membership.registry import detector_class
-from vitprint.membership.scoring import ScoreConfig, check_plan, compute_scores, merge_scores, score_names
+from vitprint.membership.scoring import (ScoreConfig, check_plan, compute_scores, merge_scores, plan_orientation,
+                                        score_names)
 from vitprint.errors import VitprintError
 from vitprint.api.assess import AssessConfig, assess
 from vitprint.api.result import DetectionResult, with_regions
@@ -190,6 +191,7 @@ def detect(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, data: Data
     if undecided:
         log.warning("%d unknown image(s) could not be read; the run file answers 0 (no evidence of use) for each: "
                     "%s (--strict refuses instead)", len(undecided), ", ".join(Path(f).name for f in undecided[:5]))
+    orientation, mirror = _orientation(gen_sets, reals, cfg, set_up)
     reference = read_folders(inputs.reference, size, data, what="reference images") if inputs.reference else None
     roles = check_roles(reals.images.paths, reals.groups, reals.images.pixels, generated.paths,
                         reference.paths if reference is not None else None,
@@ -215,6 +217,8 @@ def detect(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, data: Data
     options = {"ref_lr": cfg.ae_lr,  # a reference autoencoder (recon_cal) learns as the job's own did
                **cfg.scores.options(autoencoder=model, device=str(device), seed=cfg.seed,
                                     cache_dir=str(cache) if cache else None, encoder_path=cfg.encoder)}
+    if mirror:
+        options["mirror"] = True
     unknown = reals.groups == "unknown"
     # Each real image is scored against its own generated set: one pass, or the labelled images against
     # the development set and the unknown ones against the test set.
@@ -255,7 +259,8 @@ def detect(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, data: Data
 
     summary: dict[str, Any] = {"config_stamp": stamp, "generated": len(generated),
                                "generated_duplicates_dropped": dropped, "autoencoder": model_path,
-                               "detectors": list(scores.values), "peers": scores.peers, "decision": cfg.decision}
+                               "detectors": list(scores.values), "peers": scores.peers, "decision": cfg.decision,
+                               "orientation": orientation}
     if scores.cross_fitted:
         summary["cross_fitted"] = scores.cross_fitted
     if scores.notes:
@@ -292,6 +297,15 @@ def detect(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, data: Data
     check = (lambda path: validate_run(path, inputs.unknown[0])) if len(inputs.unknown) == 1 else None
     result.save(out, run_names=cfg.run_names, report=cfg.report, check_run=check, **parts)
     return summary
+
+
+def _orientation(gen_sets: list[ImageSet], reals: RealSet, cfg: DetectConfig, set_up: list[str]) -> tuple[dict, bool]:
+    """Whether the generated images are turned against the real ones, per generated set (``plan_orientation``)."""
+    names = ("development", "test") if len(gen_sets) == 2 else ("generated",)
+    found, mirror, lines = plan_orientation({n: g.pixels for n, g in zip(names, gen_sets)}, reals.images.pixels,
+                                            cfg.scores.detectors, cfg.scores.extra, cfg.seed)
+    set_up += lines
+    return found, mirror
 
 
 def _read_generated(inputs: Inputs, size: int, data: DataConfig) -> list[ImageSet]:

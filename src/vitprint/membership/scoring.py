@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vitprint.data.orientation import MIRRORED, check_orientation
 from vitprint.errors import VitprintError
 from vitprint.membership.base import Detector, as_pixels
 from vitprint.membership.knn import INDEXES
@@ -225,6 +226,38 @@ def merge_scores(parts: list[tuple[np.ndarray, Scores, int]], n: int) -> Scores:
             out.seconds[name] = out.seconds.get(name, 0.0) + sec
         out.notes += [note for note in s.notes if note not in out.notes]
     return out
+
+
+def plan_orientation(generated_sets: dict[str, Any], real, detectors, user_options: dict[str, Any],
+                     seed: int = 0) -> tuple[dict[str, dict], bool, list[str]]:
+    """Whether each generated set is turned against the real images (``vitprint.data.orientation``).
+
+    Returns what was found per set, whether ``align_nn`` is to search mirrored copies (some set is found
+    mirrored, ``align_nn`` runs and the user did not set ``mirror``), and one line per finding (also logged
+    as a warning): a turn no detector searches is said, not mended."""
+    found, mirror, lines = {}, False, []
+    for name, pixels in generated_sets.items():
+        check = check_orientation(pixels, real, seed=seed)
+        found[name] = check.to_dict()
+        which = "the generated images" if name == "generated" else f"the {name} generated images"
+        for turn, share in check.turned().items():
+            seen = (f"{share:.0%} of {which} match the real images best {turn} (the real images among "
+                    f"themselves: {check.baseline[turn]:.0%})")
+            if turn != MIRRORED:
+                line = f"{seen}: no detector searches such a turn; turn the images back and run again."
+            elif "align_nn" not in detectors:
+                line = f"{seen}: only align_nn searches mirrored copies (option mirror=true), and it is not run."
+            elif "mirror" in user_options:
+                line = (f"{seen}: a generator trained with random flips, or another orientation convention; align_nn "
+                        f"{'searches' if user_options['mirror'] else 'was told not to search'} mirrored copies "
+                        "(mirror set by the user).")
+            else:
+                mirror = True
+                line = (f"{seen}: a generator trained with random flips, or another orientation convention; align_nn "
+                        "also searched mirrored copies (option mirror=false turns this off).")
+            log.warning("%s", line)
+            lines.append(line[0].upper() + line[1:])
+    return found, mirror, lines
 
 
 def check_plan(detectors, with_reference: bool, labelled: bool, reference_overlaps: bool) -> None:
