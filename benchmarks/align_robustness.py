@@ -30,7 +30,10 @@ import yaml
 from scipy.ndimage import gaussian_filter, map_coordinates, rotate
 from sklearn.metrics import roc_auc_score
 
+from vitprint.errors import VitprintError
 from vitprint.membership import create_detector
+from vitprint.membership.detectors.align_nn import AlignNN
+from vitprint.membership.registry import accepted_options
 
 sys.path.insert(0, str(Path(__file__).parent))
 from real_ct import _jpeg, _shift, _warp, load_volume, square, window  # noqa: E402
@@ -99,6 +102,13 @@ def main(argv=None) -> int:
             if not sep or not key:
                 p.error(f"--column takes KEY=VALUE, got {item!r}")
             opts[key] = yaml.safe_load(value)
+        unknown = set(opts) - set(accepted_options(AlignNN, opts))
+        if unknown:
+            p.error(f"--column: align_nn has no option {', '.join(sorted(unknown))}")
+        try:
+            AlignNN(**opts)  # a bad value is refused now, not after the first column has run
+        except (VitprintError, TypeError, ValueError) as exc:
+            p.error(f"--column {' '.join(items)}: {exc}")
         settings["default, " + ", ".join(items)] = opts
     settings.update({f"default, prefilter {m}": {"prefilter": m} for m in a.prefilter})
     vol = load_volume(a.volume)

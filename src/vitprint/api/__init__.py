@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -27,6 +28,7 @@ from vitprint.membership.base import unique_images
 from vitprint.membership.scoring import check_options, check_plan, compute_scores, plan_orientation, resize_pixels
 
 API_DETECTORS = ("pixel_nn", "mc", "align_nn", "copy_nn")
+log = logging.getLogger(__name__)
 CONTEXT = ("autoencoder", "device", "cache_dir", "batch_size", "precision", "encoder_path")  # shared by any detector that wants them
 
 
@@ -95,6 +97,8 @@ def detect(generated, real, *, labels: Sequence[int] | None = None, reference=No
     check_plan(tuple(detectors), ref is not None, labelled, bool(roles["reference_overlap"]))
     keep = unique_images(gen)
     orientation, mirror, set_up = plan_orientation({"generated": gen[keep]}, real_px, tuple(detectors), options, seed)
+    for line in set_up:
+        log.warning("%s", line)
     if mirror:
         options["mirror"] = True
     scores = compute_scores(real_px, gen[keep], tuple(detectors), {"seed": seed, **options}, ref, labels=y, folds=folds)

@@ -191,7 +191,6 @@ def detect(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, data: Data
     if undecided:
         log.warning("%d unknown image(s) could not be read; the run file answers 0 (no evidence of use) for each: "
                     "%s (--strict refuses instead)", len(undecided), ", ".join(Path(f).name for f in undecided[:5]))
-    orientation, mirror = _orientation(gen_sets, reals, cfg, set_up)
     reference = read_folders(inputs.reference, size, data, what="reference images") if inputs.reference else None
     roles = check_roles(reals.images.paths, reals.groups, reals.images.pixels, generated.paths,
                         reference.paths if reference is not None else None,
@@ -200,6 +199,7 @@ def detect(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, data: Data
         set_up.append("Reference set: the development not-used images (automatic; --no-dev-reference turns it off). "
                       "Each of them is scored against a reference that excludes it.")
     check_plan(cfg.scores.detectors, reference is not None, inputs.labelled, bool(roles["reference_overlap"]))
+    orientation, mirror, turned = _orientation(gen_sets, reals, cfg)
     if roles["reference_overlap"]:
         log.info("%d real image(s) are also in the reference set: each is scored against a reference that "
                  "excludes it (cross-fitted)", roles["reference_overlap"])
@@ -209,6 +209,9 @@ def detect(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, data: Data
              ", ".join(f"{(reals.groups == g).sum()} {g.replace('_', '-')}" for g in GROUPS if (reals.groups == g).any()))
     for line in set_up:
         log.info("%s", line)
+    for line in turned:
+        log.warning("%s", line)
+    set_up += turned
 
     needs_model = any(detector_class(d).needs_autoencoder for d in cfg.scores.detectors)
     model, model_path = _autoencoder(generated, model_cfg, cfg, data, device) if needs_model else (None, None)
@@ -299,13 +302,11 @@ def detect(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, data: Data
     return summary
 
 
-def _orientation(gen_sets: list[ImageSet], reals: RealSet, cfg: DetectConfig, set_up: list[str]) -> tuple[dict, bool]:
+def _orientation(gen_sets: list[ImageSet], reals: RealSet, cfg: DetectConfig) -> tuple[dict, bool, list[str]]:
     """Whether the generated images are turned against the real ones, per generated set (``plan_orientation``)."""
     names = ("development", "test") if len(gen_sets) == 2 else ("generated",)
-    found, mirror, lines = plan_orientation({n: g.pixels for n, g in zip(names, gen_sets)}, reals.images.pixels,
-                                            cfg.scores.detectors, cfg.scores.extra, cfg.seed)
-    set_up += lines
-    return found, mirror
+    return plan_orientation({n: g.pixels for n, g in zip(names, gen_sets)}, reals.images.pixels,
+                            cfg.scores.detectors, cfg.scores.extra, cfg.seed)
 
 
 def _read_generated(inputs: Inputs, size: int, data: DataConfig) -> list[ImageSet]:

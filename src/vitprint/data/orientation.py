@@ -10,13 +10,15 @@ Each generated image votes for the orientation of the real images in which
 its most alike real image is most alike (normalised correlation of 32-px
 thumbnails: the gross anatomy, little of a shift). The real images vote the
 same way among themselves (each against the *other* real images): the share a
-turn gets when nothing is turned, on these very images. A turn that the
-generated images prefer well beyond that baseline is reported; the job then
-searches mirrored copies too (``align_nn``'s ``mirror``) or says how the images
-seem to be turned. Images with a left-right symmetric content give either
-orientation alike, for the real images as much as for the generated ones, so
-nothing is reported for them. No label is read: members and non-members are
-treated alike.
+turn gets when nothing is turned, on these very images. The mirror image is
+reported when the generated images prefer it well beyond that baseline (at
+least ``min_excess`` of them, and ``min_votes``): a generator trained with
+random flips mirrors some of its images, not all; the job then searches
+mirrored copies too (``align_nn``'s ``mirror``), which costs time and nothing
+else. Any other turn is reported only when it also wins more votes than the
+images as stored: a whole set stored under another convention. Below
+``min_votes`` generated images or 2 real ones there is no vote. No label is
+read: members and non-members are treated alike.
 """
 
 from __future__ import annotations
@@ -51,15 +53,21 @@ class OrientationCheck:
     n_generated: int
     n_real: int
     min_excess: float = 0.15
+    min_votes: int = 10
     excess: dict[str, float] = field(init=False)
 
     def __post_init__(self) -> None:
         self.excess = {k: self.shares[k] - self.baseline[k] for k in ORIENTATIONS}
 
     def turned(self) -> dict[str, float]:
-        """The turns (not "as stored") the generated images prefer beyond the baseline, with their shares."""
+        """The turns (not "as stored") the generated images prefer beyond the baseline (as the module says),
+        with their shares; none below ``min_votes`` generated images or 2 real ones."""
+        if self.n_generated < self.min_votes or self.n_real < 2:
+            return {}
         return {k: self.shares[k] for k in ORIENTATIONS
-                if k != "as stored" and self.excess[k] >= self.min_excess}
+                if k != "as stored" and self.excess[k] >= self.min_excess
+                and self.shares[k] * self.n_generated >= self.min_votes
+                and (k == MIRRORED or self.shares[k] > self.shares["as stored"])}
 
     def to_dict(self) -> dict:
         return {"generated": {k: round(v, 3) for k, v in self.shares.items() if v},
@@ -94,7 +102,7 @@ def _votes(queries: torch.Tensor, real: torch.Tensor, exclude_self: bool) -> dic
 
 
 def check_orientation(generated, real, size: int = 32, max_generated: int = 1000, max_real: int = 2000,
-                      seed: int = 0, min_excess: float = 0.15) -> OrientationCheck:
+                      seed: int = 0, min_excess: float = 0.15, min_votes: int = 10) -> OrientationCheck:
     """Vote, as the module says, on square ``(N, S, S)`` arrays: at most ``max_generated`` generated images
     against at most ``max_real`` real ones (seeded samples; a few seconds on a CPU at these sizes)."""
     rng = np.random.default_rng(seed)
@@ -103,6 +111,9 @@ def check_orientation(generated, real, size: int = 32, max_generated: int = 1000
         return np.sort(rng.choice(n, most, replace=False)) if n > most else np.arange(n)
 
     g_idx, r_idx = sample(len(generated), max_generated), sample(len(real), max_real)
+    none = {k: 0.0 for k in ORIENTATIONS}
+    if len(g_idx) < min_votes or len(r_idx) < 2:  # too few to vote
+        return OrientationCheck(none, dict(none), len(g_idx), len(r_idx), min_excess, min_votes)
     g, r = _thumbs(generated, size, g_idx), _thumbs(real, size, r_idx)
-    baseline = _votes(r, r, exclude_self=True) if len(r) > 1 else {k: 0.0 for k in ORIENTATIONS}
-    return OrientationCheck(_votes(g, r, exclude_self=False), baseline, len(g_idx), len(r_idx), min_excess)
+    return OrientationCheck(_votes(g, r, exclude_self=False), _votes(r, r, exclude_self=True), len(g_idx), len(r_idx),
+                            min_excess, min_votes)

@@ -233,8 +233,8 @@ def plan_orientation(generated_sets: dict[str, Any], real, detectors, user_optio
     """Whether each generated set is turned against the real images (``vitprint.data.orientation``).
 
     Returns what was found per set, whether ``align_nn`` is to search mirrored copies (some set is found
-    mirrored, ``align_nn`` runs and the user did not set ``mirror``), and one line per finding (also logged
-    as a warning): a turn no detector searches is said, not mended."""
+    mirrored, ``align_nn`` runs and the user did not set ``mirror``), and one line per finding for the
+    caller to log and show: another turn is said, not mended."""
     found, mirror, lines = {}, False, []
     for name, pixels in generated_sets.items():
         check = check_orientation(pixels, real, seed=seed)
@@ -244,7 +244,8 @@ def plan_orientation(generated_sets: dict[str, Any], real, detectors, user_optio
             seen = (f"{share:.0%} of {which} match the real images best {turn} (the real images among "
                     f"themselves: {check.baseline[turn]:.0%})")
             if turn != MIRRORED:
-                line = f"{seen}: no detector searches such a turn; turn the images back and run again."
+                line = (f"{seen}: stored under another orientation convention? The detectors' default search does "
+                        "not cover such a turn; turn the images back and run again.")
             elif "align_nn" not in detectors:
                 line = f"{seen}: only align_nn searches mirrored copies (option mirror=true), and it is not run."
             elif "mirror" in user_options:
@@ -254,8 +255,7 @@ def plan_orientation(generated_sets: dict[str, Any], real, detectors, user_optio
             else:
                 mirror = True
                 line = (f"{seen}: a generator trained with random flips, or another orientation convention; align_nn "
-                        "also searched mirrored copies (option mirror=false turns this off).")
-            log.warning("%s", line)
+                        "searches mirrored copies too (option mirror=false turns this off).")
             lines.append(line[0].upper() + line[1:])
     return found, mirror, lines
 
