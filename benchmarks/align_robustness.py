@@ -107,7 +107,7 @@ def main(argv=None) -> int:
             p.error(f"--column: align_nn has no option {', '.join(sorted(unknown))}")
         try:
             AlignNN(**opts)  # a bad value is refused now, not after the first column has run
-        except (VitprintError, TypeError, ValueError) as exc:
+        except (VitprintError, TypeError, ValueError, RuntimeError) as exc:
             p.error(f"--column {' '.join(items)}: {exc}")
         settings["default, " + ", ".join(items)] = opts
     settings.update({f"default, prefilter {m}": {"prefilter": m} for m in a.prefilter})

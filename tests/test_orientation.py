@@ -45,10 +45,23 @@ def test_novel_images_and_too_few_images_report_no_turn():
     few = check_orientation(mirrored[:9], real)
     assert few.turned() == {} and sum(few.shares.values()) == 0  # 9 generated images: below min_votes
     assert check_orientation(mirrored, real[:1]).turned() == {}  # one real image: no baseline
-    # A turn other than the mirror image is reported only where it outvotes the images as stored.
-    some = np.concatenate([_copies(rng, real[:6], lambda x: x[::-1]), _copies(rng, real[6:20])])
+    assert few.to_dict()["voted"] is False and check_orientation(mirrored, real).to_dict()["voted"] is True
+
+
+def test_each_rule_of_the_vote_on_its_own():
+    """A turn other than the mirror image must outvote the images as stored (a set stored another way); the
+    mirror image needs 10 votes, not a majority."""
+    rng = np.random.default_rng(5)
+    real = _slices(rng, 40)
+    some = np.concatenate([_copies(rng, real[:12], lambda x: x[::-1]), _copies(rng, real[12:40])])
     check = check_orientation(some, real)
-    assert check.excess["upside down"] >= 0.15 and "upside down" not in check.turned()
+    assert check.excess["upside down"] >= 0.15 and round(check.shares["upside down"] * 40) >= 10
+    assert "upside down" not in check.turned()  # 12 of 40: fewer than the images as stored
+    few = np.concatenate([_copies(rng, real[:8], lambda x: x[:, ::-1]), _copies(rng, real[8:20])])
+    check = check_orientation(few, real)
+    assert check.excess[MIRRORED] >= 0.15 and MIRRORED not in check.turned()  # 8 votes: fewer than 10
+    more = np.concatenate([_copies(rng, real[:12], lambda x: x[:, ::-1]), _copies(rng, real[12:40])])
+    assert list(check_orientation(more, real).turned()) == [MIRRORED]  # 12 of 40, no majority needed
 
 
 def _case(turn, seed=2):
@@ -75,15 +88,26 @@ def test_detect_searches_mirrored_copies_when_the_generated_images_are_mirrored(
     assert plain.summary["orientation"]["generated"]["turned"] == {} and "set_up" not in plain.summary
 
 
-def test_the_command_votes_per_generated_set_and_keeps_a_users_mirror_setting(tmp_path):
+def test_the_command_votes_per_generated_set_and_keeps_a_users_mirror_setting(tmp_path, monkeypatch):
     """Through ``vitprint detect`` with the development and test generated sets apart: only the test set is
     mirrored; it is said in evaluation.json's set-up, and mirror=false from the user is kept."""
+    import functools
     import json
 
     from PIL import Image
 
     from vitprint.cli import main
+    from vitprint.membership.detectors.align_nn import AlignNN
 
+    searched = []  # what align_nn was built with, per run
+    built = AlignNN.__init__
+
+    @functools.wraps(built)  # the same signature: the job hands align_nn only the options it takes
+    def spy(self, *args, **kw):
+        built(self, *args, **kw)
+        searched.append(self.mirror)
+
+    monkeypatch.setattr(AlignNN, "__init__", spy)
     rng = np.random.default_rng(3)
     real = _slices(rng, 48)
     dev, test = tmp_path / "dev", tmp_path / "test"
@@ -98,6 +122,8 @@ def test_the_command_votes_per_generated_set_and_keeps_a_users_mirror_setting(tm
               "--detectors", "align_nn", "--no-report", "--no-cache", "--bootstrap", "0", "--folds", "2",
               "--detector-option", "max_rotation=0", "--detector-option", "max_scale=0"]
     assert main([*common, "--out", str(tmp_path / "auto")]) == 0
+    assert searched and all(searched)  # the vote turned the mirror search on
+    searched.clear()
     summary = json.loads((tmp_path / "auto" / "evaluation.json").read_text())
     assert summary["orientation"]["development"]["turned"] == {}
     assert list(summary["orientation"]["test"]["turned"]) == [MIRRORED]
@@ -106,3 +132,4 @@ def test_the_command_votes_per_generated_set_and_keeps_a_users_mirror_setting(tm
     assert main([*common, "--out", str(tmp_path / "off"), "--detector-option", "mirror=false"]) == 0
     summary = json.loads((tmp_path / "off" / "evaluation.json").read_text())
     assert any("was told not to search mirrored copies" in line for line in summary["set_up"])
+    assert searched and not any(searched)  # the user's setting kept

@@ -11,11 +11,11 @@ its most alike real image is most alike (normalised correlation of 32-px
 thumbnails: the gross anatomy, little of a shift). The real images vote the
 same way among themselves (each against the *other* real images): the share a
 turn gets when nothing is turned, on these very images. The mirror image is
-reported when the generated images prefer it well beyond that baseline (at
-least ``min_excess`` of them, and ``min_votes``): a generator trained with
-random flips mirrors some of its images, not all; the job then searches
-mirrored copies too (``align_nn``'s ``mirror``), which costs time and nothing
-else. Any other turn is reported only when it also wins more votes than the
+reported when the share of generated images voting for it exceeds the real
+images' own by ``min_excess`` or more, with at least ``min_votes`` votes: a
+generator trained with random flips mirrors some of its images, not all; the
+job then searches mirrored copies too (``align_nn``'s ``mirror``), which costs
+time (and a little on turns past 15 degrees; docs/benchmarks.md). Any other turn is reported only when it also wins more votes than the
 images as stored: a whole set stored under another convention. Below
 ``min_votes`` generated images or 2 real ones there is no vote. No label is
 read: members and non-members are treated alike.
@@ -66,11 +66,12 @@ class OrientationCheck:
             return {}
         return {k: self.shares[k] for k in ORIENTATIONS
                 if k != "as stored" and self.excess[k] >= self.min_excess
-                and self.shares[k] * self.n_generated >= self.min_votes
+                and round(self.shares[k] * self.n_generated) >= self.min_votes
                 and (k == MIRRORED or self.shares[k] > self.shares["as stored"])}
 
     def to_dict(self) -> dict:
-        return {"generated": {k: round(v, 3) for k, v in self.shares.items() if v},
+        return {"voted": self.n_generated >= self.min_votes and self.n_real >= 2,
+                "generated": {k: round(v, 3) for k, v in self.shares.items() if v},
                 "real_among_themselves": {k: round(v, 3) for k, v in self.baseline.items() if v},
                 "sampled": {"generated": self.n_generated, "real": self.n_real}, "turned": self.turned()}
 
