@@ -26,10 +26,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 from scipy.ndimage import gaussian_filter, map_coordinates, rotate
 from sklearn.metrics import roc_auc_score
 
+from vitprint.cli import _key_values
 from vitprint.errors import VitprintError
 from vitprint.membership import create_detector
 from vitprint.membership.detectors.align_nn import AlignNN
@@ -96,12 +96,10 @@ def main(argv=None) -> int:
     settings = {k: v for k, v in SETTINGS.items()
                 if not (a.no_before and "before" in k) and not (a.no_global and "global" in k)}
     for items in a.column:
-        opts = {}
-        for item in items:
-            key, sep, value = item.partition("=")
-            if not sep or not key:
-                p.error(f"--column takes KEY=VALUE, got {item!r}")
-            opts[key] = yaml.safe_load(value)
+        try:
+            opts = _key_values(items, "--column")
+        except VitprintError as exc:
+            p.error(str(exc))
         unknown = set(opts) - set(accepted_options(AlignNN, opts))
         if unknown:
             p.error(f"--column: align_nn has no option {', '.join(sorted(unknown))}")

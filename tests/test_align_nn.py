@@ -295,6 +295,13 @@ def test_mirrored_copies_are_found_only_with_the_mirror_search():
     before = floats.copy()
     np.testing.assert_array_equal(_transform(floats, 0.0, 1.0, [True, False, True])[0], before[0][:, ::-1])
     np.testing.assert_array_equal(floats, before)  # the caller's images are never mirrored in place
+    import pytest
+
+    from vitprint.errors import VitprintError
+
+    for bad in ("false", 2):  # a string would be taken as true: refused instead
+        with pytest.raises(VitprintError, match="mirror must be true or false"):
+            create_detector("align_nn", mirror=bad)
     unmirrored = np.concatenate([np.stack([_shifted_copy(real[i], rng) for i in members]), _textures(rng, 30)])
     both = [create_detector("align_nn", mirror=m, **opts).fit(unmirrored).score_samples(real) for m in (False, True)]
     assert roc_auc_score(y, both[1]) == 1.0

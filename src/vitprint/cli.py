@@ -303,14 +303,15 @@ def cmd_make_cohorts(a) -> int:
     return 0
 
 
-def _key_values(items: list[str]) -> dict:
+def _key_values(items: list[str], option: str = "--detector-option") -> dict:
+    """``KEY=VALUE`` items as a dict, each value read as YAML (``true``, ``0.2``, ``[1, 2]``)."""
     import yaml
 
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise VitprintError(f"--detector-option takes KEY=VALUE, got {item!r}")
+            raise VitprintError(f"{option} takes KEY=VALUE, got {item!r}")
         out[key.strip()] = yaml.safe_load(value)
     return out
 

@@ -23,7 +23,7 @@ read: members and non-members are treated alike.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -54,15 +54,21 @@ class OrientationCheck:
     n_real: int
     min_excess: float = 0.15
     min_votes: int = 10
-    excess: dict[str, float] = field(init=False)
 
-    def __post_init__(self) -> None:
-        self.excess = {k: self.shares[k] - self.baseline[k] for k in ORIENTATIONS}
+    @property
+    def excess(self) -> dict[str, float]:
+        """Each turn's share of the generated images' votes above its share of the real images' own."""
+        return {k: self.shares[k] - self.baseline[k] for k in ORIENTATIONS}
+
+    @property
+    def voted(self) -> bool:
+        """Enough images to vote: ``min_votes`` generated ones and 2 real ones."""
+        return self.n_generated >= self.min_votes and self.n_real >= 2
 
     def turned(self) -> dict[str, float]:
         """The turns (not "as stored") the generated images prefer beyond the baseline (as the module says),
-        with their shares; none below ``min_votes`` generated images or 2 real ones."""
-        if self.n_generated < self.min_votes or self.n_real < 2:
+        with their shares; none without a vote."""
+        if not self.voted:
             return {}
         return {k: self.shares[k] for k in ORIENTATIONS
                 if k != "as stored" and self.excess[k] >= self.min_excess
@@ -70,7 +76,7 @@ class OrientationCheck:
                 and (k == MIRRORED or self.shares[k] > self.shares["as stored"])}
 
     def to_dict(self) -> dict:
-        return {"voted": self.n_generated >= self.min_votes and self.n_real >= 2,
+        return {"voted": self.voted,
                 "generated": {k: round(v, 3) for k, v in self.shares.items() if v},
                 "real_among_themselves": {k: round(v, 3) for k, v in self.baseline.items() if v},
                 "sampled": {"generated": self.n_generated, "real": self.n_real}, "turned": self.turned()}
@@ -112,9 +118,10 @@ def check_orientation(generated, real, size: int = 32, max_generated: int = 1000
         return np.sort(rng.choice(n, most, replace=False)) if n > most else np.arange(n)
 
     g_idx, r_idx = sample(len(generated), max_generated), sample(len(real), max_real)
-    none = {k: 0.0 for k in ORIENTATIONS}
-    if len(g_idx) < min_votes or len(r_idx) < 2:  # too few to vote
-        return OrientationCheck(none, dict(none), len(g_idx), len(r_idx), min_excess, min_votes)
+    check = OrientationCheck({k: 0.0 for k in ORIENTATIONS}, {k: 0.0 for k in ORIENTATIONS}, len(g_idx), len(r_idx),
+                             min_excess, min_votes)
+    if not check.voted:  # too few images
+        return check
     g, r = _thumbs(generated, size, g_idx), _thumbs(real, size, r_idx)
-    return OrientationCheck(_votes(g, r, exclude_self=False), _votes(r, r, exclude_self=True), len(g_idx), len(r_idx),
-                            min_excess, min_votes)
+    check.shares, check.baseline = _votes(g, r, exclude_self=False), _votes(r, r, exclude_self=True)
+    return check

@@ -23,7 +23,9 @@ part of a copy by its own few pixels, which no single shift undoes; unaligned,
 a copy correlated with its source barely more than with the slice next to it.
 With ``mirror``, every pose is also searched with the real image mirrored left to
 right (a generator trained with random flips can give a member back mirrored;
-off by default: left and right differ in CT, and it doubles the pose search).
+off by default: left and right differ in CT, and it doubles the pose search;
+a job turns it on when its generated images vote for the mirror image,
+``vitprint.data.orientation``).
 
 Score (``relative=True``, the default): is this real image the one a
 generated image was copied from? A generator's copy is degraded (resampled,
@@ -204,6 +206,9 @@ class AlignNN(Detector):
         if not 0 <= max_scale < 0.5 or (max_scale > 0 and scale_step <= 0):
             raise VitprintError(f"need max_scale in [0, 0.5) and scale_step > 0, got {max_scale}, {scale_step}")
         self.image_size = align_size
+        for flag, value in (("relative", relative), ("mirror", mirror)):
+            if not isinstance(value, (bool, np.bool_)) and value not in (0, 1):
+                raise VitprintError(f"{flag} must be true or false, got {value!r}")
         self.max_shift, self.candidates, self.relative = max_shift, candidates, bool(relative)
         self.rotation_step, self.scale_step = rotation_step, scale_step
         self.angles = _grid(max_rotation, rotation_step)
