@@ -33,10 +33,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 from scipy.ndimage import gaussian_filter, map_coordinates, rotate
 
 from vitprint.cli import main as vitprint_main
+from vitprint.data.orientation import ORIENTATIONS
 from vitprint.evaluation.truth import evaluate_run
 
 
@@ -136,7 +138,7 @@ def lung_slices(volume: np.ndarray) -> list[int]:
 def build_case(volume: np.ndarray, out: Path, n_dev: int, n_test: int, n_generated: int, slab: int,
                seed: int, size: int = 256, copies: str = "mild", separate: bool = False,
                source: str = "members", other: np.ndarray | None = None, novel: float = 0.0,
-               shift: tuple[int, int] = (4, 8), mirrored: float = 0.0) -> dict[str, int]:
+               shift: tuple[int, int] = (4, 8), mirrored: float = 0.0, turn: str = "as stored") -> dict[str, int]:
     """Write ``out/dev`` and ``out/test`` (challenge layout); returns the truth of the test images.
 
     ``separate``: the test ``generated/`` holds other copies (new draws of the same degradation) of the
@@ -147,7 +149,9 @@ def build_case(volume: np.ndarray, out: Path, n_dev: int, n_test: int, n_generat
     slices of ``other``, another patient's volume). ``novel``: with ``members``, that share of the generated
     images are no copy of any folder's image but of ``other``'s slices (what a generator makes besides its
     copies); every member is still copied. ``mirrored``: that share of the generated images (each at
-    random) is mirrored left to right, as a generator trained with random flips gives its members back."""
+    random) is mirrored left to right, as a generator trained with random flips gives its members back.
+    ``turn`` (one of ``vitprint.data.orientation.ORIENTATIONS``): every generated image is then stored so
+    turned, as slices exported under another orientation convention than the real images."""
     rng = np.random.default_rng(seed)
     roles = 3 if source == "unused" else 2
     per_role = n_dev + n_test
@@ -204,6 +208,8 @@ def build_case(volume: np.ndarray, out: Path, n_dev: int, n_test: int, n_generat
                    copy_of(other[novel_from[rng.integers(len(novel_from))]], rng, size, copies, shift))
             if mirrored and flips.random() < mirrored:  # its own draws: the copies are those of the same case without
                 img = img[:, ::-1]
+            if turn != "as stored":
+                img = ORIENTATIONS[turn](torch.from_numpy(np.ascontiguousarray(img))).numpy()
             save(img, folder / f"gen_{i:05d}.png")
 
     generated_set(out / "dev" / "generated")
@@ -242,6 +248,9 @@ def main(argv=None) -> int:
     p.add_argument("--mirrored", type=float, default=0.0,
                    help="share of the generated images mirrored left to right, each at random (a generator "
                         "trained with random flips; default: 0)")
+    p.add_argument("--turn", choices=list(ORIENTATIONS), default="as stored",
+                   help="store every generated image so turned (another orientation convention than the real "
+                        "images'; default: as stored)")
     p.add_argument("--detect-args", default="--preset tiny", help="extra options for vitprint detect")
     a = p.parse_args(argv)
     volume = load_volume(a.volume)
@@ -258,7 +267,7 @@ def main(argv=None) -> int:
     other = load_volume(a.other_volume) if a.other_volume else None
     truth = build_case(volume, a.out / "data", a.dev, a.test, a.generated, a.slab, a.seed, copies=a.copies,
                        separate=a.separate_generated, source=a.source, other=other,
-                       novel=a.novel, shift=tuple(a.shift), mirrored=a.mirrored)
+                       novel=a.novel, shift=tuple(a.shift), mirrored=a.mirrored, turn=a.turn)
     shutil.rmtree(a.out / "detect", ignore_errors=True)  # this script's own output: a fresh run each time
     t0 = time.perf_counter()
     rc = vitprint_main(["detect", "--dev", str(a.out / "data" / "dev"), "--test", str(a.out / "data" / "test"),
@@ -271,7 +280,7 @@ def main(argv=None) -> int:
     summary = json.loads((a.out / "detect" / "evaluation.json").read_text())
     result = {"volume": a.volume.name, "slices": int(len(volume)), "slab": a.slab, "copies": a.copies,
               "separate_generated": a.separate_generated, "source": a.source, "novel": a.novel, "shift": list(a.shift),
-              "mirrored": a.mirrored, "detect_args": a.detect_args,
+              "mirrored": a.mirrored, "turn": a.turn, "detect_args": a.detect_args,
               "other_volume": a.other_volume.name if a.other_volume else None, "seconds": seconds,
               "test_kappa": m["kappa"], "test_accuracy": m["accuracy"], "missing": missing,
               "decision": summary.get("run_decision_rule"), "verdict": summary.get("verdict", {}).get("sentence"),

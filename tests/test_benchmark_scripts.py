@@ -55,6 +55,8 @@ def test_mirrored_share_of_the_generated_images(tmp_path):
     flipped = [not np.array_equal(h, p) for h, p in zip(half, plain)]
     assert all(np.array_equal(h, p[:, ::-1]) for h, p, f in zip(half, plain, flipped) if f)
     assert 8 <= sum(flipped) <= 32  # about half of 40
+    turned = generated(tmp_path / "turned", turn="turned 90 degrees")
+    assert all(np.array_equal(np.rot90(p, -1), t) for p, t in zip(plain, turned))
 
 
 def _copied_slices(monkeypatch, volume, **kw):

@@ -1,10 +1,15 @@
 """Whether the generated images are turned against the real ones, and what the job does about it."""
 
+from pathlib import Path
+
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
+import pytest
+import torch
+
 import vitprint
-from vitprint.data.orientation import MIRRORED, check_orientation
+from vitprint.data.orientation import MIRRORED, ORIENTATIONS, check_orientation, turn_back
 
 
 def _slices(rng, n, size=64):
@@ -64,6 +69,22 @@ def test_each_rule_of_the_vote_on_its_own():
     assert list(check_orientation(more, real).turned()) == [MIRRORED]  # 12 of 40, no majority needed
 
 
+def test_turn_back_undoes_every_turn_and_a_whole_set_is_named_for_it():
+    x = np.random.default_rng(6).integers(0, 256, (3, 7, 7)).astype(np.uint8)
+    kept = x.copy()
+    for name, turn in ORIENTATIONS.items():
+        back = turn_back(turn(torch.from_numpy(x)).numpy(), name)
+        assert back.dtype == np.uint8 and np.array_equal(back, x), name
+    assert np.array_equal(x, kept)  # the caller's array untouched
+    with pytest.raises(ValueError):
+        turn_back(x, "sideways")
+    rng = np.random.default_rng(7)
+    real = _slices(rng, 40)
+    assert check_orientation(_copies(rng, real[:20], lambda r: np.rot90(r, -1)), real).set_turn() == "turned 90 degrees"
+    assert check_orientation(_copies(rng, real[:20], lambda r: r[:, ::-1]), real).set_turn() is None  # mirrored:
+    assert check_orientation(_copies(rng, real[:20]), real).set_turn() is None  # searched by align_nn, not turned
+
+
 def _case(turn, seed=2):
     rng = np.random.default_rng(seed)
     real = _slices(rng, 32)
@@ -86,6 +107,25 @@ def test_detect_searches_mirrored_copies_when_the_generated_images_are_mirrored(
     generated, real, labels = _case(lambda x: x)
     plain = vitprint.detect(generated, real, labels=labels, detectors=("align_nn",), options=opts, n_boot=0)
     assert plain.summary["orientation"]["generated"]["turned"] == {} and "set_up" not in plain.summary
+
+
+def test_detect_turns_a_set_stored_a_quarter_turn_round_back_unless_told_to_keep_it():
+    generated, real, labels = _case(lambda x: np.rot90(x, -1))
+    opts = {"align_size": 64, "max_rotation": 0, "max_scale": 0}
+    found = vitprint.detect(generated, real, labels=labels, detectors=("align_nn", "pixel_nn"), options=opts, n_boot=0)
+    orientation = found.summary["orientation"]["generated"]
+    assert list(orientation["turned"]) == ["turned 90 degrees"] and orientation["turned_back"] == "turned 90 degrees"
+    assert "turned back before every detector" in found.summary["set_up"][0]
+    assert found.metrics["align_nn"]["metrics"]["roc_auc"] == 1.0 and found.verdict["verdict"] == "Leak detected"
+    assert found.metrics["pixel_nn"]["metrics"]["roc_auc"] > 0.9  # every detector sees the set turned back
+    # each member's nearest generated image is its own copy, kept for the report's evidence the right way round
+    assert np.array_equal(found.nearest["align_nn"][:16], np.arange(16))
+    assert np.array_equal(found.generated_pixels, np.rot90(generated, 1, axes=(1, 2)))
+    kept = vitprint.detect(generated, real, labels=labels, detectors=("align_nn", "pixel_nn"), options=opts, n_boot=0,
+                           keep_orientation=True)
+    assert "turned_back" not in kept.summary["orientation"]["generated"]
+    assert "scored as stored, as asked" in kept.summary["set_up"][0]
+    assert kept.metrics["align_nn"]["metrics"]["roc_auc"] < 0.8 and kept.metrics["pixel_nn"]["metrics"]["roc_auc"] < 0.8
 
 
 def test_the_command_votes_per_generated_set_and_keeps_a_users_mirror_setting(tmp_path, monkeypatch):
@@ -133,3 +173,50 @@ def test_the_command_votes_per_generated_set_and_keeps_a_users_mirror_setting(tm
     summary = json.loads((tmp_path / "off" / "evaluation.json").read_text())
     assert any("was told not to search mirrored copies" in line for line in summary["set_up"])
     assert searched and not any(searched)  # the user's setting kept
+
+
+def test_the_command_turns_back_only_the_set_stored_another_way(tmp_path):
+    """``vitprint detect`` with the test generated set upside down: that set alone is turned back (its copies then
+    score above the uncopied images), the report's evidence is drawn from it, and --keep-orientation keeps it."""
+    import csv
+    import json
+
+    from PIL import Image
+
+    from vitprint.cli import main
+
+    rng = np.random.default_rng(4)
+    real = _slices(rng, 48)
+    dev, test = tmp_path / "dev", tmp_path / "test"
+    folders = {dev / "real_used": real[:12], dev / "real_not_used": real[12:24], test / "real_unknown": real[24:48],
+               dev / "generated": _copies(rng, real[:12]), test / "generated": _copies(rng, real[24:36], lambda x: x[::-1])}
+    for folder, images in folders.items():
+        folder.mkdir(parents=True)
+        for i, img in enumerate(images):
+            Image.fromarray(img).save(folder / f"{folder.name}_{i:02d}.png")
+    common = ["detect", "--dev", str(dev), "--test", str(test), "--preset", "micro", "--image-size", "64",
+              "--detectors", "align_nn", "--no-cache", "--bootstrap", "0", "--folds", "2",
+              "--detector-option", "max_rotation=0", "--detector-option", "max_scale=0"]
+
+    def unknown_scores(out):
+        with open(out / "scores.csv") as f:
+            rows = [r for r in csv.DictReader(f) if r["group"] == "unknown"]
+        by_name = {Path(r["path"]).name: float(r["align_nn"]) for r in rows}
+        copied = [v for k, v in by_name.items() if int(k[-6:-4]) < 12]
+        return copied, [v for k, v in by_name.items() if int(k[-6:-4]) >= 12]
+
+    assert main([*common, "--out", str(tmp_path / "auto")]) == 0
+    summary = json.loads((tmp_path / "auto" / "evaluation.json").read_text())
+    assert "turned_back" not in summary["orientation"]["development"]
+    assert summary["orientation"]["test"]["turned_back"] == "upside down"
+    assert any("of the test generated images match the real images best upside down" in line
+               and "turned back before every detector" in line for line in summary["set_up"])
+    copied, other = unknown_scores(tmp_path / "auto")
+    assert min(copied) > max(other)
+    assert (tmp_path / "auto" / "report.html").is_file()
+    assert main([*common, "--out", str(tmp_path / "kept"), "--keep-orientation", "--no-report"]) == 0
+    summary = json.loads((tmp_path / "kept" / "evaluation.json").read_text())
+    assert "turned_back" not in summary["orientation"]["test"]
+    assert any("scored as stored, as asked (keep-orientation)" in line for line in summary["set_up"])
+    copied, other = unknown_scores(tmp_path / "kept")
+    assert not min(copied) > max(other)

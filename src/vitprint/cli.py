@@ -253,7 +253,8 @@ def cmd_detect(a) -> int:
                        run_names=a.run_names, n_boot=a.bootstrap, seed=a.seed, device=a.device,
                        autoencoder=a.autoencoder, encoder=a.encoder, ae_epochs=a.ae_epochs,
                        ae_batch_size=a.batch_size, ae_lr=a.lr, precision=a.precision, report=not a.no_report,
-                       assume_prevalence=a.assume_prevalence, force=a.force, encoder_weights=a.encoder_weights,
+                       assume_prevalence=a.assume_prevalence, keep_orientation=a.keep_orientation, force=a.force,
+                       encoder_weights=a.encoder_weights,
                        pretrained_hub=a.pretrained_hub, command_line=shlex.join(["vitprint", *a.argv_used]))
     summary = detect(inputs, model_cfg, cfg, _data_cfg(a))
     _print_detection(summary, metric_table)
@@ -558,6 +559,7 @@ def _parser_detect(sub) -> None:
     g.add_argument("--reference", nargs="+", metavar="DIR", help="real images the generator never saw, for the calibrated scores (with --dev and --test: the development real_not_used/ images, unless --no-dev-reference)")
     g.add_argument("--no-dev-reference", action="store_true", help="with --dev and --test: do not use the development real_not_used/ images as the reference set")
     g.add_argument("--pool-generated", action="store_true", help="with --dev and --test: score every real image against both generated/ folders as one set (default: each against its own folder's, as they may come from different generators)")
+    g.add_argument("--keep-orientation", action="store_true", help="score the generated images as stored even when they vote for another turn of the real images (upside down, a quarter turn, transposed: a set stored under another orientation convention); by default such a set is turned back before every detector, and the log and report say so")
     g = p.add_argument_group("scores")
     g.add_argument("--detectors", nargs="+", default=list(DEFAULT_DETECTORS), choices=available_detectors(), metavar="NAME",
                    help=f"detectors to run, among {', '.join(available_detectors())} (default: {' '.join(DEFAULT_DETECTORS)}); with --reference each calibratable one also gets a <name>_cal score")

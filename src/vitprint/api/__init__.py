@@ -19,6 +19,7 @@ import numpy as np
 from vitprint.config import DataConfig
 from vitprint.data.folders import list_images
 from vitprint.data.imageset import ImageSet
+from vitprint.data.orientation import turn_back
 from vitprint.data.sources import read_files
 from vitprint.api.assess import AssessConfig, assess
 from vitprint.api.result import DetectionResult
@@ -60,7 +61,7 @@ def detect(generated, real, *, labels: Sequence[int] | None = None, reference=No
            detectors: Sequence[str] = API_DETECTORS, options: dict[str, Any] | None = None,
            image_size: int | None = None, decision: str = "auto", folds: int = 5, n_boot: int = 1000,
            seed: int = 0, target_fpr: float | None = None, assume_prevalence: float | None = None,
-           data: DataConfig = DataConfig()) -> DetectionResult:
+           keep_orientation: bool = False, data: DataConfig = DataConfig()) -> DetectionResult:
     """Which of ``real`` were used to train the generator that made ``generated``?
 
     ``generated``, ``real`` and ``reference`` are uint8 arrays ``(N, S, S)``,
@@ -69,6 +70,9 @@ def detect(generated, real, *, labels: Sequence[int] | None = None, reference=No
     cross-validated, with a verdict; unknown images are decided by the rule
     fitted on the labelled ones. ``options`` go to the detectors (for
     ``recon``/``latent_nn`` pass ``options={"autoencoder": model}``).
+    Generated images found stored under another turn than the real ones
+    (upside down, a quarter turn; ``vitprint.data.orientation``) are turned
+    back before scoring, unless ``keep_orientation``.
     """
     options = dict(options or {})
     check_options(tuple(detectors), {k: v for k, v in options.items() if k not in CONTEXT})
@@ -96,11 +100,14 @@ def detect(generated, real, *, labels: Sequence[int] | None = None, reference=No
     labelled = min((y == 1).sum(), (y == 0).sum()) >= 1
     check_plan(tuple(detectors), ref is not None, labelled, bool(roles["reference_overlap"]))
     keep = unique_images(gen)
-    orientation, mirror, set_up = plan_orientation({"generated": gen[keep]}, real_px, tuple(detectors), options, seed)
+    orientation, mirror, set_up, turns = plan_orientation({"generated": gen[keep]}, real_px, tuple(detectors), options,
+                                                          seed, keep_orientation)
     for line in set_up:
         log.warning("%s", line)
     if mirror:
         options["mirror"] = True
+    if "generated" in turns:  # scored, and shown as evidence, the way round the real images are
+        gen = turn_back(gen, turns["generated"])
     scores = compute_scores(real_px, gen[keep], tuple(detectors), {"seed": seed, **options}, ref, labels=y, folds=folds)
     unknown = y < 0
     evaluation, summary, decided = assess(scores.values, y, unknown, real_px,

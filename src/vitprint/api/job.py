@@ -24,6 +24,7 @@ from vitprint import __version__, distributed
 from vitprint.config import DataConfig, ModelConfig, OptimConfig, RunConfig
 from vitprint.data.folders import list_images
 from vitprint.data.imageset import ImageSet, atomic_write
+from vitprint.data.orientation import turn_back
 from vitprint.data.outputs import finish_swap
 from vitprint.data.sources import cache_dir, read_files, read_folders, subset
 from vitprint.membership.base import pixel_hashes, unique_images
@@ -69,6 +70,7 @@ class DetectConfig:
     precision: str = "auto"
     report: bool = True
     assume_prevalence: float | None = None
+    keep_orientation: bool = False  # score generated sets found turned as stored (default: turned back)
     force: bool = False
     command_line: str | None = None  # how the job was started, for the report's reproduction section
 
@@ -199,7 +201,11 @@ def detect(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, data: Data
         set_up.append("Reference set: the development not-used images (automatic; --no-dev-reference turns it off). "
                       "Each of them is scored against a reference that excludes it.")
     check_plan(cfg.scores.detectors, reference is not None, inputs.labelled, bool(roles["reference_overlap"]))
-    orientation, mirror, turned = _orientation(gen_sets, reals, cfg)
+    orientation, mirror, turned, set_turns = _orientation(gen_sets, reals, cfg)
+    read_sets = gen_sets  # as read, for the reproduction digest
+    if any(set_turns):  # scored, and shown as evidence, the way round the real images are
+        gen_sets = [_turned_back(g, t) for g, t in zip(gen_sets, set_turns)]
+        generated = gen_sets[0] if len(gen_sets) == 1 else _joined(gen_sets)
     if roles["reference_overlap"]:
         log.info("%d real image(s) are also in the reference set: each is scored against a reference that "
                  "excludes it (cross-fitted)", roles["reference_overlap"])
@@ -236,7 +242,8 @@ def detect(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, data: Data
         def sets(px: int):
             if px not in read_at:
                 read_at[px] = (read_reals(inputs, px, data).images,
-                               [subset(g, k) for g, k in zip(_read_generated(inputs, px, data), keeps)],
+                               [_turned_back(subset(g, k), t)
+                                for g, k, t in zip(_read_generated(inputs, px, data), keeps, set_turns)],
                                read_folders(inputs.reference, px, data, what="reference images")
                                if inputs.reference else None)
             r, gens, ref = read_at[px]
@@ -276,7 +283,7 @@ def detect(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, data: Data
         summary["set_up"] = set_up
     if len(gen_sets) == 2:
         summary["generated_sets"] = {"development": len(gen_sets[0]), "test": len(gen_sets[1]), "apart": True}
-    summary["reproduction"] = _reproduction(inputs, model_cfg, cfg, reals, gen_sets, reference, data)
+    summary["reproduction"] = _reproduction(inputs, model_cfg, cfg, reals, read_sets, reference, data)
     evaluation, assessment, decided = assess(scores.values, reals.labels, unknown, np.asarray(reals.images.pixels),
                                              AssessConfig(cfg.folds, cfg.n_boot, cfg.seed, cfg.target_fpr, cfg.decision,
                                                           cfg.assume_prevalence),
@@ -294,7 +301,8 @@ def detect(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, data: Data
     if unknown.any() or undecided:
         summary["run_file"] = str(out / "run.txt")
         log.info("run file: %s: %s", summary["run_file"], decided.sentence)
-    parts = _report_parts(result, reals, model, data) if cfg.report else {}
+    turn_of = np.repeat(np.asarray(set_turns, object), [len(g) for g in gen_sets])  # per generated image
+    parts = _report_parts(result, reals, model, data, turn_of) if cfg.report else {}
     # The task validator's own checks on the run file, before it replaces anything (one unknown folder: the
     # challenge's layout, where the validator knows every image the file must answer).
     check = (lambda path: validate_run(path, inputs.unknown[0])) if len(inputs.unknown) == 1 else None
@@ -302,11 +310,20 @@ def detect(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, data: Data
     return summary
 
 
-def _orientation(gen_sets: list[ImageSet], reals: RealSet, cfg: DetectConfig) -> tuple[dict, bool, list[str]]:
-    """Whether the generated images are turned against the real ones, per generated set (``plan_orientation``)."""
+def _orientation(gen_sets: list[ImageSet], reals: RealSet,
+                 cfg: DetectConfig) -> tuple[dict, bool, list[str], list[str | None]]:
+    """Whether the generated images are turned against the real ones, per generated set (``plan_orientation``);
+    the last item is, per set, the turn to undo (or None)."""
     names = ("development", "test") if len(gen_sets) == 2 else ("generated",)
-    return plan_orientation({n: g.pixels for n, g in zip(names, gen_sets)}, reals.images.pixels,
-                            cfg.scores.detectors, cfg.scores.extra, cfg.seed)
+    found, mirror, lines, turns = plan_orientation({n: g.pixels for n, g in zip(names, gen_sets)}, reals.images.pixels,
+                                                   cfg.scores.detectors, cfg.scores.extra, cfg.seed,
+                                                   cfg.keep_orientation)
+    return found, mirror, lines, [turns.get(n) for n in names]
+
+
+def _turned_back(images: ImageSet, turn: str | None) -> ImageSet:
+    """``images`` with their pixels turned back from ``turn`` (the same set where None)."""
+    return images if turn is None else dataclasses.replace(images, pixels=turn_back(images.pixels, turn))
 
 
 def _read_generated(inputs: Inputs, size: int, data: DataConfig) -> list[ImageSet]:
@@ -337,9 +354,11 @@ def _joined(sets: list[ImageSet]) -> ImageSet:
                     np.concatenate([np.asarray(g.pixels) for g in sets]))
 
 
-def _report_parts(result: DetectionResult, reals: RealSet, model, data: DataConfig) -> dict[str, Any]:
+def _report_parts(result: DetectionResult, reals: RealSet, model, data: DataConfig,
+                  turn_of: np.ndarray) -> dict[str, Any]:
     """What the report shows beyond the result: the evidence pairs at 256 px from their files (when each
-    is a single-image file) and, with an autoencoder, some reconstructions."""
+    is a single-image file; a generated image turned back as it was scored, ``turn_of`` per generated
+    image) and, with an autoencoder, some reconstructions."""
     parts: dict[str, Any] = {}
     evidence = select_evidence(result)
     if evidence is not None:
@@ -348,8 +367,9 @@ def _report_parts(result: DetectionResult, reals: RealSet, model, data: DataConf
             gen = read_files([Path(result.generated_paths[j]) for j in evidence.generated_index], 256, data,
                              what="evidence images")
             if len(real) == len(gen) == len(evidence.real_index):
-                evidence = dataclasses.replace(evidence, real_pixels=np.asarray(real.pixels),
-                                               generated_pixels=np.asarray(gen.pixels))
+                gen_px = np.stack([px if turn_of[j] is None else turn_back(px[None], turn_of[j])[0]
+                                   for px, j in zip(np.asarray(gen.pixels), evidence.generated_index)])
+                evidence = dataclasses.replace(evidence, real_pixels=np.asarray(real.pixels), generated_pixels=gen_px)
         except VitprintError:
             pass  # the pairs at the size they were scored at
         parts["evidence"] = with_regions(evidence)

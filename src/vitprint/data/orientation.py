@@ -16,7 +16,8 @@ images' own by ``min_excess`` or more, with at least ``min_votes`` votes: a
 generator trained with random flips mirrors some of its images, not all; the
 job then searches mirrored copies too (``align_nn``'s ``mirror``), which costs
 time (and a little on turns past 15 degrees; docs/benchmarks.md). Any other turn is reported only when it also wins more votes than the
-images as stored: a whole set stored under another convention. Below
+images as stored: a whole set stored under another convention, which the job
+then turns back (``turn_back``) before any detector sees it. Below
 ``min_votes`` generated images or 2 real ones there is no vote. No label is
 read: members and non-members are treated alike.
 """
@@ -41,6 +42,24 @@ ORIENTATIONS = {
     "transposed the other way": lambda x: x.transpose(-1, -2).flip(-1).flip(-2),
 }
 MIRRORED = "mirrored left to right"
+
+
+def _inverse(name: str) -> str:
+    """The turn that undoes ``name`` (found on a test array: the group of 8 is closed)."""
+    x = torch.arange(12.0).reshape(1, 3, 4)[..., :3]  # 3 x 3, every entry distinct
+    turned = ORIENTATIONS[name](x)
+    return next(k for k, undo in ORIENTATIONS.items() if torch.equal(undo(turned), x))
+
+
+INVERSE = {name: _inverse(name) for name in ORIENTATIONS}
+
+
+def turn_back(pixels, turn: str) -> np.ndarray:
+    """``(N, S, S)`` images found ``turn``ed against the real ones (``OrientationCheck.set_turn``), turned
+    back: a new array, the images' own dtype."""
+    if turn not in ORIENTATIONS:
+        raise ValueError(f"unknown turn {turn!r}")
+    return np.ascontiguousarray(ORIENTATIONS[INVERSE[turn]](torch.from_numpy(np.array(pixels))).numpy())
 
 
 @dataclass
@@ -74,6 +93,12 @@ class OrientationCheck:
                 if k != "as stored" and self.excess[k] >= self.min_excess
                 and round(self.shares[k] * self.n_generated) >= self.min_votes
                 and (k == MIRRORED or self.shares[k] > self.shares["as stored"])}
+
+    def set_turn(self) -> str | None:
+        """The turn (not the mirror image) under which the whole set is stored, to be turned back: the reported
+        one with the largest share (it outvotes the images as stored), or None."""
+        others = {k: v for k, v in self.turned().items() if k != MIRRORED}
+        return max(others, key=others.get) if others else None
 
     def to_dict(self) -> dict:
         return {"voted": self.voted,

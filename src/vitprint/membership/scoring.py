@@ -229,23 +229,37 @@ def merge_scores(parts: list[tuple[np.ndarray, Scores, int]], n: int) -> Scores:
 
 
 def plan_orientation(generated_sets: dict[str, Any], real, detectors, user_options: dict[str, Any],
-                     seed: int = 0) -> tuple[dict[str, dict], bool, list[str]]:
+                     seed: int = 0, keep_orientation: bool = False) -> tuple[dict[str, dict], bool, list[str], dict[str, str]]:
     """Whether each generated set is turned against the real images (``vitprint.data.orientation``).
 
     Returns what was found per set, whether ``align_nn`` is to search mirrored copies (some set is found
-    mirrored, ``align_nn`` runs and the user did not set ``mirror``), and one line per finding for the
-    caller to log and show: another turn is said, not mended."""
-    found, mirror, lines = {}, False, []
+    mirrored, ``align_nn`` runs and the user did not set ``mirror``), one line per finding for the caller
+    to log and show, and the sets stored under another turn (name -> the turn, ``OrientationCheck.set_turn``),
+    which the caller turns back (``vitprint.data.orientation.turn_back``) before any detector sees them;
+    none with ``keep_orientation``, where such a turn is said, not mended."""
+    found, mirror, lines, turns = {}, False, [], {}
     for name, pixels in generated_sets.items():
         check = check_orientation(pixels, real, seed=seed)
         found[name] = check.to_dict()
         which = "the generated images" if name == "generated" else f"the {name} generated images"
+        whole = check.set_turn()
+        if whole is not None and not keep_orientation:
+            turns[name] = whole
+            found[name]["turned_back"] = whole
         for turn, share in check.turned().items():
             seen = (f"{share:.0%} of {which} match the real images best {turn} (the real images among "
                     f"themselves: {check.baseline[turn]:.0%})")
             if turn != MIRRORED:
-                line = (f"{seen}: stored under another orientation convention? The detectors' default search does "
-                        "not cover such a turn; turn the images back and run again.")
+                if turn != whole:
+                    line = f"{seen}; they are taken as {whole}, which more of them prefer."
+                elif keep_orientation:
+                    line = (f"{seen}: stored under another orientation convention? They are scored as stored, as "
+                            "asked (keep-orientation), which the detectors' search does not undo.")
+                else:
+                    line = (f"{seen}: stored under another orientation convention? They are turned back before "
+                            "every detector (keep-orientation scores them as stored).")
+            elif whole is not None and not keep_orientation:
+                line = f"{seen}; they are taken as {whole}, which more of them prefer, and turned back."
             elif "align_nn" not in detectors:
                 line = f"{seen}: only align_nn searches mirrored copies (option mirror=true), and it is not run."
             elif "mirror" in user_options:
@@ -257,7 +271,7 @@ def plan_orientation(generated_sets: dict[str, Any], real, detectors, user_optio
                 line = (f"{seen}: a generator trained with random flips, or another orientation convention; align_nn "
                         "searches mirrored copies too (option mirror=false turns this off).")
             lines.append(line[0].upper() + line[1:])
-    return found, mirror, lines
+    return found, mirror, lines, turns
 
 
 def check_plan(detectors, with_reference: bool, labelled: bool, reference_overlaps: bool) -> None:
