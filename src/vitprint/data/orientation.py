@@ -8,7 +8,8 @@ evidence" with a leak in front of it.
 
 Each generated image votes for the orientation of the real images in which
 its most alike real image is most alike (normalised correlation of 32-px
-thumbnails: the gross anatomy, little of a shift). The real images vote the
+thumbnails, each centred on its body: the gross anatomy, wherever a shift put
+it). The real images vote the
 same way among themselves (each against the *other* real images): the share a
 turn gets when nothing is turned, on these very images. The mirror image is
 reported when the share of generated images voting for it exceeds the real
@@ -108,7 +109,22 @@ class OrientationCheck:
 
 
 def _thumbs(pixels, size: int, idx: np.ndarray) -> torch.Tensor:
+    """``(n, size, size)`` thumbnails, each moved so that its centre of brightness (above its darkest grey
+    level: the body, not the air around it) sits at the centre. A copy shifted by a generator then lines up
+    with its source whichever way either is turned; unmoved, a body that is nearly symmetric matches its
+    own mirror image or upside-down self about as well as a shifted copy of itself."""
     x = torch.from_numpy(np.asarray(pixels)[idx].astype(np.float32))[:, None]
+    x = x - x.amin((-2, -1), keepdim=True)
+    h, w = x.shape[-2:]
+    mass = x.sum((-2, -1)).clamp_min(1e-6)  # (n, 1)
+    ys, xs = torch.linspace(-1, 1, h), torch.linspace(-1, 1, w)  # the affine grid's coordinates
+    cy = (x.sum(-1)[:, 0] * ys).sum(-1) / mass[:, 0]
+    cx = (x.sum(-2)[:, 0] * xs).sum(-1) / mass[:, 0]
+    theta = torch.zeros(len(x), 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1
+    theta[:, 0, 2], theta[:, 1, 2] = cx, cy  # sample from around the centre of brightness
+    grid = F.affine_grid(theta, list(x.shape), align_corners=True)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
     if x.shape[-1] != size or x.shape[-2] != size:
         x = F.interpolate(x, size=(size, size), mode="area")
     return x[:, 0]
