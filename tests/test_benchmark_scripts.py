@@ -282,3 +282,39 @@ def test_recombine_recomputes_only_the_combined_row_from_the_stored_scores(tmp_p
     assert res["summary"]["vae"]["20"]["combined"]["roc_auc"][3] == 2 and "recombined" in res
     (tmp_path / "bad.json").write_text("{")
     assert script.main([str(tmp_path / "bad.json")]) == 2 and "error:" in capsys.readouterr().err
+
+
+def _chest(rng, n, size):
+    """``(n, size, size)`` HU slices of a crude chest: air around a body, lungs of textured low density, a
+    dense spine at the back and a heart off to one side (so that no turn of a slice looks like the slice)."""
+    yy, xx = np.mgrid[:size, :size] / size
+    body = ((yy - 0.5) / 0.38) ** 2 + ((xx - 0.5) / 0.46) ** 2 < 1
+    lungs = body & ((((yy - 0.45) / 0.25) ** 2 + ((np.abs(xx - 0.5) - 0.2) / 0.14) ** 2) < 1)
+    heart = (((yy - 0.5) / 0.12) ** 2 + ((xx - 0.58) / 0.1) ** 2) < 1
+    spine = (((yy - 0.8) / 0.06) ** 2 + ((xx - 0.5) / 0.06) ** 2) < 1
+    texture = gaussian_filter(rng.normal(size=(n, size, size)), 1.5) * 300
+    return np.where(body, 40, -1000) + np.where(lungs & ~heart, -780 + texture, 0) + np.where(spine, 600, 0.0)
+
+
+def test_orientation_vote_script_on_a_saved_case(tmp_path):
+    """``benchmarks/orientation_vote.py`` reads a case folder and reports the turn a job would undo: none for
+    the case as built, 'upside down' for the same case with every generated image stored upside down."""
+    import json
+
+    spec = importlib.util.spec_from_file_location("orientation_vote",
+                                                  Path(__file__).parents[1] / "benchmarks" / "orientation_vote.py")
+    vote = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(vote)
+    volume = _chest(np.random.default_rng(2), 40, 48)
+    for name, turn in (("plain", "as stored"), ("upside", "upside down")):
+        real_ct.build_case(volume, tmp_path / name, n_dev=8, n_test=4, n_generated=40, slab=1, seed=0, size=48,
+                           turn=turn)
+    assert vote.main([str(tmp_path / "plain"), str(tmp_path / "upside"), "--size", "48",
+                      "--out", str(tmp_path / "votes.json")]) == 0
+    rows = {r["set"]: r for r in json.loads((tmp_path / "votes.json").read_text())}
+    plain, upside = (f"{tmp_path / name} (development)" for name in ("plain", "upside"))
+    assert set(rows) == {plain, upside}  # one generated set each (the test folder holds a copy of it)
+    assert rows[plain]["set_turn"] is None and rows[plain]["turned"] == {}
+    assert rows[upside]["set_turn"] == "upside down"
+    with pytest.raises(SystemExit):
+        vote.main([str(tmp_path)])  # not a case folder

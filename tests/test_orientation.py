@@ -85,10 +85,12 @@ def test_turn_back_undoes_every_turn_and_a_whole_set_is_named_for_it():
     assert check_orientation(_copies(rng, real[:20]), real).set_turn() is None  # searched by align_nn, not turned
 
 
-def _case(turn, seed=2):
+def _case(turn, seed=2, whole=False):
+    """16 copies of the 16 members among 32 generated images, ``turn``ed; ``whole``: the 16 new images too."""
     rng = np.random.default_rng(seed)
     real = _slices(rng, 32)
-    generated = np.concatenate([_copies(rng, real[:16], turn), _slices(rng, 16)])
+    new = _slices(rng, 16)
+    generated = np.concatenate([_copies(rng, real[:16], turn), np.stack([turn(x) for x in new]) if whole else new])
     labels = np.r_[np.ones(16), np.zeros(16)].astype(int)
     return generated, real, labels
 
@@ -110,14 +112,14 @@ def test_detect_searches_mirrored_copies_when_the_generated_images_are_mirrored(
 
 
 def test_detect_turns_a_set_stored_a_quarter_turn_round_back_unless_told_to_keep_it():
-    generated, real, labels = _case(lambda x: np.rot90(x, -1))
+    generated, real, labels = _case(lambda x: np.rot90(x, -1), whole=True)  # a whole set stored another way
     opts = {"align_size": 64, "max_rotation": 0, "max_scale": 0}
     found = vitprint.detect(generated, real, labels=labels, detectors=("align_nn", "pixel_nn"), options=opts, n_boot=0)
     orientation = found.summary["orientation"]["generated"]
     assert list(orientation["turned"]) == ["turned 90 degrees"] and orientation["turned_back"] == "turned 90 degrees"
     assert "turned back before every detector" in found.summary["set_up"][0]
     assert found.metrics["align_nn"]["metrics"]["roc_auc"] == 1.0 and found.verdict["verdict"] == "Leak detected"
-    assert found.metrics["pixel_nn"]["metrics"]["roc_auc"] > 0.9  # every detector sees the set turned back
+    assert found.metrics["pixel_nn"]["metrics"]["roc_auc"] > 0.75  # every detector sees the set turned back
     # each member's nearest generated image is its own copy, kept for the report's evidence the right way round
     assert np.array_equal(found.nearest["align_nn"][:16], np.arange(16))
     assert np.array_equal(found.generated_pixels, np.rot90(generated, 1, axes=(1, 2)))
@@ -125,7 +127,7 @@ def test_detect_turns_a_set_stored_a_quarter_turn_round_back_unless_told_to_keep
                            keep_orientation=True)
     assert "turned_back" not in kept.summary["orientation"]["generated"]
     assert "scored as stored, as asked" in kept.summary["set_up"][0]
-    assert kept.metrics["align_nn"]["metrics"]["roc_auc"] < 0.8 and kept.metrics["pixel_nn"]["metrics"]["roc_auc"] < 0.8
+    assert kept.metrics["align_nn"]["metrics"]["roc_auc"] < 0.75 and kept.metrics["pixel_nn"]["metrics"]["roc_auc"] < 0.6
 
 
 def test_the_command_votes_per_generated_set_and_keeps_a_users_mirror_setting(tmp_path, monkeypatch):
@@ -234,3 +236,42 @@ def test_shifted_copies_of_nearly_symmetric_bodies_vote_as_they_are():
     assert check.shares["as stored"] > 0.9 and check.turned() == {} and check.set_turn() is None
     upside = check_orientation(np.ascontiguousarray(shifted[:, ::-1]), real)
     assert upside.shares["upside down"] > 0.9 and upside.set_turn() == "upside down"
+
+
+def test_votes_that_carry_nothing_turn_nothing():
+    """Texture without a body, copies shifted past recognition at 32 px, real images that are near-duplicate
+    neighbours (so their own baseline is 100% as stored): the votes scatter, and copies of one image vote
+    alike, so one turn gets a third of them by chance. That is no majority and not 15 points above an even
+    share of the 8, so nothing is reported or turned back."""
+    rng = np.random.default_rng(3)
+    volume = gaussian_filter(rng.normal(size=(40, 48, 48)), 2)
+    real = np.clip(128 + 60 * volume / volume.std(), 0, 255).astype(np.uint8)
+    source = rng.choice(40, 12, replace=False)
+    generated = []
+    for i in range(40):
+        dy, dx = rng.choice([-1, 1], 2) * rng.integers(4, 9, 2)
+        shifted = np.roll(real[source[i % 12]].astype(float), (dy, dx), (0, 1))
+        generated.append(np.clip(shifted + rng.normal(0, 8, shifted.shape), 0, 255))
+    check = check_orientation(np.stack(generated).astype(np.uint8), real)
+    top = max((k for k in check.shares if k != "as stored"), key=check.shares.get)
+    # what an earlier rule (15 points above the real images' own 0%, 10 votes, more than as stored) reported
+    assert check.baseline[top] == 0 and round(check.shares[top] * 40) >= 10
+    assert check.shares[top] > check.shares["as stored"] + 0.15
+    assert check.turned() == {} and check.set_turn() is None
+
+
+def test_plan_for_a_set_turned_as_a_whole_with_mirrored_images_besides():
+    """60% of the set a quarter turn round, 40% mirrored: the set is turned back as a whole (the majority), the
+    mirror image is reported beside it, and the mirror search is not turned on for images turned back."""
+    from vitprint.membership.scoring import plan_orientation
+
+    rng = np.random.default_rng(8)
+    real = _slices(rng, 40)
+    generated = np.concatenate([_copies(rng, real[:24], lambda x: np.rot90(x, -1)),
+                                _copies(rng, real[24:40], lambda x: x[:, ::-1])])
+    found, mirror, lines, turns = plan_orientation({"generated": generated}, real, ("align_nn",), {})
+    assert turns == {"generated": "turned 90 degrees"} and not mirror
+    assert set(found["generated"]["turned"]) == {"turned 90 degrees", MIRRORED}
+    assert any("the set is taken as turned 90 degrees" in line for line in lines)
+    kept = plan_orientation({"generated": generated}, real, ("align_nn",), {}, keep_orientation=True)
+    assert kept[3] == {} and kept[1]  # kept as stored: the mirrored images are searched for

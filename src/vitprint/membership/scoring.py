@@ -229,7 +229,8 @@ def merge_scores(parts: list[tuple[np.ndarray, Scores, int]], n: int) -> Scores:
 
 
 def plan_orientation(generated_sets: dict[str, Any], real, detectors, user_options: dict[str, Any],
-                     seed: int = 0, keep_orientation: bool = False) -> tuple[dict[str, dict], bool, list[str], dict[str, str]]:
+                     seed: int = 0, keep_orientation: bool = False
+                     ) -> tuple[dict[str, dict], bool, list[str], dict[str, str]]:
     """Whether each generated set is turned against the real images (``vitprint.data.orientation``).
 
     Returns what was found per set, whether ``align_nn`` is to search mirrored copies (some set is found
@@ -249,17 +250,15 @@ def plan_orientation(generated_sets: dict[str, Any], real, detectors, user_optio
         for turn, share in check.turned().items():
             seen = (f"{share:.0%} of {which} match the real images best {turn} (the real images among "
                     f"themselves: {check.baseline[turn]:.0%})")
-            if turn != MIRRORED:
-                if turn != whole:
-                    line = f"{seen}; they are taken as {whole}, which more of them prefer."
-                elif keep_orientation:
+            if turn != MIRRORED:  # the one whole-set turn (more than half of the votes)
+                if keep_orientation:
                     line = (f"{seen}: stored under another orientation convention? They are scored as stored, as "
                             "asked (keep-orientation), which the detectors' search does not undo.")
                 else:
                     line = (f"{seen}: stored under another orientation convention? They are turned back before "
                             "every detector (keep-orientation scores them as stored).")
             elif whole is not None and not keep_orientation:
-                line = f"{seen}; they are taken as {whole}, which more of them prefer, and turned back."
+                line = f"{seen}; the set is taken as {whole}, which more than half of them prefer, and turned back."
             elif "align_nn" not in detectors:
                 line = f"{seen}: only align_nn searches mirrored copies (option mirror=true), and it is not run."
             elif "mirror" in user_options:
