@@ -17,7 +17,10 @@ measured, and a rerun with the same ``--out`` continues from the last stop.
 so a member's neighbouring slices are a non-member and a reference slice). ``--detectors NAME …`` adds,
 per stop, the ROC-AUC of each named detector of the registry (fitted on the stop's samples, with the
 options a benchmark cell of this scale gives it) on all the real images; detectors that need a reference
-set, the job's autoencoder or labelled images are refused before any training.
+set, the job's autoencoder or labelled images are refused before any training. Each stop also records
+how its samples vote on their orientation against the real images (``vitprint.data.orientation``, as a
+job has them vote): a generator's own images, copies or not, must not be reported turned, let alone
+turned back.
 
     python benchmarks/memorisation_dial.py --family ddpm --members 16 --epochs 500 1000 2000 --out runs/dial-ddpm16
     python benchmarks/memorisation_dial.py --family ddpm --members 16 --epochs 2000 4000 6000 8000 \
@@ -38,6 +41,7 @@ from sklearn.metrics import roc_auc_score
 from vitprint.benchmark import SCALES, copy_stats, ct_roles, ct_slices, patients
 from vitprint.config import RunConfig
 from vitprint.data.imageset import ImageSet, atomic_write
+from vitprint.data.orientation import check_orientation
 from vitprint.errors import VitprintError
 from vitprint.membership.knn import knn_distances
 from vitprint.membership.registry import create_detector
@@ -107,6 +111,10 @@ def main(argv=None) -> int:
         rate, copied, chance = copy_stats(samples, members, reals[a.members:])
         row = {"epochs": epochs, "copy_rate": rate, "members_copied": copied, "non_members_copied": chance,
                "pixel_nn1_auc": float(roc_auc_score(labels, -d[:, 0]))}
+        vote = check_orientation(samples, reals, seed=a.seed)
+        row["orientation"] = {"generated": {k: round(v, 3) for k, v in vote.shares.items() if v},
+                              "real_among_themselves": {k: round(v, 3) for k, v in vote.baseline.items() if v},
+                              "reported": list(vote.turned()), "turned_back": vote.set_turn()}
         for name in a.detectors:  # as a benchmark cell of this scale runs them
             det = create_detector(name, **options).fit(samples)
             row[f"{name}_auc"] = float(roc_auc_score(labels, det.score_samples(reals)))

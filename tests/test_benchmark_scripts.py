@@ -160,6 +160,9 @@ def test_memorisation_dial_trains_once_through_its_stops_and_continues(tmp_path,
     rows = json.loads((out / "dial.json").read_text())["rows"]
     assert [r["epochs"] for r in rows] == [1, 2]
     assert all(-1 <= r["copy_rate"] <= 1 and 0 <= r["pixel_nn1_auc"] <= 1 and 0 <= r["members_copied"] <= 4 for r in rows)
+    # the samples' orientation vote (8 samples: below the vote's 10, so none is taken, and nothing is reported)
+    assert all(r["orientation"] == {"generated": {}, "real_among_themselves": {}, "reported": [], "turned_back": None}
+               for r in rows)
     assert len((out / "gen" / "metrics.jsonl").read_text().splitlines()) == 2  # one run, continued
     # A rerun with a further stop trains on from epoch 2 and keeps the rows measured.
     assert dial.main([*args, "--epochs", "1", "2", "3"]) == 0
@@ -197,6 +200,7 @@ def test_memorisation_dial_on_ct_slices_reports_each_named_detector(tmp_path):
     row = saved["rows"][0]
     assert 0 <= row["pixel_nn_auc"] <= 1 and 0 <= row["align_nn_auc"] <= 1
     assert 0 <= row["members_copied"] <= 4 and 0 <= row["non_members_copied"] <= 4
+    assert row["orientation"]["turned_back"] is None and row["orientation"]["reported"] == []
     with pytest.raises(SystemExit):  # more members than the volume's slices allow
         dial.main(["--family", "vae", "--members", "6", "--scale", "toy", "--epochs", "1",
                    "--ct", str(tmp_path / "ct.nii.gz"), "--out", str(tmp_path / "big")])
