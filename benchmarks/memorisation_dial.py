@@ -114,7 +114,7 @@ def main(argv=None) -> int:
         vote = check_orientation(samples, reals, seed=a.seed)
         row["orientation"] = {"generated": {k: round(v, 3) for k, v in vote.shares.items() if v},
                               "real_among_themselves": {k: round(v, 3) for k, v in vote.baseline.items() if v},
-                              "reported": list(vote.turned()), "turned_back": vote.set_turn()}
+                              "reported": list(vote.turned()), "turned_back": vote.set_turns()}
         for name in a.detectors:  # as a benchmark cell of this scale runs them
             det = create_detector(name, **options).fit(samples)
             row[f"{name}_auc"] = float(roc_auc_score(labels, det.score_samples(reals)))

@@ -20,6 +20,9 @@ import numpy as np
 from vitprint.data.folders import list_images
 from vitprint.data.imageset import load_images
 from vitprint.data.orientation import check_orientation
+from vitprint.errors import VitprintError
+
+REAL = ("dev/real_used", "dev/real_not_used", "test/real_unknown")
 
 
 def _read(folder: Path, size: int) -> np.ndarray:
@@ -28,8 +31,7 @@ def _read(folder: Path, size: int) -> np.ndarray:
 
 def case_sets(root: Path, size: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """``name -> (generated, real)`` for one case folder."""
-    real = np.concatenate([_read(root / sub, size) for sub in ("dev/real_used", "dev/real_not_used", "test/real_unknown")
-                           if (root / sub).is_dir()])
+    real = np.concatenate([_read(root / sub, size) for sub in REAL if (root / sub).is_dir()])
     sets = {f"{root} (development)": (_read(root / "dev" / "generated", size), real)}
     test = root / "test" / "generated"
     if test.is_dir():
@@ -61,17 +63,22 @@ def main(argv=None) -> int:
     for root in a.cases:
         if not (root / "dev" / "generated").is_dir():
             p.error(f"{root}: no dev/generated folder")
-        sets.update(case_sets(root, a.size))
+        if not any((root / sub).is_dir() for sub in REAL):
+            p.error(f"{root}: none of {', '.join(REAL)}")
+        try:
+            sets.update(case_sets(root, a.size))
+        except VitprintError as exc:
+            p.error(f"{root}: {exc}")
     if a.phantoms:
         sets.update(phantom_sets())
     rows = []
     for name, (gen, real) in sets.items():
         check = check_orientation(gen, real)
         top = sorted(check.shares.items(), key=lambda kv: -kv[1])[:3]
-        rows.append({"set": name, **check.to_dict(), "set_turn": check.set_turn()})
+        rows.append({"set": name, **check.to_dict(), "turned_back": check.set_turns()})
         print(f"{name}: " + ", ".join(f"{k} {v:.0%}" for k, v in top)
               + f" | real among themselves as stored {check.baseline['as stored']:.0%}"
-              + f" | reported: {', '.join(check.turned()) or 'none'} | turned back: {check.set_turn() or 'no'}")
+              + f" | reported: {', '.join(check.turned()) or 'none'} | turned back: {', '.join(check.set_turns()) or 'no'}")
     if a.out:
         a.out.write_text(json.dumps(rows, indent=2))
     return 0

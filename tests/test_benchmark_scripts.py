@@ -155,13 +155,13 @@ def test_memorisation_dial_trains_once_through_its_stops_and_continues(tmp_path,
     dial = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(dial)
     out = tmp_path / "dial"
-    args = ["--family", "vae", "--members", "4", "--samples", "8", "--scale", "toy", "--out", str(out)]
+    args = ["--family", "vae", "--members", "4", "--samples", "12", "--scale", "toy", "--out", str(out)]
     assert dial.main([*args, "--epochs", "1", "2"]) == 0
     rows = json.loads((out / "dial.json").read_text())["rows"]
     assert [r["epochs"] for r in rows] == [1, 2]
     assert all(-1 <= r["copy_rate"] <= 1 and 0 <= r["pixel_nn1_auc"] <= 1 and 0 <= r["members_copied"] <= 4 for r in rows)
-    # the samples' orientation vote (8 samples: below the vote's 10, so none is taken, and nothing is reported)
-    assert all(r["orientation"] == {"generated": {}, "real_among_themselves": {}, "reported": [], "turned_back": None}
+    # the samples' orientation vote, taken (12 samples, 8 real images), every sample voting once
+    assert all(abs(sum(r["orientation"]["generated"].values()) - 1) < 0.01 and r["orientation"]["turned_back"] == []
                for r in rows)
     assert len((out / "gen" / "metrics.jsonl").read_text().splitlines()) == 2  # one run, continued
     # A rerun with a further stop trains on from epoch 2 and keeps the rows measured.
@@ -169,7 +169,7 @@ def test_memorisation_dial_trains_once_through_its_stops_and_continues(tmp_path,
     assert [r["epochs"] for r in json.loads((out / "dial.json").read_text())["rows"]] == [1, 2, 3]
     assert len((out / "gen" / "metrics.jsonl").read_text().splitlines()) == 3
     with pytest.raises(SystemExit):  # another setting in the same folder is refused
-        dial.main([*args[:4], "--samples", "9", *args[6:], "--epochs", "4"])
+        dial.main([*args[:4], "--samples", "13", *args[6:], "--epochs", "4"])
     assert "holds another setting" in capsys.readouterr().err
     for bad, says in ((["nope"], "unknown detector"), (["domias"], "needs a reference set"),
                       (["pair"], "labelled images"), (["recon"], "autoencoder")):  # refused before any training
@@ -200,7 +200,7 @@ def test_memorisation_dial_on_ct_slices_reports_each_named_detector(tmp_path):
     row = saved["rows"][0]
     assert 0 <= row["pixel_nn_auc"] <= 1 and 0 <= row["align_nn_auc"] <= 1
     assert 0 <= row["members_copied"] <= 4 and 0 <= row["non_members_copied"] <= 4
-    assert row["orientation"]["turned_back"] is None and row["orientation"]["reported"] == []
+    assert row["orientation"]["generated"] == {}  # 8 samples: below the vote's 10, no vote
     with pytest.raises(SystemExit):  # more members than the volume's slices allow
         dial.main(["--family", "vae", "--members", "6", "--scale", "toy", "--epochs", "1",
                    "--ct", str(tmp_path / "ct.nii.gz"), "--out", str(tmp_path / "big")])
@@ -318,7 +318,10 @@ def test_orientation_vote_script_on_a_saved_case(tmp_path):
     rows = {r["set"]: r for r in json.loads((tmp_path / "votes.json").read_text())}
     plain, upside = (f"{tmp_path / name} (development)" for name in ("plain", "upside"))
     assert set(rows) == {plain, upside}  # one generated set each (the test folder holds a copy of it)
-    assert rows[plain]["set_turn"] is None and rows[plain]["turned"] == {}
-    assert rows[upside]["set_turn"] == "upside down"
+    assert rows[plain]["turned_back"] == [] and rows[plain]["turned"] == {}
+    assert rows[upside]["turned_back"][0] == "upside down"  # with its mirror image (the crude chest is near symmetric)
     with pytest.raises(SystemExit):
         vote.main([str(tmp_path)])  # not a case folder
+    (tmp_path / "bare" / "dev" / "generated").mkdir(parents=True)
+    with pytest.raises(SystemExit):
+        vote.main([str(tmp_path / "bare")])  # no real images: one line, not a traceback

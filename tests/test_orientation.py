@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import vitprint
-from vitprint.data.orientation import MIRRORED, ORIENTATIONS, check_orientation, turn_back
+from vitprint.data.orientation import (MIRRORED, ORIENTATIONS, check_orientation, image_turns, turn_back,
+                                       turn_back_each)
 
 
 def _slices(rng, n, size=64):
@@ -54,14 +55,14 @@ def test_novel_images_and_too_few_images_report_no_turn():
 
 
 def test_each_rule_of_the_vote_on_its_own():
-    """A turn other than the mirror image must outvote the images as stored (a set stored another way); the
-    mirror image needs 10 votes, not a majority."""
+    """A turn other than the mirror image needs more than half of the votes with its mirror image (a set stored
+    another way); the mirror image needs 10 votes, not a majority."""
     rng = np.random.default_rng(5)
     real = _slices(rng, 40)
     some = np.concatenate([_copies(rng, real[:12], lambda x: x[::-1]), _copies(rng, real[12:40])])
     check = check_orientation(some, real)
     assert check.excess["upside down"] >= 0.15 and round(check.shares["upside down"] * 40) >= 10
-    assert "upside down" not in check.turned()  # 12 of 40: fewer than the images as stored
+    assert "upside down" not in check.turned() and check.stored_as() is None  # 12 of 40: no majority
     few = np.concatenate([_copies(rng, real[:8], lambda x: x[:, ::-1]), _copies(rng, real[8:20])])
     check = check_orientation(few, real)
     assert check.excess[MIRRORED] >= 0.15 and MIRRORED not in check.turned()  # 8 votes: fewer than 10
@@ -69,7 +70,7 @@ def test_each_rule_of_the_vote_on_its_own():
     assert list(check_orientation(more, real).turned()) == [MIRRORED]  # 12 of 40, no majority needed
 
 
-def test_turn_back_undoes_every_turn_and_a_whole_set_is_named_for_it():
+def test_turn_back_undoes_every_turn_and_a_set_stored_another_way_is_named_for_it():
     x = np.random.default_rng(6).integers(0, 256, (3, 7, 7)).astype(np.uint8)
     kept = x.copy()
     for name, turn in ORIENTATIONS.items():
@@ -80,9 +81,11 @@ def test_turn_back_undoes_every_turn_and_a_whole_set_is_named_for_it():
         turn_back(x, "sideways")
     rng = np.random.default_rng(7)
     real = _slices(rng, 40)
-    assert check_orientation(_copies(rng, real[:20], lambda r: np.rot90(r, -1)), real).set_turn() == "turned 90 degrees"
-    assert check_orientation(_copies(rng, real[:20], lambda r: r[:, ::-1]), real).set_turn() is None  # mirrored:
-    assert check_orientation(_copies(rng, real[:20]), real).set_turn() is None  # searched by align_nn, not turned
+    assert check_orientation(_copies(rng, real[:20], lambda r: np.rot90(r, -1)), real).set_turns() == ["turned 90 degrees"]
+    assert check_orientation(_copies(rng, real[:20], lambda r: r[:, ::-1]), real).set_turns() == []  # mirrored:
+    assert check_orientation(_copies(rng, real[:20]), real).set_turns() == []  # searched by align_nn, not turned
+    with pytest.raises(ValueError):
+        turn_back_each(x, [None])
 
 
 def _case(turn, seed=2, whole=False):
@@ -116,13 +119,14 @@ def test_detect_turns_a_set_stored_a_quarter_turn_round_back_unless_told_to_keep
     opts = {"align_size": 64, "max_rotation": 0, "max_scale": 0}
     found = vitprint.detect(generated, real, labels=labels, detectors=("align_nn", "pixel_nn"), options=opts, n_boot=0)
     orientation = found.summary["orientation"]["generated"]
-    assert list(orientation["turned"]) == ["turned 90 degrees"] and orientation["turned_back"] == "turned 90 degrees"
-    assert "turned back before every detector" in found.summary["set_up"][0]
+    assert list(orientation["turned"]) == ["turned 90 degrees"]
+    assert 16 <= orientation["turned_back"]["turned 90 degrees"] <= 32  # the copies and most of the new images
+    assert "that match best so are turned back before every detector" in found.summary["set_up"][0]
     assert found.metrics["align_nn"]["metrics"]["roc_auc"] == 1.0 and found.verdict["verdict"] == "Leak detected"
     assert found.metrics["pixel_nn"]["metrics"]["roc_auc"] > 0.75  # every detector sees the set turned back
     # each member's nearest generated image is its own copy, kept for the report's evidence the right way round
     assert np.array_equal(found.nearest["align_nn"][:16], np.arange(16))
-    assert np.array_equal(found.generated_pixels, np.rot90(generated, 1, axes=(1, 2)))
+    assert np.array_equal(found.generated_pixels[:16], np.rot90(generated[:16], 1, axes=(1, 2)))
     kept = vitprint.detect(generated, real, labels=labels, detectors=("align_nn", "pixel_nn"), options=opts, n_boot=0,
                            keep_orientation=True)
     assert "turned_back" not in kept.summary["orientation"]["generated"]
@@ -177,15 +181,21 @@ def test_the_command_votes_per_generated_set_and_keeps_a_users_mirror_setting(tm
     assert searched and not any(searched)  # the user's setting kept
 
 
-def test_the_command_turns_back_only_the_set_stored_another_way(tmp_path):
+def test_the_command_turns_back_only_the_set_stored_another_way(tmp_path, monkeypatch):
     """``vitprint detect`` with the test generated set upside down: that set alone is turned back (its copies then
-    score above the uncopied images), the report's evidence is drawn from it, and --keep-orientation keeps it."""
+    score above the uncopied images), the report's evidence shows its copies the right way round (read again
+    from their files at 256 px), and --keep-orientation keeps it as stored."""
     import csv
     import json
 
     from PIL import Image
 
+    import vitprint.api.job as job
     from vitprint.cli import main
+
+    shown = []
+    regions = job.with_regions
+    monkeypatch.setattr(job, "with_regions", lambda evidence: shown.append(evidence) or regions(evidence))
 
     rng = np.random.default_rng(4)
     real = _slices(rng, 48)
@@ -210,12 +220,20 @@ def test_the_command_turns_back_only_the_set_stored_another_way(tmp_path):
     assert main([*common, "--out", str(tmp_path / "auto")]) == 0
     summary = json.loads((tmp_path / "auto" / "evaluation.json").read_text())
     assert "turned_back" not in summary["orientation"]["development"]
-    assert summary["orientation"]["test"]["turned_back"] == "upside down"
+    assert summary["orientation"]["test"]["turned_back"] == {"upside down": 12}
     assert any("of the test generated images match the real images best upside down" in line
                and "turned back before every detector" in line for line in summary["set_up"])
     copied, other = unknown_scores(tmp_path / "auto")
     assert min(copied) > max(other)
     assert (tmp_path / "auto" / "report.html").is_file()
+    evidence = shown[0]
+    assert any(j >= 12 for j in evidence.generated_index)  # a copy from the test set (after the 12 of dev)
+
+    def lined_up(gen, real):  # a copy was rolled by (2, -3) px at 64 px, (-2, -3) once turned back from upside down
+        gen, real = gen.astype(float), real.astype(float)
+        return max(np.corrcoef(np.roll(gen, (-dy, 12), (0, 1)).ravel(), real.ravel())[0, 1] for dy in (8, -8))
+    assert all(lined_up(g, r) > 0.8 for g, r in zip(evidence.generated_pixels, evidence.real_pixels))
+    assert evidence.generated_pixels.shape[-1] == 256
     assert main([*common, "--out", str(tmp_path / "kept"), "--keep-orientation", "--no-report"]) == 0
     summary = json.loads((tmp_path / "kept" / "evaluation.json").read_text())
     assert "turned_back" not in summary["orientation"]["test"]
@@ -233,9 +251,9 @@ def test_shifted_copies_of_nearly_symmetric_bodies_vote_as_they_are():
     real = patients(0, 64, SCALES["cpu"], 7)
     shifted = perturb(np.concatenate([real[:32]] * 4), 0)
     check = check_orientation(shifted, real)
-    assert check.shares["as stored"] > 0.9 and check.turned() == {} and check.set_turn() is None
+    assert check.shares["as stored"] > 0.9 and check.turned() == {} and check.set_turns() == []
     upside = check_orientation(np.ascontiguousarray(shifted[:, ::-1]), real)
-    assert upside.shares["upside down"] > 0.9 and upside.set_turn() == "upside down"
+    assert upside.shares["upside down"] > 0.9 and upside.set_turns() == ["upside down"]
 
 
 def test_votes_that_carry_nothing_turn_nothing():
@@ -257,12 +275,12 @@ def test_votes_that_carry_nothing_turn_nothing():
     # what an earlier rule (15 points above the real images' own 0%, 10 votes, more than as stored) reported
     assert check.baseline[top] == 0 and round(check.shares[top] * 40) >= 10
     assert check.shares[top] > check.shares["as stored"] + 0.15
-    assert check.turned() == {} and check.set_turn() is None
+    assert check.turned() == {} and check.set_turns() == [] and check.stored_as() is None
 
 
-def test_plan_for_a_set_turned_as_a_whole_with_mirrored_images_besides():
-    """60% of the set a quarter turn round, 40% mirrored: the set is turned back as a whole (the majority), the
-    mirror image is reported beside it, and the mirror search is not turned on for images turned back."""
+def test_a_set_a_quarter_turn_round_with_mirrored_copies_besides():
+    """60% of the set a quarter turn round, 40% mirrored: each image that votes for the quarter turn is turned
+    back, the mirrored ones are left as they are and the mirror search is turned on for them."""
     from vitprint.membership.scoring import plan_orientation
 
     rng = np.random.default_rng(8)
@@ -270,8 +288,46 @@ def test_plan_for_a_set_turned_as_a_whole_with_mirrored_images_besides():
     generated = np.concatenate([_copies(rng, real[:24], lambda x: np.rot90(x, -1)),
                                 _copies(rng, real[24:40], lambda x: x[:, ::-1])])
     found, mirror, lines, turns = plan_orientation({"generated": generated}, real, ("align_nn",), {})
-    assert turns == {"generated": "turned 90 degrees"} and not mirror
-    assert set(found["generated"]["turned"]) == {"turned 90 degrees", MIRRORED}
-    assert any("the set is taken as turned 90 degrees" in line for line in lines)
+    assert set(found["generated"]["turned"]) == {"turned 90 degrees", MIRRORED} and mirror
+    assert list(turns["generated"][:24]) == ["turned 90 degrees"] * 24 and list(turns["generated"][24:]) == [None] * 16
+    assert found["generated"]["turned_back"] == {"turned 90 degrees": 24}
+    assert any("The 24 that match best so are turned back" in line for line in lines)
     kept = plan_orientation({"generated": generated}, real, ("align_nn",), {}, keep_orientation=True)
-    assert kept[3] == {} and kept[1]  # kept as stored: the mirrored images are searched for
+    assert kept[3] == {} and kept[1] and "turned_back" not in kept[0]["generated"]
+
+
+def test_copies_as_stored_among_new_images_stored_upside_down_stay_as_they_are():
+    """A generator whose own images mostly come upside down (a source stored another way) while its copies of
+    the members come as the real images are: the new images are turned back, each by its vote, and the
+    copies stay, so the leak is still found (turning the whole set would turn the copies away)."""
+    rng = np.random.default_rng(9)
+    real = _slices(rng, 32)
+    copies = _copies(rng, real[:16])
+    new = np.stack([x[::-1] for x in _slices(rng, 24)])
+    generated = np.concatenate([copies, new])
+    check = check_orientation(generated, real)
+    assert check.stored_as() == "upside down" and check.shares["as stored"] < 0.5
+    each = image_turns(generated, real, check)
+    assert list(each[:16]) == [None] * 16 and (each[16:] == "upside down").sum() >= 20
+    labels = np.r_[np.ones(16), np.zeros(16)].astype(int)
+    opts = {"align_size": 64, "max_rotation": 0, "max_scale": 0}
+    found = vitprint.detect(generated, real, labels=labels, detectors=("align_nn",), options=opts, n_boot=0)
+    assert found.metrics["align_nn"]["metrics"]["roc_auc"] > 0.95 and found.verdict["verdict"] == "Leak detected"
+
+
+def test_a_set_stored_upside_down_by_a_generator_trained_with_flips_is_turned_back_image_by_image():
+    """Upside down, and half of the images also mirrored (a generator trained with random flips): the votes
+    split between "upside down" and "turned 180 degrees", which together are the set's turn; each image is
+    turned back by its own vote, so every copy comes back as the real images are."""
+    rng = np.random.default_rng(10)
+    real = _slices(rng, 40)
+    base = _copies(rng, real[:24])
+    flipped = rng.random(len(base)) < 0.5
+    generated = np.stack([b[::-1, ::-1] if f else b[::-1] for b, f in zip(base, flipped)])
+    check = check_orientation(generated, real)
+    assert check.shares["upside down"] < 0.75 and check.shares["turned 180 degrees"] > 0.25  # split
+    assert set(check.set_turns()) == {"upside down", "turned 180 degrees"}
+    each = image_turns(generated, real, check)
+    right = each == np.where(flipped, "turned 180 degrees", "upside down")
+    assert right.sum() >= 22 and set(each[~right]) <= {None}  # an image whose vote is unsure is left alone
+    assert np.array_equal(turn_back_each(generated, each)[right], base[right])

@@ -19,7 +19,7 @@ import numpy as np
 from vitprint.config import DataConfig
 from vitprint.data.folders import list_images
 from vitprint.data.imageset import ImageSet
-from vitprint.data.orientation import turn_back
+from vitprint.data.orientation import turn_back_each
 from vitprint.data.sources import read_files
 from vitprint.api.assess import AssessConfig, assess
 from vitprint.api.result import DetectionResult
@@ -72,7 +72,7 @@ def detect(generated, real, *, labels: Sequence[int] | None = None, reference=No
     ``recon``/``latent_nn`` pass ``options={"autoencoder": model}``).
     Generated images found stored under another turn than the real ones
     (upside down, a quarter turn; ``vitprint.data.orientation``) are turned
-    back before scoring, unless ``keep_orientation``.
+    back, each by its own vote, before scoring, unless ``keep_orientation``.
     """
     options = dict(options or {})
     check_options(tuple(detectors), {k: v for k, v in options.items() if k not in CONTEXT})
@@ -85,6 +85,9 @@ def detect(generated, real, *, labels: Sequence[int] | None = None, reference=No
     ref_paths, ref = (None, None)
     if reference is not None:
         _, ref_paths, ref = _as_images(reference, image_size, data, "reference")
+    for what, px in (("generated", gen), ("real", real_px), ("reference", ref)):
+        if px is not None and px.shape[-1] != px.shape[-2]:
+            raise VitprintError(f"the {what} images must be square, (N, S, S); got {px.shape[-2]} x {px.shape[-1]}")
     size = real_px.shape[-1]
     if gen.shape[-1] != size:
         gen = resize_pixels(gen, size)
@@ -107,7 +110,8 @@ def detect(generated, real, *, labels: Sequence[int] | None = None, reference=No
     if mirror:
         options["mirror"] = True
     if "generated" in turns:  # scored, and shown as evidence, the way round the real images are
-        gen = turn_back(gen, turns["generated"])
+        gen = np.array(gen)
+        gen[keep] = turn_back_each(gen[keep], turns["generated"])
     scores = compute_scores(real_px, gen[keep], tuple(detectors), {"seed": seed, **options}, ref, labels=y, folds=folds)
     unknown = y < 0
     evaluation, summary, decided = assess(scores.values, y, unknown, real_px,

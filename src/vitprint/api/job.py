@@ -24,7 +24,7 @@ from vitprint import __version__, distributed
 from vitprint.config import DataConfig, ModelConfig, OptimConfig, RunConfig
 from vitprint.data.folders import list_images
 from vitprint.data.imageset import ImageSet, atomic_write
-from vitprint.data.orientation import turn_back
+from vitprint.data.orientation import turn_back, turn_back_each
 from vitprint.data.outputs import finish_swap
 from vitprint.data.sources import cache_dir, read_files, read_folders, subset
 from vitprint.membership.base import pixel_hashes, unique_images
@@ -203,7 +203,7 @@ def detect(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, data: Data
     check_plan(cfg.scores.detectors, reference is not None, inputs.labelled, bool(roles["reference_overlap"]))
     orientation, mirror, turned, set_turns = _orientation(gen_sets, reals, cfg)
     read_sets = gen_sets  # as read, for the reproduction digest
-    if any(set_turns):  # scored, and shown as evidence, the way round the real images are
+    if any(t is not None for t in set_turns):  # scored, and shown as evidence, the way round the real images are
         gen_sets = [_turned_back(g, t) for g, t in zip(gen_sets, set_turns)]
         generated = gen_sets[0] if len(gen_sets) == 1 else _joined(gen_sets)
     if roles["reference_overlap"]:
@@ -301,7 +301,8 @@ def detect(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, data: Data
     if unknown.any() or undecided:
         summary["run_file"] = str(out / "run.txt")
         log.info("run file: %s: %s", summary["run_file"], decided.sentence)
-    turn_of = np.repeat(np.asarray(set_turns, object), [len(g) for g in gen_sets])  # per generated image
+    turn_of = np.concatenate([np.full(len(g), None, object) if t is None else t  # per generated image
+                              for g, t in zip(gen_sets, set_turns)])
     parts = _report_parts(result, reals, model, data, turn_of) if cfg.report else {}
     # The task validator's own checks on the run file, before it replaces anything (one unknown folder: the
     # challenge's layout, where the validator knows every image the file must answer).
@@ -311,9 +312,9 @@ def detect(inputs: Inputs, model_cfg: ModelConfig, cfg: DetectConfig, data: Data
 
 
 def _orientation(gen_sets: list[ImageSet], reals: RealSet,
-                 cfg: DetectConfig) -> tuple[dict, bool, list[str], list[str | None]]:
+                 cfg: DetectConfig) -> tuple[dict, bool, list[str], list[np.ndarray | None]]:
     """Whether the generated images are turned against the real ones, per generated set (``plan_orientation``);
-    the last item is, per set, the turn to undo (or None)."""
+    the last item is, per set, each image's turn to undo (None: the set is left as it is)."""
     names = ("development", "test") if len(gen_sets) == 2 else ("generated",)
     found, mirror, lines, turns = plan_orientation({n: g.pixels for n, g in zip(names, gen_sets)}, reals.images.pixels,
                                                    cfg.scores.detectors, cfg.scores.extra, cfg.seed,
@@ -321,9 +322,9 @@ def _orientation(gen_sets: list[ImageSet], reals: RealSet,
     return found, mirror, lines, [turns.get(n) for n in names]
 
 
-def _turned_back(images: ImageSet, turn: str | None) -> ImageSet:
-    """``images`` with their pixels turned back from ``turn`` (the same set where None)."""
-    return images if turn is None else dataclasses.replace(images, pixels=turn_back(images.pixels, turn))
+def _turned_back(images: ImageSet, turns: np.ndarray | None) -> ImageSet:
+    """``images``, each turned back from its entry of ``turns`` (the same set where ``turns`` is None)."""
+    return images if turns is None else dataclasses.replace(images, pixels=turn_back_each(images.pixels, turns))
 
 
 def _read_generated(inputs: Inputs, size: int, data: DataConfig) -> list[ImageSet]:

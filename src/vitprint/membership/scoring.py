@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vitprint.data.orientation import MIRRORED, check_orientation
+from vitprint.data.orientation import MIRRORED, PARTNER, check_orientation, image_turns
 from vitprint.errors import VitprintError
 from vitprint.membership.base import Detector, as_pixels
 from vitprint.membership.knn import INDEXES
@@ -230,35 +230,37 @@ def merge_scores(parts: list[tuple[np.ndarray, Scores, int]], n: int) -> Scores:
 
 def plan_orientation(generated_sets: dict[str, Any], real, detectors, user_options: dict[str, Any],
                      seed: int = 0, keep_orientation: bool = False
-                     ) -> tuple[dict[str, dict], bool, list[str], dict[str, str]]:
+                     ) -> tuple[dict[str, dict], bool, list[str], dict[str, np.ndarray]]:
     """Whether each generated set is turned against the real images (``vitprint.data.orientation``).
 
     Returns what was found per set, whether ``align_nn`` is to search mirrored copies (some set is found
     mirrored, ``align_nn`` runs and the user did not set ``mirror``), one line per finding for the caller
-    to log and show, and the sets stored under another turn (name -> the turn, ``OrientationCheck.set_turn``),
-    which the caller turns back (``vitprint.data.orientation.turn_back``) before any detector sees them;
-    none with ``keep_orientation``, where such a turn is said, not mended."""
+    to log and show, and per set stored under another turn, each image's turn to undo (``image_turns``: None
+    for an image left as it is), which the caller applies (``turn_back_each``) before any detector sees
+    the images; none with ``keep_orientation``, where such a turn is said, not mended."""
     found, mirror, lines, turns = {}, False, [], {}
     for name, pixels in generated_sets.items():
         check = check_orientation(pixels, real, seed=seed)
         found[name] = check.to_dict()
         which = "the generated images" if name == "generated" else f"the {name} generated images"
-        whole = check.set_turn()
-        if whole is not None and not keep_orientation:
-            turns[name] = whole
-            found[name]["turned_back"] = whole
+        whole = check.set_turns()
+        if whole and not keep_orientation:
+            each = image_turns(pixels, real, check, seed=seed)
+            turns[name] = each
+            found[name]["turned_back"] = {t: int((each == t).sum()) for t in whole}
         for turn, share in check.turned().items():
             seen = (f"{share:.0%} of {which} match the real images best {turn} (the real images among "
                     f"themselves: {check.baseline[turn]:.0%})")
-            if turn != MIRRORED:  # the one whole-set turn (more than half of the votes)
+            if turn != MIRRORED:
+                stored = (f"{seen}: stored under another orientation convention (with its mirror image: "
+                          f"{check.shares[turn] + check.shares[PARTNER[turn]]:.0%} of them)?")
                 if keep_orientation:
-                    line = (f"{seen}: stored under another orientation convention? They are scored as stored, as "
-                            "asked (keep-orientation), which the detectors' search does not undo.")
+                    line = (f"{stored} They are scored as stored, as asked (keep-orientation), which the detectors' "
+                            "search does not undo.")
                 else:
-                    line = (f"{seen}: stored under another orientation convention? They are turned back before "
-                            "every detector (keep-orientation scores them as stored).")
-            elif whole is not None and not keep_orientation:
-                line = f"{seen}; the set is taken as {whole}, which more than half of them prefer, and turned back."
+                    line = (f"{stored} The {found[name]['turned_back'][turn]} that match best so are turned back "
+                            "before every detector, the others left as they are (keep-orientation scores them "
+                            "all as stored).")
             elif "align_nn" not in detectors:
                 line = f"{seen}: only align_nn searches mirrored copies (option mirror=true), and it is not run."
             elif "mirror" in user_options:
