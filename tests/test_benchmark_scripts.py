@@ -319,7 +319,9 @@ def test_orientation_vote_script_on_a_saved_case(tmp_path):
     plain, upside = (f"{tmp_path / name} (development)" for name in ("plain", "upside"))
     assert set(rows) == {plain, upside}  # one generated set each (the test folder holds a copy of it)
     assert rows[plain]["turned_back"] == [] and rows[plain]["turned"] == {}
-    assert rows[upside]["turned_back"][0] == "upside down"  # with its mirror image (the crude chest is near symmetric)
+    # a quarter of the copies vote "turned 180 degrees" (the crude chest is nearly symmetric left to right), not
+    # enough to count on its own: they are turned back as the set is, upside down
+    assert rows[upside]["turned_back"] == ["upside down"] and rows[upside]["generated"]["turned 180 degrees"] > 0.2
     with pytest.raises(SystemExit):
         vote.main([str(tmp_path)])  # not a case folder
     (tmp_path / "bare" / "dev" / "generated").mkdir(parents=True)

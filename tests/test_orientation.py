@@ -121,7 +121,7 @@ def test_detect_turns_a_set_stored_a_quarter_turn_round_back_unless_told_to_keep
     orientation = found.summary["orientation"]["generated"]
     assert list(orientation["turned"]) == ["turned 90 degrees"]
     assert 16 <= orientation["turned_back"]["turned 90 degrees"] <= 32  # the copies and most of the new images
-    assert "that match best so are turned back before every detector" in found.summary["set_up"][0]
+    assert "of them are turned back from it before every detector" in found.summary["set_up"][0]
     assert found.metrics["align_nn"]["metrics"]["roc_auc"] == 1.0 and found.verdict["verdict"] == "Leak detected"
     assert found.metrics["pixel_nn"]["metrics"]["roc_auc"] > 0.75  # every detector sees the set turned back
     # each member's nearest generated image is its own copy, kept for the report's evidence the right way round
@@ -222,7 +222,7 @@ def test_the_command_turns_back_only_the_set_stored_another_way(tmp_path, monkey
     assert "turned_back" not in summary["orientation"]["development"]
     assert summary["orientation"]["test"]["turned_back"] == {"upside down": 12}
     assert any("of the test generated images match the real images best upside down" in line
-               and "turned back before every detector" in line for line in summary["set_up"])
+               and "12 of them are turned back from it before every detector" in line for line in summary["set_up"])
     copied, other = unknown_scores(tmp_path / "auto")
     assert min(copied) > max(other)
     assert (tmp_path / "auto" / "report.html").is_file()
@@ -291,7 +291,7 @@ def test_a_set_a_quarter_turn_round_with_mirrored_copies_besides():
     assert set(found["generated"]["turned"]) == {"turned 90 degrees", MIRRORED} and mirror
     assert list(turns["generated"][:24]) == ["turned 90 degrees"] * 24 and list(turns["generated"][24:]) == [None] * 16
     assert found["generated"]["turned_back"] == {"turned 90 degrees": 24}
-    assert any("The 24 that match best so are turned back" in line for line in lines)
+    assert any("24 of them are turned back from it" in line for line in lines)
     kept = plan_orientation({"generated": generated}, real, ("align_nn",), {}, keep_orientation=True)
     assert kept[3] == {} and kept[1] and "turned_back" not in kept[0]["generated"]
 
@@ -331,3 +331,38 @@ def test_a_set_stored_upside_down_by_a_generator_trained_with_flips_is_turned_ba
     right = each == np.where(flipped, "turned 180 degrees", "upside down")
     assert right.sum() >= 22 and set(each[~right]) <= {None}  # an image whose vote is unsure is left alone
     assert np.array_equal(turn_back_each(generated, each)[right], base[right])
+    from vitprint.membership.scoring import plan_orientation
+
+    _, mirror, lines, _ = plan_orientation({"generated": generated}, real, ("align_nn",), {})
+    assert mirror and any("the set's turn mirrored" in line for line in lines)  # a wrong pick is still found
+
+
+@pytest.mark.parametrize("turn", [t for t in ORIENTATIONS if t not in ("as stored", MIRRORED)])
+def test_every_other_turn_of_a_whole_set_is_found_and_undone(turn):
+    rng = np.random.default_rng(11)
+    real = _slices(rng, 40)
+    base = _copies(rng, real[:20])
+    generated = ORIENTATIONS[turn](torch.from_numpy(base)).numpy()
+    check = check_orientation(generated, real)
+    assert check.set_turns() == [turn] and check.stored_as() == turn
+    each = image_turns(generated, real, check)
+    done = each == turn
+    assert done.sum() >= 18 and set(each[~done]) <= {None}  # an image voting for another turn is left alone
+    assert np.array_equal(turn_back_each(generated, each)[done], base[done])
+
+
+def test_turn_back_each_leaves_the_others_and_the_input_alone():
+    x = np.random.default_rng(12).integers(0, 256, (3, 5, 5)).astype(np.uint8)
+    kept = x.copy()
+    out = turn_back_each(x, [None, "upside down", None])
+    assert np.array_equal(out[[0, 2]], x[[0, 2]]) and np.array_equal(out[1], x[1, ::-1]) and np.array_equal(x, kept)
+
+
+def test_the_array_api_turns_a_dropped_duplicate_back_as_its_kept_twin():
+    generated, real, labels = _case(lambda x: np.rot90(x, -1), whole=True)
+    doubled = np.concatenate([generated, generated[:4]])  # 4 pixel-identical duplicates
+    opts = {"align_size": 64, "max_rotation": 0, "max_scale": 0}
+    found = vitprint.detect(doubled, real, labels=labels, detectors=("align_nn",), options=opts, n_boot=0)
+    assert found.summary["generated_duplicates_dropped"] == 4
+    assert np.array_equal(found.generated_pixels[32:], found.generated_pixels[:4])
+    assert np.array_equal(found.generated_pixels[:4], np.rot90(generated[:4], 1, axes=(1, 2)))

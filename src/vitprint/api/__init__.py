@@ -25,7 +25,7 @@ from vitprint.api.assess import AssessConfig, assess
 from vitprint.api.result import DetectionResult
 from vitprint.detection.roles import check_roles
 from vitprint.errors import VitprintError
-from vitprint.membership.base import unique_images
+from vitprint.membership.base import pixel_hashes, unique_images
 from vitprint.membership.scoring import check_options, check_plan, compute_scores, plan_orientation, resize_pixels
 
 API_DETECTORS = ("pixel_nn", "mc", "align_nn", "copy_nn")
@@ -110,8 +110,9 @@ def detect(generated, real, *, labels: Sequence[int] | None = None, reference=No
     if mirror:
         options["mirror"] = True
     if "generated" in turns:  # scored, and shown as evidence, the way round the real images are
-        gen = np.array(gen)
-        gen[keep] = turn_back_each(gen[keep], turns["generated"])
+        hashes = pixel_hashes(gen)
+        of_kept = dict(zip((hashes[k] for k in keep), turns["generated"]))
+        gen = turn_back_each(gen, [of_kept[h] for h in hashes])  # a dropped duplicate as its kept twin
     scores = compute_scores(real_px, gen[keep], tuple(detectors), {"seed": seed, **options}, ref, labels=y, folds=folds)
     unknown = y < 0
     evaluation, summary, decided = assess(scores.values, y, unknown, real_px,

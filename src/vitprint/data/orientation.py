@@ -22,11 +22,13 @@ mirrors some of its images, not all; the job then searches mirrored copies too
 degrees; docs/benchmarks.md). Any other turn is taken together with its mirror
 image (a set stored upside down by a generator trained with random flips votes
 half "upside down", half "turned 180 degrees"): when such a pair has more than
-half of all the votes, a set stored under another convention, its turns that
-have ``min_votes`` votes are reported, and the job turns back each generated
-image that voted for one of them (``image_turns``, ``turn_back_each``) before
-any detector sees it; the other images, copies kept as the real images are
-among them, stay as they are. Below ``min_votes`` generated images or 2 real
+half of all the votes, a set stored under another convention, its turn with
+more votes is reported (and the other where it clears the same bar as the
+mirror image on its own), and the job turns back each generated image that
+voted for either (``image_turns``, ``turn_back_each``) before any detector
+sees it, searching mirrored copies too where some voted for the partner; the
+other images, copies kept as the real images are among them, stay as they
+are. Below ``min_votes`` generated images or 2 real
 ones there is no vote. No label is read: members and non-members are treated
 alike.
 """
@@ -104,6 +106,9 @@ class OrientationCheck:
     n_real: int
     min_excess: float = 0.15
     min_votes: int = 10
+    size: int = 32  # how the vote was taken, for ``image_turns`` to vote alike
+    max_real: int = 2000
+    seed: int = 0
 
     @property
     def excess(self) -> dict[str, float]:
@@ -138,24 +143,25 @@ class OrientationCheck:
                 return max((turn, PARTNER[turn]), key=lambda k: self.shares[k])
         return None
 
+    def _found(self, turn: str) -> bool:
+        return self.excess[turn] >= self.min_excess and self._votes(turn) >= self.min_votes
+
     def turned(self) -> dict[str, float]:
         """The turns found, with their shares: the mirror image when its excess is ``min_excess`` or more with
-        ``min_votes`` votes, and the turns of the pair a whole set is stored under (``stored_as``) that have
-        ``min_votes`` votes; none without a vote."""
+        ``min_votes`` votes; the turn a set is stored under (``stored_as``), and its mirror partner where that
+        clears the same bar on its own (a generator trained with flips); none without a vote."""
         if not self.voted:
             return {}
-        found = {}
-        if self.excess[MIRRORED] >= self.min_excess and self._votes(MIRRORED) >= self.min_votes:
-            found[MIRRORED] = self.shares[MIRRORED]
+        found = {MIRRORED: self.shares[MIRRORED]} if self._found(MIRRORED) else {}
         whole = self.stored_as()
-        for turn in (whole, PARTNER[whole]) if whole else ():
-            if self._votes(turn) >= self.min_votes:
-                found[turn] = self.shares[turn]
+        if whole and self._votes(whole) >= self.min_votes:
+            found[whole] = self.shares[whole]
+            if self._found(PARTNER[whole]):
+                found[PARTNER[whole]] = self.shares[PARTNER[whole]]
         return found
 
     def set_turns(self) -> list[str]:
-        """The turns found other than the mirror image: each generated image voting for one of them is turned
-        back (``image_turns``)."""
+        """The turns found other than the mirror image, the set's own turn first (``image_turns``)."""
         return [k for k in self.turned() if k != MIRRORED]
 
     def to_dict(self) -> dict:
@@ -176,7 +182,7 @@ def _thumbs(pixels, size: int, idx: np.ndarray) -> torch.Tensor:
     ``CHUNK`` images at a time, each first shrunk to twice ``size`` (the memory stays small at any size)."""
     parts = []
     for start in range(0, len(idx), CHUNK):
-        x = torch.from_numpy(np.asarray(pixels[idx[start:start + CHUNK]], np.float32))[:, None]
+        x = torch.from_numpy(np.asarray(np.asarray(pixels)[idx[start:start + CHUNK]], np.float32))[:, None]
         if x.shape[-1] > 2 * size or x.shape[-2] > 2 * size:
             x = F.interpolate(x, size=(2 * size, 2 * size), mode="area")
         x = x - x.amin((-2, -1), keepdim=True)
@@ -234,7 +240,7 @@ def check_orientation(generated, real, size: int = 32, max_generated: int = 1000
     n_real = min(len(real), max_real)
     g_idx = _sample(len(generated), max_generated, np.random.default_rng(seed))
     check = OrientationCheck({k: 0.0 for k in ORIENTATIONS}, {k: 0.0 for k in ORIENTATIONS}, len(g_idx), n_real,
-                             min_excess, min_votes)
+                             min_excess, min_votes, size, max_real, seed)
     if not check.voted:  # too few images
         return check
     turned_real = _turned_real(real, size, max_real, seed)
@@ -243,18 +249,24 @@ def check_orientation(generated, real, size: int = 32, max_generated: int = 1000
     return check
 
 
-def image_turns(generated, real, check: OrientationCheck, size: int = 32, max_real: int = 2000,
-                seed: int = 0) -> np.ndarray:
-    """Per generated image (all of them, not a sample), the turn to undo: the found turn other than the mirror
-    image (``check.set_turns()``) it votes for, or None (an object array). All None where none was found."""
+def image_turns(generated, real, check: OrientationCheck) -> np.ndarray:
+    """Per generated image (all of them, not a sample), the turn to undo, or None (an object array); all None
+    where the check found no set stored another way. An image voting for the set's turn gets it; one voting
+    for its mirror partner gets the partner where that was found on its own (``check.set_turns()``), else
+    the set's turn too (on a body nearly symmetric left to right the two are easily confused, and a copy
+    turned back by the wrong one of them comes back mirrored: the caller searches mirrored copies then, as
+    ``plan_orientation`` does); an image voting for anything else is left as it is."""
     out = np.full(len(generated), None, object)
     wanted = check.set_turns()
     if not wanted:
         return out
-    turned_real = _turned_real(real, size, max_real, seed)
-    names = np.asarray(list(ORIENTATIONS), object)
+    whole = wanted[0]
+    undo = {turn: turn for turn in wanted}
+    undo.setdefault(PARTNER[whole], whole)
+    turned_real = _turned_real(real, check.size, check.max_real, check.seed)
+    names = list(ORIENTATIONS)
     for start in range(0, len(generated), 1024):
         idx = np.arange(start, min(start + 1024, len(generated)))
-        voted = names[_winners(_thumbs(generated, size, idx), turned_real)]
-        out[idx] = np.where(np.isin(voted, wanted), voted, None)
+        for i, w in zip(idx, _winners(_thumbs(generated, check.size, idx), turned_real)):
+            out[i] = undo.get(names[w])
     return out

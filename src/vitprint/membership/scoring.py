@@ -228,16 +228,28 @@ def merge_scores(parts: list[tuple[np.ndarray, Scores, int]], n: int) -> Scores:
     return out
 
 
+def _mirror_search(detectors, user_options: dict[str, Any]) -> tuple[bool, str]:
+    """Whether a finding turns align_nn's mirror search on (align_nn runs, the user did not set ``mirror``),
+    and what to say of it."""
+    if "align_nn" not in detectors:
+        return False, "only align_nn searches mirrored copies (option mirror=true), and it is not run."
+    if "mirror" in user_options:
+        return False, (f"align_nn {'searches' if user_options['mirror'] else 'was told not to search'} mirrored "
+                       "copies (mirror set by the user).")
+    return True, "align_nn searches mirrored copies too (option mirror=false turns this off)."
+
+
 def plan_orientation(generated_sets: dict[str, Any], real, detectors, user_options: dict[str, Any],
                      seed: int = 0, keep_orientation: bool = False
                      ) -> tuple[dict[str, dict], bool, list[str], dict[str, np.ndarray]]:
     """Whether each generated set is turned against the real images (``vitprint.data.orientation``).
 
-    Returns what was found per set, whether ``align_nn`` is to search mirrored copies (some set is found
-    mirrored, ``align_nn`` runs and the user did not set ``mirror``), one line per finding for the caller
-    to log and show, and per set stored under another turn, each image's turn to undo (``image_turns``: None
-    for an image left as it is), which the caller applies (``turn_back_each``) before any detector sees
-    the images; none with ``keep_orientation``, where such a turn is said, not mended."""
+    Returns what was found per set, whether ``align_nn`` is to search mirrored copies (``_mirror_search``:
+    some set is found mirrored, or turned back where some of its images voted for the set's turn
+    mirrored), one line per finding for the caller to log and show, and per set stored under another turn,
+    each image's turn to undo (``image_turns``: None for an image left as it is), which the caller applies
+    (``turn_back_each``) before any detector sees the images; none with ``keep_orientation``, where such a
+    turn is said, not mended."""
     found, mirror, lines, turns = {}, False, [], {}
     for name, pixels in generated_sets.items():
         check = check_orientation(pixels, real, seed=seed)
@@ -245,33 +257,30 @@ def plan_orientation(generated_sets: dict[str, Any], real, detectors, user_optio
         which = "the generated images" if name == "generated" else f"the {name} generated images"
         whole = check.set_turns()
         if whole and not keep_orientation:
-            each = image_turns(pixels, real, check, seed=seed)
-            turns[name] = each
-            found[name]["turned_back"] = {t: int((each == t).sum()) for t in whole}
+            turns[name] = image_turns(pixels, real, check)
+            found[name]["turned_back"] = {t: int((turns[name] == t).sum()) for t in whole}
         for turn, share in check.turned().items():
             seen = (f"{share:.0%} of {which} match the real images best {turn} (the real images among "
                     f"themselves: {check.baseline[turn]:.0%})")
-            if turn != MIRRORED:
-                stored = (f"{seen}: stored under another orientation convention (with its mirror image: "
-                          f"{check.shares[turn] + check.shares[PARTNER[turn]]:.0%} of them)?")
-                if keep_orientation:
-                    line = (f"{stored} They are scored as stored, as asked (keep-orientation), which the detectors' "
-                            "search does not undo.")
-                else:
-                    line = (f"{stored} The {found[name]['turned_back'][turn]} that match best so are turned back "
-                            "before every detector, the others left as they are (keep-orientation scores them "
-                            "all as stored).")
-            elif "align_nn" not in detectors:
-                line = f"{seen}: only align_nn searches mirrored copies (option mirror=true), and it is not run."
-            elif "mirror" in user_options:
-                line = (f"{seen}: a generator trained with random flips, or another orientation convention; align_nn "
-                        f"{'searches' if user_options['mirror'] else 'was told not to search'} mirrored copies "
-                        "(mirror set by the user).")
+            if turn == MIRRORED:
+                search, said = _mirror_search(detectors, user_options)
+                mirror |= search
+                line = f"{seen}: a generator trained with random flips, or another orientation convention; {said}"
+            elif keep_orientation:
+                line = (f"{seen}: stored under another orientation convention? They are scored as stored, as asked "
+                        "(keep-orientation), which the detectors' search does not undo.")
             else:
-                mirror = True
-                line = (f"{seen}: a generator trained with random flips, or another orientation convention; align_nn "
-                        "searches mirrored copies too (option mirror=false turns this off).")
+                line = (f"{seen}: stored under another orientation convention? {found[name]['turned_back'][turn]} of "
+                        "them are turned back from it before every detector, the others left as they are "
+                        "(keep-orientation scores them all as stored).")
             lines.append(line[0].upper() + line[1:])
+        partner = PARTNER[whole[0]] if whole else None
+        if partner and not keep_orientation and check.shares[partner] > 0:
+            search, said = _mirror_search(detectors, user_options)
+            mirror |= search
+            lines.append(f"{check.shares[partner]:.0%} of {which} match the real images best {partner}, the set's "
+                         f"turn mirrored (a generator trained with random flips, or a pick between two nearly alike "
+                         f"turns that a copy turned back comes out of mirrored): {said}")
     return found, mirror, lines, turns
 
 
