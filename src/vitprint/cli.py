@@ -559,7 +559,7 @@ def _parser_detect(sub) -> None:
     g.add_argument("--reference", nargs="+", metavar="DIR", help="real images the generator never saw, for the calibrated scores (with --dev and --test: the development real_not_used/ images, unless --no-dev-reference)")
     g.add_argument("--no-dev-reference", action="store_true", help="with --dev and --test: do not use the development real_not_used/ images as the reference set")
     g.add_argument("--pool-generated", action="store_true", help="with --dev and --test: score every real image against both generated/ folders as one set (default: each against its own folder's, as they may come from different generators)")
-    g.add_argument("--keep-orientation", action="store_true", help="score the generated images as stored even when they vote for another turn of the real images (upside down, a quarter turn, transposed: a set stored under another orientation convention); by default such a set is turned back before every detector, and the log and report say so")
+    g.add_argument("--keep-orientation", action="store_true", help="score the generated images as stored even when most of them vote for another turn of the real images (upside down, a quarter turn, transposed: a set stored under another orientation convention); by default each image that votes for that turn is turned back before every detector, and the log and report say so")
     g = p.add_argument_group("scores")
     g.add_argument("--detectors", nargs="+", default=list(DEFAULT_DETECTORS), choices=available_detectors(), metavar="NAME",
                    help=f"detectors to run, among {', '.join(available_detectors())} (default: {' '.join(DEFAULT_DETECTORS)}); with --reference each calibratable one also gets a <name>_cal score")
