@@ -55,23 +55,19 @@ ORIENTATIONS = {
 MIRRORED = "mirrored left to right"
 
 
-def _inverse(name: str) -> str:
-    """The turn that undoes ``name`` (found on a test array: the group of 8 is closed)."""
-    x = torch.arange(12.0).reshape(1, 3, 4)[..., :3]  # 3 x 3, every entry distinct
-    turned = ORIENTATIONS[name](x)
-    return next(k for k, undo in ORIENTATIONS.items() if torch.equal(undo(turned), x))
+_PROBE = torch.arange(12.0).reshape(1, 3, 4)[..., :3]  # 3 x 3, every entry distinct: tells the 8 apart
 
 
-def _mirrored(name: str) -> str:
-    """The turn ``name`` followed by a mirror image left to right (what a generator trained with random flips
-    gives back of an image stored ``name``)."""
-    x = torch.arange(12.0).reshape(1, 3, 4)[..., :3]
-    target = ORIENTATIONS[name](x).flip(-1)
-    return next(k for k, turn in ORIENTATIONS.items() if torch.equal(turn(x), target))
+def _name_of(image: torch.Tensor) -> str:
+    """The orientation that turns ``_PROBE`` into ``image`` (the group of 8 is closed)."""
+    return next(k for k, turn in ORIENTATIONS.items() if torch.equal(turn(_PROBE), image))
 
 
-INVERSE = {name: _inverse(name) for name in ORIENTATIONS}
-PARTNER = {name: _mirrored(name) for name in ORIENTATIONS}
+# the turn that undoes each; each followed by a mirror image left to right (what a generator trained with random
+# flips gives back of an image stored so)
+INVERSE = {name: next(k for k, undo in ORIENTATIONS.items() if torch.equal(undo(turn(_PROBE)), _PROBE))
+           for name, turn in ORIENTATIONS.items()}
+PARTNER = {name: _name_of(turn(_PROBE).flip(-1)) for name, turn in ORIENTATIONS.items()}
 
 
 def turn_back(pixels, turn: str) -> np.ndarray:
