@@ -24,7 +24,7 @@ from vitprint import __version__, distributed
 from vitprint.config import DataConfig, ModelConfig, OptimConfig, RunConfig
 from vitprint.data.folders import list_images
 from vitprint.data.imageset import ImageSet, atomic_write
-from vitprint.data.orientation import turn_back, turn_back_each
+from vitprint.data.orientation import turn_back_each
 from vitprint.data.outputs import finish_swap
 from vitprint.data.sources import cache_dir, read_files, read_folders, subset
 from vitprint.membership.base import pixel_hashes, unique_images
@@ -368,9 +368,9 @@ def _report_parts(result: DetectionResult, reals: RealSet, model, data: DataConf
             gen = read_files([Path(result.generated_paths[j]) for j in evidence.generated_index], 256, data,
                              what="evidence images")
             if len(real) == len(gen) == len(evidence.real_index):
-                gen_px = np.stack([px if turn_of[j] is None else turn_back(px[None], turn_of[j])[0]
-                                   for px, j in zip(np.asarray(gen.pixels), evidence.generated_index)])
-                evidence = dataclasses.replace(evidence, real_pixels=np.asarray(real.pixels), generated_pixels=gen_px)
+                evidence = dataclasses.replace(evidence, real_pixels=np.asarray(real.pixels),
+                                               generated_pixels=turn_back_each(gen.pixels,
+                                                                               turn_of[evidence.generated_index]))
         except VitprintError:
             pass  # the pairs at the size they were scored at
         parts["evidence"] = with_regions(evidence)
