@@ -154,7 +154,7 @@ def test_the_diffusion_family_trains_resumes_and_samples_deterministically(tmp_p
     args = ["train-generator", str(tmp_path / "members"), "--family", "ddpm", "--image-size", "32", "--width", "8",
             "--batch-size", "4", "--out", str(tmp_path / "ddpm")]
     assert main([*args, "--z-dim", "10", "--epochs", "1"]) == 2
-    assert "--z-dim is for dcgan and vae" in capsys.readouterr().err
+    assert "--z-dim is for dcgan, pacgan and vae" in capsys.readouterr().err
     assert main([*args[:-6], "--width", "12", *args[-4:], "--epochs", "1"]) == 2
     assert "multiple of 8 for ddpm" in capsys.readouterr().err
     assert main([*args, "--epochs", "1"]) == 0
@@ -169,6 +169,33 @@ def test_the_diffusion_family_trains_resumes_and_samples_deterministically(tmp_p
     assert not np.array_equal(a[0], a[1])
     assert main(["generate", str(ckpt), "--n", "2", "--out", str(tmp_path / "gen")]) == 0
     assert len(list((tmp_path / "gen").glob("*.png"))) == 2
+
+
+def test_the_pacgan_family_judges_packs_of_distinct_untranslated_real_images(tmp_path, monkeypatch):
+    """pacgan through the CLI: its discriminator sees packs of PACK images stacked as channels; the batch's
+    real images each sit in PACK packs, never twice in one, as read (no translation); it samples as a DCGAN."""
+    from vitprint.cli import GENERATOR_FAMILIES, main
+    from vitprint.demo import write_membership_split
+    from vitprint.models.dcgan import Discriminator
+    from vitprint.training.generator import FAMILIES, PACK, load_generator, sample
+
+    assert GENERATOR_FAMILIES == list(FAMILIES)  # the CLI's choices, named there without loading torch
+    seen, forward = [], Discriminator.forward
+    monkeypatch.setattr(Discriminator, "forward", lambda self, x: seen.append(x.detach().clone()) or forward(self, x))
+    write_membership_split(tmp_path, 5, 3, size=32)  # 8 members: one batch of 8
+    out = tmp_path / "pacgan"
+    assert main(["train-generator", str(tmp_path / "members"), "--family", "pacgan", "--image-size", "32", "--width", "8",
+                 "--batch-size", "8", "--epochs", "1", "--out", str(out)]) == 0
+    real, fake, for_generator = seen[:3]
+    assert real.shape == fake.shape == for_generator.shape == (8, PACK, 32, 32)  # 8 x PACK images in 8 packs
+    images = real.reshape(-1, 32 * 32)
+    distinct, counts = torch.unique(images, dim=0, return_counts=True)
+    assert len(distinct) == 8 and (counts == PACK).all()  # translated copies would all differ
+    for pack in real:
+        assert len(torch.unique(pack.reshape(PACK, -1), dim=0)) == PACK
+    assert len(torch.unique(fake.reshape(-1, 32 * 32), dim=0)) == 8 * PACK  # fresh generated images, as many
+    gen = load_generator(out / "checkpoints" / "last.safetensors")
+    assert np.concatenate(list(sample(gen, 3, seed=1))).shape == (3, 32, 32)
 
 
 def test_a_metrics_line_cut_short_by_a_crash_is_skipped_and_ended(tmp_path):

@@ -382,7 +382,7 @@ def cmd_train_generator(a) -> int:
 
     check_image_size(a.image_size, 32, what="the generated image size")  # before reading any image
     if a.family == "ddpm" and a.z_dim is not None:
-        raise VitprintError("--z-dim is for dcgan and vae: a diffusion model starts from a noise image of the image's size")
+        raise VitprintError("--z-dim is for dcgan, pacgan and vae: a diffusion model starts from a noise image of the image's size")
     if a.z_dim is not None and a.z_dim < 1:
         raise VitprintError(f"--z-dim must be >= 1, got {a.z_dim}")
     if a.width is not None and (a.width < 1 or (a.family == "ddpm" and a.width % 8)):
@@ -464,6 +464,9 @@ def cmd_demo(a) -> int:
 
 # ---------------------------------------------------------------- parser
 
+# vitprint.training.generator.FAMILIES, named here so that --help does not load torch (a test keeps them equal)
+GENERATOR_FAMILIES = ["dcgan", "pacgan", "vae", "ddpm"]
+
 def _parser_demo(sub) -> None:
     p = sub.add_parser("demo", help="run the whole story on built-in phantom data (no dataset needed)",
                        description="The whole membership story on built-in data: phantom CT patients split into members and non-members (the challenge's development and test layout), a generator trained long on the members only (a VAE by default: it memorises them), generated images, encoder pretraining on separate public phantoms, detection with every score, cross-validated metrics with intervals, a run file checked against the hidden truth, and an HTML report with the near-copies as evidence; beside it, the verdict on the same generator trained on other patients (nothing to find). Running it again reuses every finished step.")
@@ -473,7 +476,7 @@ def _parser_demo(sub) -> None:
     p.add_argument("--members", type=int, default=40, help="development images per side, used and not used (default: 40; with the test members, 64 images the generator learns by heart)")
     p.add_argument("--test-members", type=int, default=24, help="test images per side, hidden among real_unknown (default: 24)")
     p.add_argument("--n-generated", type=int, default=500, help="generated images (default: 500)")
-    p.add_argument("--family", choices=["dcgan", "vae", "ddpm"], default="vae", help="generator family (default: vae, which memorises its members at the default length)")
+    p.add_argument("--family", choices=GENERATOR_FAMILIES, default="vae", help="generator family (default: vae, which memorises its members at the default length)")
     p.add_argument("--gen-epochs", type=int, default=500, help="generator epochs over the members (default: 500, 1,000 steps at batch 32 on 64 members)")
     p.add_argument("--no-null", action="store_true", help="skip the comparison: the same generator trained on other patients, whose verdict the demo prints beside the real one")
     p.add_argument("--pretrain-epochs", type=int, default=30, help="encoder pretraining epochs (default: 30)")
@@ -667,12 +670,12 @@ def _parser_train_generator(sub) -> None:
     p = sub.add_parser("train-generator", help="train a DCGAN, VAE or diffusion model on real images (to build a membership setting)",
                        description="Train a standard DCGAN (or a convolutional VAE, or a small DDPM) on every image below the folders, to reproduce the situation vitprint audits: a generator trained on known members. Writes checkpoints/last.safetensors, metrics.jsonl and samples.png.")
     p.add_argument("images", nargs="+", help="training image folder(s): the members")
-    p.add_argument("--family", choices=["dcgan", "vae", "ddpm"], default="dcgan", help="generator family: dcgan, vae or ddpm (a small diffusion model sampled with 25 DDIM steps; default: dcgan)")
+    p.add_argument("--family", choices=GENERATOR_FAMILIES, default="dcgan", help="generator family: dcgan, pacgan (the DCGAN with a discriminator that judges packs of 4 images and no augmentation: trained long on a small set, it copies its images), vae or ddpm (a small diffusion model sampled with 25 DDIM steps; default: dcgan)")
     p.add_argument("--image-size", type=int, default=64, help="generated image size, a power of two >= 32 (default: 64)")
-    p.add_argument("--z-dim", type=int, help="noise size of dcgan and vae (default: 100)")
+    p.add_argument("--z-dim", type=int, help="noise size of dcgan, pacgan and vae (default: 100)")
     p.add_argument("--width", type=int, help="base channel width (default: 32; ddpm 16)")
     _add_run(p, "runs/generator", epochs=200, batch=32, compile_option=False)
-    p.add_argument("--lr", type=float, help="Adam learning rate (default: 2e-4 with betas 0.5/0.999 for dcgan, 1e-3 for vae, 5e-4 for ddpm)")
+    p.add_argument("--lr", type=float, help="Adam learning rate (default: 2e-4 with betas 0.5/0.999 for dcgan and pacgan, 1e-3 for vae, 5e-4 for ddpm)")
     _add_data(p)
     _add_common(p)
     p.set_defaults(func=cmd_train_generator)
@@ -686,7 +689,7 @@ def _parser_bench(sub) -> None:
     p.add_argument("--subsets", nargs="+", type=int, help="attribution only: the numbers of cohorts K (default: the scale's: 2 5)")
     p.add_argument("--out", default="runs/bench", help="working and results folder (default: runs/bench)")
     p.add_argument("--docs", metavar="MARKDOWN", help="write the tables into this markdown file (for example docs/benchmarks.md), replacing its own section: one per scale, data, perturbation, training length and part of the grid (families or sizes other than the scale's)")
-    p.add_argument("--families", nargs="+", choices=["dcgan", "vae", "ddpm"], help="generator families (default: the scale's: dcgan vae; the gpu scale adds ddpm)")
+    p.add_argument("--families", nargs="+", choices=GENERATOR_FAMILIES, help="generator families (default: the scale's: dcgan vae; the gpu scale adds ddpm; pacgan, the GAN that copies a small set, runs when named)")
     p.add_argument("--sizes", nargs="+", type=int, help="member-set sizes (default: the scale's)")
     p.add_argument("--seeds", type=int, help="seeds per cell (default: the scale's)")
     p.add_argument("--no-speed", action="store_true", help="skip the scoring-speed measurements")

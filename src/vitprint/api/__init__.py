@@ -102,7 +102,8 @@ def detect(generated, real, *, labels: Sequence[int] | None = None, reference=No
     roles = check_roles(real_paths, groups, real_px, gen_paths, ref_paths, ref)
     labelled = min((y == 1).sum(), (y == 0).sum()) >= 1
     check_plan(tuple(detectors), ref is not None, labelled, bool(roles["reference_overlap"]))
-    keep = unique_images(gen)
+    hashes = pixel_hashes(gen)
+    keep = unique_images(gen, hashes)
     orientation, mirror, set_up, turns = plan_orientation({"generated": gen[keep]}, real_px, tuple(detectors), options,
                                                           seed, keep_orientation)
     for line in set_up:
@@ -110,7 +111,6 @@ def detect(generated, real, *, labels: Sequence[int] | None = None, reference=No
     if mirror:
         options["mirror"] = True
     if "generated" in turns:  # scored, and shown as evidence, the way round the real images are
-        hashes = pixel_hashes(gen)
         of_kept = dict(zip((hashes[k] for k in keep), turns["generated"]))
         gen = turn_back_each(gen, [of_kept[h] for h in hashes])  # a dropped duplicate as its kept twin
     scores = compute_scores(real_px, gen[keep], tuple(detectors), {"seed": seed, **options}, ref, labels=y, folds=folds)

@@ -89,9 +89,10 @@ def pixel_hashes(pixels) -> list[str]:
     return [hashlib.sha1(np.ascontiguousarray(pixels[i]).tobytes()).hexdigest() for i in range(len(pixels))]
 
 
-def unique_images(pixels) -> np.ndarray:
-    """Indices of the first occurrence of each distinct image (by pixel hash), in order."""
+def unique_images(pixels, hashes: list[str] | None = None) -> np.ndarray:
+    """Indices of the first occurrence of each distinct image (by pixel hash), in order; ``hashes`` are
+    ``pixel_hashes(pixels)`` where the caller has them already."""
     seen: dict[str, int] = {}
-    for i, h in enumerate(pixel_hashes(pixels)):
+    for i, h in enumerate(pixel_hashes(pixels) if hashes is None else hashes):
         seen.setdefault(h, i)
     return np.asarray(sorted(seen.values()), np.int64)

@@ -39,15 +39,16 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """``(B, 1, S, S) -> (B,)`` logits (or ``(B, out_dim)``): strided convs with LeakyReLU(0.2).
+    """``(B, C, S, S) -> (B,)`` logits (or ``(B, out_dim)``): strided convs with LeakyReLU(0.2).
 
-    The mirror of the generator; with ``out_dim > 1`` it is the VAE's encoder.
+    The mirror of the generator; with ``out_dim > 1`` it is the VAE's encoder. ``in_channels`` > 1 judges
+    that many grayscale images at once, stacked as channels (PacGAN's packing).
     """
 
-    def __init__(self, image_size: int = 64, base: int = 32, out_dim: int = 1):
+    def __init__(self, image_size: int = 64, base: int = 32, out_dim: int = 1, in_channels: int = 1):
         super().__init__()
         w = list(reversed(_widths(image_size, base)))
-        layers: list[nn.Module] = [nn.Conv2d(1, w[0], 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True)]
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, w[0], 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True)]
         for c_in, c_out in zip(w[:-1], w[1:]):
             layers += [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2, True)]
         layers += [nn.Conv2d(w[-1], out_dim, 4, 1, 0, bias=out_dim > 1)]

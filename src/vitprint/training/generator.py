@@ -1,8 +1,12 @@
 """Training a generator on real images and sampling from it (the membership setting).
 
-Three families: ``dcgan`` (non-saturating GAN loss, Adam 2e-4, betas 0.5/0.999,
+Four families: ``dcgan`` (non-saturating GAN loss, Adam 2e-4, betas 0.5/0.999,
 one-sided label smoothing and differentiable translation before the
 discriminator, so it trains on a few hundred images without collapsing),
+``pacgan`` (the same DCGAN whose discriminator judges packs of four images at
+once, PacGAN, Lin et al. 2018, with neither translation nor smoothing: packing
+keeps it from collapsing onto one image, so on a small training set trained
+long it learns the set itself, image by image — the GAN that copies),
 ``vae`` (a convolutional VAE of the same shape: MSE reconstruction + KL,
 Adam 1e-3 by default) and ``ddpm`` (a small diffusers UNet trained to predict
 the noise, Adam 5e-4, sampled with 25 DDIM steps). All share the run conventions of the other trainings:
@@ -34,23 +38,27 @@ from vitprint.training.engine import append_record, checkpoint_paths, make_accel
 
 log = logging.getLogger(__name__)
 
-FAMILIES = ("dcgan", "vae", "ddpm")
-DEFAULT_LR = {"dcgan": 2e-4, "vae": 1e-3, "ddpm": 5e-4}
-DEFAULT_WIDTH = {"dcgan": 32, "vae": 32, "ddpm": 16}  # the UNet at 16 trains at ~0.45 s per 32 images at 64 px on 2 cores
+FAMILIES = ("dcgan", "pacgan", "vae", "ddpm")
+DEFAULT_LR = {"dcgan": 2e-4, "pacgan": 2e-4, "vae": 1e-3, "ddpm": 5e-4}
+DEFAULT_WIDTH = {"dcgan": 32, "pacgan": 32, "vae": 32, "ddpm": 16}  # the UNet at 16 trains at ~0.45 s per 32 images at 64 px on 2 cores
+GANS = ("dcgan", "pacgan")
+PACK = 4  # images per pack of the pacgan family's discriminator
 
 
 class GAN(nn.Module):
-    """Both networks in one module, so one checkpoint holds them."""
+    """Both networks in one module, so one checkpoint holds them; the discriminator judges ``pack`` images
+    at once (1: the plain DCGAN)."""
 
-    def __init__(self, image_size: int, z_dim: int = 100, base: int = 32):
+    def __init__(self, image_size: int, z_dim: int = 100, base: int = 32, pack: int = 1):
         super().__init__()
+        self.pack = pack
         self.generator = Generator(image_size, z_dim, base)
-        self.discriminator = Discriminator(image_size, base)
+        self.discriminator = Discriminator(image_size, base, in_channels=pack)
 
 
 def build(family: str, image_size: int, z_dim: int, base: int) -> nn.Module:
-    if family == "dcgan":
-        return GAN(image_size, z_dim, base)
+    if family in GANS:
+        return GAN(image_size, z_dim, base, pack=PACK if family == "pacgan" else 1)
     if family == "vae":
         return VAE(image_size, z_dim, base)
     if family == "ddpm":
@@ -87,29 +95,43 @@ def diff_translate(x: torch.Tensor, fraction: float = 0.125) -> torch.Tensor:
 
 
 def _gan_step(opts, acc):
-    """A step that updates the discriminator, then the generator, each back-propagated outside autocast."""
+    """A step that updates the discriminator, then the generator, each back-propagated outside autocast.
+
+    With packing (``model.pack`` > 1), the batch's real images are drawn ``pack`` times, each draw in a
+    fresh random order, and grouped ``pack`` at a time (each image then sits in ``pack`` packs with other
+    partners), against as many generated images; neither translation nor smoothing is applied.
+    """
     opt_g, opt_d = opts["generator"], opts["discriminator"]
 
     def step(model: GAN, x) -> tuple[dict[str, torch.Tensor], int]:
         model = acc.unwrap_model(model)
+        pack = model.pack
+        if pack > 1:
+            x = x[torch.cat([torch.randperm(len(x), device=x.device) for _ in range(pack)])]
+        see = diff_translate if pack == 1 else (lambda images: images)
+
+        def judge(images):
+            return model.discriminator(see(images).reshape(-1, pack, *images.shape[2:]))
+
         z = torch.randn(x.shape[0], model.generator.z_dim, device=x.device)
         with acc.autocast():
             fake = model.generator(z)
-            d_real, d_fake = model.discriminator(diff_translate(x)), model.discriminator(diff_translate(fake.detach()))
-            # One-sided label smoothing keeps the discriminator from winning outright
+            d_real, d_fake = judge(x), judge(fake.detach())
+            # One-sided label smoothing keeps the plain discriminator from winning outright
             # on small training sets, which otherwise collapses the generator to one mode.
-            loss_d = F.binary_cross_entropy_with_logits(d_real, torch.full_like(d_real, 0.9)) + \
+            real_label = 0.9 if pack == 1 else 1.0
+            loss_d = F.binary_cross_entropy_with_logits(d_real, torch.full_like(d_real, real_label)) + \
                 F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
         opt_d.zero_grad(set_to_none=True)
         acc.backward(loss_d)
         opt_d.step()
         with acc.autocast():
-            d_gen = model.discriminator(diff_translate(fake))
+            d_gen = judge(fake)
             loss_g = F.binary_cross_entropy_with_logits(d_gen, torch.ones_like(d_gen))
         opt_g.zero_grad(set_to_none=True)
         acc.backward(loss_g)
         opt_g.step()
-        return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach()}, x.shape[0]
+        return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach()}, x.shape[0] // pack
 
     return step
 
@@ -147,7 +169,7 @@ def train_generator(images: ImageSet, run: RunConfig, family: str = "dcgan", z_d
     base = DEFAULT_WIDTH.get(family, 32) if base is None else base
     torch.manual_seed(run.seed)
     model = build(family, images.size, z_dim, base)
-    if family == "dcgan":
+    if family in GANS:
         opts = {"generator": torch.optim.Adam(model.generator.parameters(), lr=lr, betas=(0.5, 0.999)),
                 "discriminator": torch.optim.Adam(model.discriminator.parameters(), lr=lr, betas=(0.5, 0.999))}
     else:
@@ -163,7 +185,7 @@ def train_generator(images: ImageSet, run: RunConfig, family: str = "dcgan", z_d
     model, loader = prepared[0], DeviceBatches(prepared[-1], acc.device)
     opts = dict(zip(opts, prepared[1:-1]))
     raw = acc.unwrap_model(model)
-    step, optimizer = ((_gan_step(opts, acc), None) if family == "dcgan" else
+    step, optimizer = ((_gan_step(opts, acc), None) if family in GANS else
                        (_vae_step(), opts["vae"]) if family == "vae" else (_ddpm_step(), opts["ddpm"]))
     meta = {"kind": "generator", "family": family, "image_size": images.size, "z_dim": z_dim, "base": base,
             "lr": lr, "run": to_dict(run), "train_images": len(images)}
