@@ -171,9 +171,13 @@ def test_the_diffusion_family_trains_resumes_and_samples_deterministically(tmp_p
     assert len(list((tmp_path / "gen").glob("*.png"))) == 2
 
 
-def test_the_pacgan_family_judges_packs_of_distinct_untranslated_real_images(tmp_path, monkeypatch):
+@pytest.mark.parametrize("n_dev, n_test", [(5, 3), (3, 3)])  # 8 members: 2 packs a draw; 6: 1 pack, 2 images left out
+def test_the_pacgan_family_judges_packs_of_distinct_untranslated_real_images(tmp_path, monkeypatch, capsys,
+                                                                            n_dev, n_test):
     """pacgan through the CLI: its discriminator sees packs of PACK images stacked as channels; the batch's
-    real images each sit in PACK packs, never twice in one, as read (no translation); it samples as a DCGAN."""
+    real images are drawn PACK times, each draw cut into packs by itself (an image never twice in one pack,
+    partners changing between draws), as read (no translation); it samples as a DCGAN, and refuses a set
+    smaller than a pack. The plain dcgan still judges one image at a time."""
     from vitprint.cli import GENERATOR_FAMILIES, main
     from vitprint.demo import write_membership_split
     from vitprint.models.dcgan import Discriminator
@@ -182,20 +186,34 @@ def test_the_pacgan_family_judges_packs_of_distinct_untranslated_real_images(tmp
     assert GENERATOR_FAMILIES == list(FAMILIES)  # the CLI's choices, named there without loading torch
     seen, forward = [], Discriminator.forward
     monkeypatch.setattr(Discriminator, "forward", lambda self, x: seen.append(x.detach().clone()) or forward(self, x))
-    write_membership_split(tmp_path, 5, 3, size=32)  # 8 members: one batch of 8
-    out = tmp_path / "pacgan"
-    assert main(["train-generator", str(tmp_path / "members"), "--family", "pacgan", "--image-size", "32", "--width", "8",
-                 "--batch-size", "8", "--epochs", "1", "--out", str(out)]) == 0
+    write_membership_split(tmp_path, n_dev, n_test, size=32)
+    n, out = n_dev + n_test, tmp_path / "pacgan"
+    args = ["train-generator", str(tmp_path / "members"), "--image-size", "32", "--width", "8", "--batch-size", "8",
+            "--epochs", "1"]
+    assert main([*args, "--family", "pacgan", "--out", str(out)]) == 0
     real, fake, for_generator = seen[:3]
-    assert real.shape == fake.shape == for_generator.shape == (8, PACK, 32, 32)  # 8 x PACK images in 8 packs
-    images = real.reshape(-1, 32 * 32)
-    distinct, counts = torch.unique(images, dim=0, return_counts=True)
-    assert len(distinct) == 8 and (counts == PACK).all()  # translated copies would all differ
-    for pack in real:
-        assert len(torch.unique(pack.reshape(PACK, -1), dim=0)) == PACK
-    assert len(torch.unique(fake.reshape(-1, 32 * 32), dim=0)) == 8 * PACK  # fresh generated images, as many
+    packs = n // PACK * PACK  # each draw makes n // PACK packs; PACK draws
+    assert real.shape == fake.shape == for_generator.shape == (packs, PACK, 32, 32)
+    distinct, which, counts = torch.unique(real.reshape(-1, 32 * 32), dim=0, return_inverse=True, return_counts=True)
+    assert len(distinct) <= n and counts.sum() == packs * PACK  # translated copies would all differ
+    if n % PACK == 0:
+        assert len(distinct) == n and (counts == PACK).all()  # every image once a draw
+    groups = [frozenset(ids) for ids in which.reshape(packs, PACK).tolist()]
+    assert all(len(g) == PACK for g in groups)  # never an image twice in one pack
+    assert len(set(groups)) > n // PACK  # partners change between draws (fixed packs repeat n // PACK groups)
+    assert len(torch.unique(fake.reshape(-1, 32 * 32), dim=0)) == packs * PACK  # as many fresh generated images
     gen = load_generator(out / "checkpoints" / "last.safetensors")
     assert np.concatenate(list(sample(gen, 3, seed=1))).shape == (3, 32, 32)
+
+    seen.clear()
+    assert main([*args, "--family", "dcgan", "--out", str(tmp_path / "dcgan")]) == 0
+    assert seen[0].shape == (min(n, 8), 1, 32, 32)  # one image at a time, the batch as loaded
+    small = tmp_path / "small"
+    write_membership_split(small, 2, 1, size=32)  # 3 members: not one pack
+    capsys.readouterr()
+    assert main(["train-generator", str(small / "members"), *args[2:], "--family", "pacgan", "--out",
+                 str(tmp_path / "p3")]) == 2
+    assert f"pacgan judges packs of {PACK} different images" in capsys.readouterr().err
 
 
 def test_a_metrics_line_cut_short_by_a_crash_is_skipped_and_ended(tmp_path):

@@ -98,16 +98,18 @@ def _gan_step(opts, acc):
     """A step that updates the discriminator, then the generator, each back-propagated outside autocast.
 
     With packing (``model.pack`` > 1), the batch's real images are drawn ``pack`` times, each draw in a
-    fresh random order, and grouped ``pack`` at a time (each image then sits in ``pack`` packs with other
-    partners), against as many generated images; neither translation nor smoothing is applied.
+    fresh random order and cut into packs of ``pack`` distinct images (a batch of B makes B // pack packs
+    a draw, so each image sits in up to ``pack`` packs, with other partners each time), against as many
+    generated images; neither translation nor smoothing is applied.
     """
     opt_g, opt_d = opts["generator"], opts["discriminator"]
 
     def step(model: GAN, x) -> tuple[dict[str, torch.Tensor], int]:
         model = acc.unwrap_model(model)
-        pack = model.pack
-        if pack > 1:
-            x = x[torch.cat([torch.randperm(len(x), device=x.device) for _ in range(pack)])]
+        pack, n = model.pack, x.shape[0]
+        if pack > 1:  # each draw cut by itself, so no pack holds an image twice
+            whole = len(x) - len(x) % pack
+            x = x[torch.cat([torch.randperm(len(x), device=x.device)[:whole] for _ in range(pack)])]
         see = diff_translate if pack == 1 else (lambda images: images)
 
         def judge(images):
@@ -131,7 +133,7 @@ def _gan_step(opts, acc):
         opt_g.zero_grad(set_to_none=True)
         acc.backward(loss_g)
         opt_g.step()
-        return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach()}, x.shape[0] // pack
+        return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach()}, n
 
     return step
 
@@ -167,6 +169,9 @@ def train_generator(images: ImageSet, run: RunConfig, family: str = "dcgan", z_d
     last_path, _ = checkpoint_paths(out)
     lr = lr or DEFAULT_LR.get(family, 2e-4)
     base = DEFAULT_WIDTH.get(family, 32) if base is None else base
+    if family == "pacgan" and min(len(images), run.batch_size) < PACK:
+        raise VitprintError(f"pacgan judges packs of {PACK} different images: it needs at least {PACK} training "
+                            f"images and a batch size of at least {PACK}", "batch_size")
     torch.manual_seed(run.seed)
     model = build(family, images.size, z_dim, base)
     if family in GANS:
