@@ -670,7 +670,7 @@ def _parser_train_generator(sub) -> None:
     p = sub.add_parser("train-generator", help="train a DCGAN, VAE or diffusion model on real images (to build a membership setting)",
                        description="Train a standard DCGAN (or a convolutional VAE, or a small DDPM) on every image below the folders, to reproduce the situation vitprint audits: a generator trained on known members. Writes checkpoints/last.safetensors, metrics.jsonl and samples.png.")
     p.add_argument("images", nargs="+", help="training image folder(s): the members")
-    p.add_argument("--family", choices=GENERATOR_FAMILIES, default="dcgan", help="generator family: dcgan, pacgan (the DCGAN with a discriminator that judges packs of 4 images and no augmentation: trained long on a small set, it copies its images), vae or ddpm (a small diffusion model sampled with 25 DDIM steps; default: dcgan)")
+    p.add_argument("--family", choices=GENERATOR_FAMILIES, default="dcgan", help="generator family: dcgan, pacgan (the DCGAN with a discriminator that judges packs of 4 images and no augmentation: trained long on a small set, it can copy its images, not on every seed), vae or ddpm (a small diffusion model sampled with 25 DDIM steps; default: dcgan)")
     p.add_argument("--image-size", type=int, default=64, help="generated image size, a power of two >= 32 (default: 64)")
     p.add_argument("--z-dim", type=int, help="noise size of dcgan, pacgan and vae (default: 100)")
     p.add_argument("--width", type=int, help="base channel width (default: 32; ddpm 16)")
@@ -689,7 +689,7 @@ def _parser_bench(sub) -> None:
     p.add_argument("--subsets", nargs="+", type=int, help="attribution only: the numbers of cohorts K (default: the scale's: 2 5)")
     p.add_argument("--out", default="runs/bench", help="working and results folder (default: runs/bench)")
     p.add_argument("--docs", metavar="MARKDOWN", help="write the tables into this markdown file (for example docs/benchmarks.md), replacing its own section: one per scale, data, perturbation, training length and part of the grid (families or sizes other than the scale's)")
-    p.add_argument("--families", nargs="+", choices=GENERATOR_FAMILIES, help="generator families (default: the scale's: dcgan vae; the gpu scale adds ddpm; pacgan, the GAN that copies a small set, runs when named)")
+    p.add_argument("--families", nargs="+", choices=GENERATOR_FAMILIES, help="generator families (default: the scale's: dcgan vae; the gpu scale adds ddpm; pacgan, a GAN that can copy a small set, runs when named)")
     p.add_argument("--sizes", nargs="+", type=int, help="member-set sizes (default: the scale's)")
     p.add_argument("--seeds", type=int, help="seeds per cell (default: the scale's)")
     p.add_argument("--no-speed", action="store_true", help="skip the scoring-speed measurements")

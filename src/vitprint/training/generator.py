@@ -5,8 +5,9 @@ one-sided label smoothing and differentiable translation before the
 discriminator, so it trains on a few hundred images without collapsing),
 ``pacgan`` (the same DCGAN whose discriminator judges packs of four images at
 once, PacGAN, Lin et al. 2018, with neither translation nor smoothing: packing
-keeps it from collapsing onto one image, so on a small training set trained
-long it learns the set itself, image by image — the GAN that copies),
+works against collapsing onto one image, so on a small training set trained
+long it can learn the set itself, image by image; not on every seed, and
+packing does not rule a collapse out),
 ``vae`` (a convolutional VAE of the same shape: MSE reconstruction + KL,
 Adam 1e-3 by default) and ``ddpm`` (a small diffusers UNet trained to predict
 the noise, Adam 5e-4, sampled with 25 DDIM steps). All share the run conventions of the other trainings:
