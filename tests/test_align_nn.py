@@ -306,3 +306,21 @@ def test_mirrored_copies_are_found_only_with_the_mirror_search():
     both = [create_detector("align_nn", mirror=m, **opts).fit(unmirrored).score_samples(real) for m in (False, True)]
     assert roc_auc_score(y, both[1]) == 1.0
     np.testing.assert_allclose(both[0][members], both[1][members], atol=0.05)
+
+
+def test_the_searched_shifts_equal_those_of_the_whole_inverse_fft():
+    """The correlation at the searched shifts, computed as a partial inverse DFT, is the full ``irfft2``'s at
+    those shifts, in the same order, for even and odd sizes, with and without a shift search."""
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    for size, max_shift in ((64, 0.06), (33, 0.1), (48, 0.0), (256, 0.06)):
+        det = create_detector("align_nn", align_size=max(size, 16), max_shift=max_shift)
+        a = torch.fft.rfft2(torch.randn(2, 3, 1, size, size, generator=gen))
+        b = torch.fft.rfft2(torch.randn(1, 1, 4, size, size, generator=gen))
+        idx = det._shifts(size)
+        whole = torch.fft.irfft2(a * b.conj(), s=(size, size)).index_select(-2, idx).index_select(-1, idx)
+        part = det._shift_map(a, b, size)
+        assert part.shape == whole.shape == (2, 3, 4, len(idx), len(idx))
+        assert torch.allclose(part, whole, atol=1e-3 * float(whole.abs().max()))
+        assert (part.flatten(-2).argmax(-1) == whole.flatten(-2).argmax(-1)).float().mean() > 0.95

@@ -327,3 +327,19 @@ def test_orientation_vote_script_on_a_saved_case(tmp_path):
     (tmp_path / "bare" / "dev" / "generated").mkdir(parents=True)
     with pytest.raises(SystemExit):
         vote.main([str(tmp_path / "bare")])  # no real images: one line, not a traceback
+
+
+def test_align_speed_scores_the_same_images_both_ways(tmp_path):
+    """``benchmarks/align_speed.py`` times both computations of the searched shifts on the same images: the
+    scores agree to rounding and rank the copied images alike."""
+    import json
+
+    spec = importlib.util.spec_from_file_location("align_speed",
+                                                  Path(__file__).parents[1] / "benchmarks" / "align_speed.py")
+    speed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(speed)
+    assert speed.main(["--cases", "toy", "--repeats", "1", "--out", str(tmp_path / "speed.json")]) == 0
+    (row,) = json.loads((tmp_path / "speed.json").read_text())["rows"]
+    assert row["case"] == "toy" and set(row["seconds"]) == {"partial DFT", "full FFT"}
+    assert row["largest score difference"] < 1e-4 * max(row["score range"], 1e-3)
+    assert row["ROC-AUC"]["partial DFT"] == row["ROC-AUC"]["full FFT"] > 0.6  # copies found, alike
