@@ -310,7 +310,8 @@ def test_mirrored_copies_are_found_only_with_the_mirror_search():
 
 def test_the_searched_shifts_equal_those_of_the_whole_inverse_fft():
     """The correlation at the searched shifts, computed as a partial inverse DFT, is the full ``irfft2``'s at
-    those shifts, in the same order, for even and odd sizes, with and without a shift search."""
+    those shifts, in the same order, for even and odd sizes, with and without a shift search; so is its best
+    over the shifts for every pair of two sets (the pose search's form)."""
     import torch
 
     gen = torch.Generator().manual_seed(0)
@@ -324,3 +325,6 @@ def test_the_searched_shifts_equal_those_of_the_whole_inverse_fft():
         assert part.shape == whole.shape == (2, 3, 4, len(idx), len(idx))
         assert torch.allclose(part, whole, atol=1e-3 * float(whole.abs().max()))
         assert (part.flatten(-2).argmax(-1) == whole.flatten(-2).argmax(-1)).float().mean() > 0.95
+        best = det._best_shift(a.flatten(0, 2), b.flatten(0, 2), size)  # every pair at once, max over shifts
+        assert best.shape == (6, 4)
+        assert torch.allclose(best, whole.flatten(-2).amax(-1).reshape(6, 4), atol=1e-3 * float(whole.abs().max()))

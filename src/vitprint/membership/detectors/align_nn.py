@@ -305,8 +305,24 @@ class AlignNN(Detector):
         return cache[key]
 
     def _best_shift(self, a: torch.Tensor, b: torch.Tensor, size: int) -> torch.Tensor:
-        """Max normalised correlation over shifts within ``max_shift`` of spectra broadcast ``a * conj(b)``."""
-        return self._shift_map(a, b, size).flatten(-2).amax(-1)
+        """``(n, m)``: the max normalised correlation over shifts within ``max_shift`` of every spectrum of ``a``
+        ``(n, size, size//2+1)`` with every one of ``b`` ``(m, ...)``.
+
+        As ``_shift_map`` of every pair, without forming the pairs' products: the x half-spectrum's sum is one
+        batched matrix product per y frequency of ``a`` with ``b`` (conjugated, times the inverse DFT's
+        columns for the searched shifts), then the y frequencies' sum is another."""
+        rows, cols = self._partial_dft(size, a.dtype)
+        (n, _, k), m, shifts = a.shape, len(b), cols.shape[1]
+        out = torch.empty((n, m), dtype=rows.real.dtype, device=a.device)
+        step = max(1, 2 ** 22 // (size * max(n, k) * shifts))  # generated images per product: bounded memory
+        along_y = a.permute(1, 0, 2)  # (size, n, k)
+        for start in range(0, m, step):
+            g = b[start:start + step]
+            right = (g.conj()[..., None] * cols).permute(1, 2, 0, 3).reshape(size, k, -1)  # (size, k, s * shifts)
+            summed_x = torch.bmm(along_y, right).reshape(size, -1).T  # (n * s * shifts_x, size)
+            corr = (summed_x @ rows).real.reshape(n, len(g), -1)  # every shift, in any order
+            out[:, start:start + len(g)] = corr.amax(-1)
+        return out
 
     def _coarse(self, real_u8, offset: int, reverse, allowed=None) -> tuple[np.ndarray, np.ndarray]:
         """``(b, k)`` indices of the generated images that align best at low resolution with these real
@@ -323,10 +339,10 @@ class AlignNN(Detector):
         best_v = torch.full((len(r), k), -2.0)
         best_i = torch.zeros((len(r), k), dtype=torch.long)
         best_p = torch.zeros((len(r), k), dtype=torch.long)
-        step = max(1, 2 ** 22 // (len(r) * len(self.poses_) * size ** 2))
+        step = max(1, 2 ** 24 // (len(r) * len(self.poses_)))
         for start in range(0, len(self.coarse_), step):
-            g = self.coarse_[None, None, start:start + step]  # (1, 1, m, ...)
-            v, p = self._best_shift(r[:, :, None], g, size).cpu().max(1)  # over poses: (b, m)
+            g = self.coarse_[start:start + step]  # (m, ...)
+            v, p = self._best_shift(r.flatten(0, 1), g, size).reshape(*r.shape[:2], -1).cpu().max(1)  # over poses: (b, m)
             m = v.shape[1]
             cand_v = torch.cat([best_v, v], 1)
             cand_i = torch.cat([best_i, torch.arange(start, start + m).expand(len(r), -1)], 1)
@@ -371,11 +387,11 @@ class AlignNN(Detector):
         k = min(self.candidates, m)
         values = torch.empty((b, m))
         poses = torch.empty((b, m), dtype=torch.long)
-        step = max(1, 2 ** 22 // (len(self.poses_) * size ** 2))
+        step = max(1, 2 ** 24 // len(self.poses_))  # _best_shift bounds its own memory
         for i in range(b):
             for start in range(0, m, step):
-                g = self.coarse_[torch.as_tensor(allowed[i, start:start + step])][None]  # (1, s, ...)
-                v, p = self._best_shift(r[i, :, None], g, size).cpu().max(0)  # over poses: (s,)
+                g = self.coarse_[torch.as_tensor(allowed[i, start:start + step])]  # (s, ...)
+                v, p = self._best_shift(r[i], g, size).cpu().max(0)  # over poses: (s,)
                 values[i, start:start + len(v)], poses[i, start:start + len(v)] = v, p
         best_v, pos = values.topk(k, dim=1)
         best_i = torch.as_tensor(allowed).gather(1, pos)
