@@ -1,12 +1,11 @@
-"""``align_nn`` scoring time: the searched shifts by a partial inverse DFT against the full inverse FFT.
+"""``align_nn`` scoring time, side by side with an earlier version of it on the same images.
 
-``align_nn`` needs the correlation of two images only at the shifts it searches (a few pixels each way),
-not at all of them. It computes those as matrix products with the rows of the inverse DFT for the
-searched shifts (in the pose search, for all pairs at once, without forming each pair's product); before,
-it took the whole ``irfft2`` of each pair's product and kept the searched shifts. This script scores the
-same images both ways, in turns, in one process (``--repeats`` times each, the fastest kept), and reports
-the time of each, their ratio, and how far the scores moved (rounding only: the same sums in another
-order). Two shapes of work:
+The earlier version is ``src/vitprint/membership/detectors/align_nn.py`` as it was at a git revision
+(``--reference``, default 8c3a0a4: before the searched shifts were computed as a partial inverse DFT, the
+pose search as batched matrix products, each distinct (image, pose) posed once and the affine grids by
+broadcasting) or a file. Both score the same images, in turns, in one process (``--repeats`` times each, the
+fastest kept); the script reports the time of each, their ratio, and how far the scores moved (rounding
+only, where the change is a faster computation of the same sums). Two shapes of work:
 
 - ``cell``: a ``--scale cpu`` benchmark cell at 256 members, at 64 px (512 real images against 512
   generated, ``align_size`` 64, the pose search over every generated image);
@@ -23,9 +22,12 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import subprocess
 import sys
 import time
+import types
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import torch
@@ -40,21 +42,25 @@ CASES = {  # name: (image size, real images, generated images, detector options)
     "ct": (256, 120, 500, {}),
     "toy": (32, 16, 24, {"align_size": 32, "max_rotation": 0.0}),  # seconds: for the test suite
 }
+MODULE = "src/vitprint/membership/detectors/align_nn.py"
 
 
-class FullFFT(AlignNN):
-    """``align_nn`` with the whole inverse FFT of every pair's product, then the searched shifts kept (the
-    earlier computation, in the same chunks of generated images)."""
-
-    def _shift_map(self, a, b, size):
-        corr = torch.fft.irfft2(a * b.conj(), s=(size, size))
-        idx = self._shifts(size)
-        return corr.index_select(-2, idx).index_select(-1, idx)
-
-    def _best_shift(self, a, b, size):
-        step = max(1, 2 ** 22 // (len(a) * size ** 2))
-        return torch.cat([self._shift_map(a[:, None], b[None, start:start + step], size).flatten(-2).amax(-1)
-                          for start in range(0, len(b), step)], 1)
+def reference_class(reference: str):
+    """The ``AlignNN`` class of ``reference``: a file, or a git revision of this repository's module."""
+    path = Path(reference)
+    if path.is_file():
+        source = path.read_text()
+    else:
+        root = Path(__file__).resolve().parents[1]
+        shown = subprocess.run(["git", "show", f"{reference}:{MODULE}"], cwd=root, capture_output=True, text=True)
+        if shown.returncode:
+            sys.exit(f"align_speed.py: cannot read {MODULE} at {reference!r}: {shown.stderr.strip()}")
+        source = shown.stdout
+    module = types.ModuleType("align_nn_reference")
+    # Its class is not registered as a detector (the name is taken by the current one).
+    with mock.patch("vitprint.membership.registry.register_detector", lambda cls: cls):
+        exec(compile(source, f"{reference}:{MODULE}", "exec"), module.__dict__)
+    return module.AlignNN
 
 
 def case(size: int, n_real: int, n_gen: int, seed: int = 0):
@@ -79,31 +85,34 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cases", nargs="+", choices=list(CASES), default=["cell", "ct"])
     p.add_argument("--repeats", type=int, default=2, help="timed runs of each computation, in turns (default: 2)")
+    p.add_argument("--reference", default="8c3a0a4",
+                   help="the earlier align_nn: a git revision of this repository or a file (default: 8c3a0a4)")
     p.add_argument("--out", type=Path, default=Path("runs/align-speed.json"))
     a = p.parse_args(argv)
     if a.repeats < 1:
         p.error("--repeats must be at least 1")
+    earlier = reference_class(a.reference)
     rows = []
     for name in a.cases:
         size, n_real, n_gen, options = CASES[name]
         real, generated, labels = case(size, n_real, n_gen)
-        times: dict[str, list[float]] = {"partial DFT": [], "full FFT": []}
+        times: dict[str, list[float]] = {"current": [], "reference": []}
         scores = {}
         for _ in range(a.repeats):
-            for label, cls in (("full FFT", FullFFT), ("partial DFT", AlignNN)):
+            for label, cls in (("reference", earlier), ("current", AlignNN)):
                 t, scores[label] = timed(cls, options, real, generated)
                 times[label].append(t)
-        new, old = scores["partial DFT"], scores["full FFT"]
+        new, old = scores["current"], scores["reference"]
         row = {"case": name, "image size": size, "real": n_real, "generated": n_gen, "options": options,
                "seconds": {k: min(v) for k, v in times.items()}, "all seconds": times,
-               "speed-up (full FFT / partial DFT)": min(times["full FFT"]) / min(times["partial DFT"]),
+               "speed-up (reference / current)": min(times["reference"]) / min(times["current"]),
                "largest score difference": float(np.abs(new - old).max()),
                "score range": float(np.ptp(old)),
-               "ROC-AUC": {"partial DFT": roc_auc_score(labels, new), "full FFT": roc_auc_score(labels, old)}}
+               "ROC-AUC": {"current": roc_auc_score(labels, new), "reference": roc_auc_score(labels, old)}}
         print(json.dumps(row), flush=True)
         rows.append(row)
     out = {"machine": f"{platform.machine()}, {torch.get_num_threads()} threads", "torch": torch.__version__,
-           "rows": rows}
+           "reference": a.reference, "rows": rows}
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(out, indent=2))
     return 0

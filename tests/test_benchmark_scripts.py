@@ -329,17 +329,22 @@ def test_orientation_vote_script_on_a_saved_case(tmp_path):
         vote.main([str(tmp_path / "bare")])  # no real images: one line, not a traceback
 
 
-def test_align_speed_scores_the_same_images_both_ways(tmp_path):
-    """``benchmarks/align_speed.py`` times both computations of the searched shifts on the same images: the
-    scores agree to rounding and rank the copied images alike."""
+def test_align_speed_scores_the_same_images_with_both_versions(tmp_path):
+    """``benchmarks/align_speed.py`` times the current ``align_nn`` and an earlier one (here, a file holding
+    today's module: the same scores) on the same images; a revision that does not exist is one line."""
     import json
 
     spec = importlib.util.spec_from_file_location("align_speed",
                                                   Path(__file__).parents[1] / "benchmarks" / "align_speed.py")
     speed = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(speed)
-    assert speed.main(["--cases", "toy", "--repeats", "1", "--out", str(tmp_path / "speed.json")]) == 0
+    earlier = tmp_path / "align_nn.py"
+    earlier.write_text((Path(__file__).parents[1] / speed.MODULE).read_text())
+    assert speed.main(["--cases", "toy", "--repeats", "1", "--reference", str(earlier),
+                       "--out", str(tmp_path / "speed.json")]) == 0
     (row,) = json.loads((tmp_path / "speed.json").read_text())["rows"]
-    assert row["case"] == "toy" and set(row["seconds"]) == {"partial DFT", "full FFT"}
-    assert row["largest score difference"] < 1e-4 * max(row["score range"], 1e-3)
-    assert row["ROC-AUC"]["partial DFT"] == row["ROC-AUC"]["full FFT"] > 0.6  # copies found, alike
+    assert row["case"] == "toy" and set(row["seconds"]) == {"current", "reference"}
+    assert row["largest score difference"] == 0.0
+    assert row["ROC-AUC"]["current"] == row["ROC-AUC"]["reference"] > 0.6  # copies found, alike
+    with pytest.raises(SystemExit, match="cannot read"):
+        speed.main(["--cases", "toy", "--reference", "no-such-revision", "--out", str(tmp_path / "x.json")])
