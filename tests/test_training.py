@@ -181,6 +181,7 @@ def test_the_pacgan_family_judges_packs_of_distinct_untranslated_real_images(tmp
     from vitprint.cli import GENERATOR_FAMILIES, main
     from vitprint.demo import write_membership_split
     from vitprint.models.dcgan import Discriminator
+    from vitprint.training.checkpoint import read_meta
     from vitprint.training.generator import FAMILIES, PACK, load_generator, sample
 
     assert GENERATOR_FAMILIES == list(FAMILIES)  # the CLI's choices, named there without loading torch
@@ -204,6 +205,7 @@ def test_the_pacgan_family_judges_packs_of_distinct_untranslated_real_images(tmp
     assert len(torch.unique(fake.reshape(-1, 32 * 32), dim=0)) == packs * PACK  # as many fresh generated images
     gen = load_generator(out / "checkpoints" / "last.safetensors")
     assert np.concatenate(list(sample(gen, 3, seed=1))).shape == (3, 32, 32)
+    assert read_meta(out / "checkpoints" / "last.safetensors")["pack"] == PACK
 
     seen.clear()
     assert main([*args, "--family", "dcgan", "--out", str(tmp_path / "dcgan")]) == 0
@@ -214,6 +216,8 @@ def test_the_pacgan_family_judges_packs_of_distinct_untranslated_real_images(tmp
     assert main(["train-generator", str(small / "members"), *args[2:], "--family", "pacgan", "--out",
                  str(tmp_path / "p3")]) == 2
     assert f"pacgan judges packs of {PACK} different images" in capsys.readouterr().err
+    monkeypatch.setattr("vitprint.training.generator.PACK", PACK // 2)  # a later version's pack size
+    load_generator(out / "checkpoints" / "last.safetensors")  # still loads: the checkpoint names its own
 
 
 def test_a_metrics_line_cut_short_by_a_crash_is_skipped_and_ended(tmp_path):

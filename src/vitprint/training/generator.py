@@ -57,9 +57,11 @@ class GAN(nn.Module):
         self.discriminator = Discriminator(image_size, base, in_channels=pack)
 
 
-def build(family: str, image_size: int, z_dim: int, base: int) -> nn.Module:
+def build(family: str, image_size: int, z_dim: int, base: int, pack: int | None = None) -> nn.Module:
+    """A family's networks; ``pack``: the GAN discriminator's images per judgement (default: the family's,
+    ``PACK`` for pacgan and 1 for dcgan; a checkpoint gives the one it was trained with)."""
     if family in GANS:
-        return GAN(image_size, z_dim, base, pack=PACK if family == "pacgan" else 1)
+        return GAN(image_size, z_dim, base, pack=pack or (PACK if family == "pacgan" else 1))
     if family == "vae":
         return VAE(image_size, z_dim, base)
     if family == "ddpm":
@@ -195,6 +197,8 @@ def train_generator(images: ImageSet, run: RunConfig, family: str = "dcgan", z_d
                        (_vae_step(), opts["vae"]) if family == "vae" else (_ddpm_step(), opts["ddpm"]))
     meta = {"kind": "generator", "family": family, "image_size": images.size, "z_dim": z_dim, "base": base,
             "lr": lr, "run": to_dict(run), "train_images": len(images)}
+    if family in GANS:
+        meta["pack"] = raw.pack  # a later change of PACK still loads this checkpoint
     log.info("training a %d px %s on %d images for %d epochs on %s", images.size, family, len(images), run.epochs,
              acc.device)
     epochs = bar(range(start, run.epochs), desc=f"{family} epochs", unit="epoch", initial=start, total=run.epochs)
@@ -223,7 +227,7 @@ def load_generator(path: str | Path, device="cpu") -> Generator:
     meta = read_meta(path)
     if meta.get("kind") != "generator":
         raise VitprintError(f"{path} is not a generator checkpoint (it holds {meta.get('kind', 'unknown')!r})")
-    model = build(meta["family"], meta["image_size"], meta["z_dim"], meta["base"])
+    model = build(meta["family"], meta["image_size"], meta["z_dim"], meta["base"], meta.get("pack"))
     load_checkpoint(path, model)
     return sampler(model).to(device).eval()
 
