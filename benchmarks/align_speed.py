@@ -9,7 +9,10 @@ only, where the change is a faster computation of the same sums). Two shapes of 
 
 - ``cell``: a ``--scale cpu`` benchmark cell at 256 members, at 64 px (512 real images against 512
   generated, ``align_size`` 64, the pose search over every generated image);
-- ``ct``: a real-CT job at 256 px (120 real images against 500 generated, the default options).
+- ``ct``: a job shaped like the real-CT case at 256 px (120 real images against 500 generated, the default
+  options);
+- ``ct-prefilter``: the same with 1,000 generated images, above the 512 from which each real image's pose
+  search is limited to its shortlist (the path large jobs take).
 
 The images are phantom slices; half the real images have shifted, re-windowed, noisy copies among the
 generated ones (the work does not depend on what they show, the scores do).
@@ -40,6 +43,7 @@ from vitprint.membership.detectors.align_nn import AlignNN
 CASES = {  # name: (image size, real images, generated images, detector options)
     "cell": (64, 512, 512, {"align_size": 64}),
     "ct": (256, 120, 500, {}),
+    "ct-prefilter": (256, 120, 1000, {}),  # above 512 generated: each real image's pose search on its shortlist
     "toy": (32, 16, 24, {"align_size": 32, "max_rotation": 0.0}),  # seconds: for the test suite
 }
 MODULE = "src/vitprint/membership/detectors/align_nn.py"
@@ -52,7 +56,10 @@ def reference_class(reference: str):
         source = path.read_text()
     else:
         root = Path(__file__).resolve().parents[1]
-        shown = subprocess.run(["git", "show", f"{reference}:{MODULE}"], cwd=root, capture_output=True, text=True)
+        try:
+            shown = subprocess.run(["git", "show", f"{reference}:{MODULE}"], cwd=root, capture_output=True, text=True)
+        except OSError as exc:
+            sys.exit(f"align_speed.py: cannot run git to read {MODULE} at {reference!r}: {exc}")
         if shown.returncode:
             sys.exit(f"align_speed.py: cannot read {MODULE} at {reference!r}: {shown.stderr.strip()}")
         source = shown.stdout
@@ -83,7 +90,7 @@ def timed(cls, options, real, generated) -> tuple[float, np.ndarray]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--cases", nargs="+", choices=list(CASES), default=["cell", "ct"])
+    p.add_argument("--cases", nargs="+", choices=list(CASES), default=["cell", "ct", "ct-prefilter"])
     p.add_argument("--repeats", type=int, default=2, help="timed runs of each computation, in turns (default: 2)")
     p.add_argument("--reference", default="8c3a0a4",
                    help="the earlier align_nn: a git revision of this repository or a file (default: 8c3a0a4)")
@@ -98,8 +105,8 @@ def main(argv=None) -> int:
         real, generated, labels = case(size, n_real, n_gen)
         times: dict[str, list[float]] = {"current": [], "reference": []}
         scores = {}
-        for _ in range(a.repeats):
-            for label, cls in (("reference", earlier), ("current", AlignNN)):
+        for r in range(a.repeats):  # in turns, each first every other time
+            for label, cls in (("reference", earlier), ("current", AlignNN))[::1 if r % 2 == 0 else -1]:
                 t, scores[label] = timed(cls, options, real, generated)
                 times[label].append(t)
         new, old = scores["current"], scores["reference"]

@@ -112,7 +112,7 @@ def _transform(u8, angles, scales, mirrored=False) -> np.ndarray:
 
 def _affine_grid(theta: torch.Tensor, size: int) -> torch.Tensor:
     """``F.affine_grid(theta, (B, 1, size, size), align_corners=False)`` by broadcasting (the same sampling
-    points to rounding, several times faster on a CPU than its batched product with a 3-column grid)."""
+    points to rounding; faster on a CPU than its batched product with a 3-column grid)."""
     at = (torch.arange(size, dtype=theta.dtype, device=theta.device) * 2 + 1) / size - 1  # pixel centres
     x, y, t = at[None, None, :], at[None, :, None], theta[..., None, None]
     return torch.stack([t[:, 0, 0] * x + t[:, 0, 1] * y + t[:, 0, 2], t[:, 1, 0] * x + t[:, 1, 1] * y + t[:, 1, 2]], -1)
@@ -296,7 +296,7 @@ class AlignNN(Detector):
 
         Only the ``L`` x ``L`` searched shifts of the inverse transform are needed, not all ``size`` x
         ``size``: they are computed as two matrix products with the inverse DFT's rows for those shifts
-        (``irfft2`` followed by a selection, to rounding, several times faster: ``benchmarks/align_speed.py``)."""
+        (``irfft2`` followed by a selection, to rounding; faster on a CPU than the whole inverse FFT)."""
         product = a * b.conj()
         rows, cols = self._partial_dft(size, product.dtype)
         lead, k, n = product.shape[:-2], product.shape[-1], len(cols[0])
@@ -408,7 +408,7 @@ class AlignNN(Detector):
         k = min(self.candidates, m)
         values = torch.empty((b, m))
         poses = torch.empty((b, m), dtype=torch.long)
-        step = max(1, 2 ** 24 // len(self.poses_))  # _best_shift bounds its own memory
+        step = max(1, 2 ** 22 // (size * (size // 2 + 1)))  # spectra gathered at a time (32 MB)
         for i in range(b):
             for start in range(0, m, step):
                 g = self.coarse_[torch.as_tensor(allowed[i, start:start + step])]  # (s, ...)
@@ -422,13 +422,16 @@ class AlignNN(Detector):
                           poses.numpy().ravel()))
         return best_i.numpy(), np.asarray(self.poses_)[best_p.numpy()]
 
-    def _fine(self, x, ids, pose) -> np.ndarray:
+    def _fine(self, x, ids, pose, rows=None) -> np.ndarray:
         """``(b, k)`` full-resolution correlations of each real image with its candidates, around the
         coarse ``pose`` (``(b, k, 3)``; half a step either way in rotation and in scale, mirrored as it
-        was); with ``local_tile``, the local correlation at the best pose and shift (``_local``)."""
+        was); with ``local_tile``, the local correlation at the best pose and shift (``_local``).
+
+        ``rows`` (``b * k``): which image of ``x`` each pair is (default: ``x`` holds the ``b`` images, each
+        with its ``k`` candidates)."""
         s = self.image_size
         x = np.asarray(x)
-        rows = np.repeat(np.arange(len(x)), ids.shape[1])  # each pair's real image
+        rows = np.repeat(np.arange(len(x)), ids.shape[1]) if rows is None else np.asarray(rows)
         angles, scales, mirrored = pose[..., 0].ravel(), pose[..., 1].ravel(), pose[..., 2].ravel() > 0.5
         uniq, inverse = np.unique(ids, return_inverse=True)
         where = torch.as_tensor(inverse.reshape(-1))
@@ -521,7 +524,8 @@ class AlignNN(Detector):
             pose = np.asarray(self.poses_)[e_p]
             for start in range(0, len(e_i), 256):
                 sl = slice(start, start + 256)
-                v = self._fine(np.asarray(real[e_i[sl]]), e_g[sl, None], pose[sl, None])
+                images, which = np.unique(e_i[sl], return_inverse=True)  # each real image posed once per pose
+                v = self._fine(np.asarray(real[images]), e_g[sl, None], pose[sl, None], which.reshape(-1))
                 rows.append(e_i[sl]), cols.append(e_g[sl]), vals.append(v[:, 0])
         rows, cols, vals = map(np.concatenate, (rows, cols, vals))
         _, same = np.unique(pixel_hashes(real), return_inverse=True)
