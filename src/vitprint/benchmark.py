@@ -80,10 +80,10 @@ SCALES = {
     # Seconds: for the test suite.
     "toy": Scale("micro", 32, 32, (8, 16), 2, ("dcgan", "vae"), 6, 24, 1, 3, 1, 8, 5e-4, (100, 200), 16,
                  (("align_size", 32), ("max_rotation", 0.0), ("copy_size", 32), ("copy_steps", 5), ("copy_width", 8))),
-    # 90 minutes on 2 CPU cores, measured as one run with every row the benchmark scores (per cell: 64
-    # members 3.5-4.8 min, 256 members 5.7-7.3 min; earlier, 1024 members 17 min, more than half of it
-    # align_nn's pose search over 2,048 real images; `--sizes 64 256 1024` adds those, about 3 h 15 min by the
-    # earlier cell times). At 32 px the patient-specific detail is gone and nothing leaks; 64 px keeps it.
+    # 86 minutes on 2 CPU cores, measured as one run with every row the benchmark scores (per cell: 64
+    # members 3.3-5.4 min, 256 members 4.6-5.9 min; earlier, before align_nn's faster computation, 1024
+    # members 17 min, more than half of it align_nn's pose search over 2,048 real images; `--sizes 64 256 1024`
+    # adds those). At 32 px the patient-specific detail is gone and nothing leaks; 64 px keeps it.
     "cpu": Scale("tiny", 64, 64, (64, 256), 3, ("dcgan", "vae"), 1000, 512, 5, 40, 20, 32, 3e-4,
                  (1_000, 10_000, 100_000), 256, (("align_size", 64), ("copy_size", 64))),
     # The seed's configuration at 256 px, for a GPU.
