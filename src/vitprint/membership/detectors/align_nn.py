@@ -245,6 +245,8 @@ class AlignNN(Detector):
         if self.local_tile and self._tile()[0] > align_size:
             raise VitprintError(f"local_tile {local_tile} (at 256 px) is larger than the {align_size}-px image")
         self.device = torch.device(device)
+        self._responses: dict = {}  # band-pass responses by (size, low sigma)
+        self._dft_cache: dict = {}  # the searched shifts' inverse-DFT rows by (size, dtype)
 
     def _tile(self) -> tuple[int, int]:
         """The local step's tile side and reach in pixels at ``align_size`` (given at 256 px)."""
@@ -263,12 +265,11 @@ class AlignNN(Detector):
 
     def _response(self, size: int, sigma_low: float) -> torch.Tensor:
         """The band-pass's frequency response at ``size`` (computed once per size and band)."""
-        cache = self.__dict__.setdefault("_responses", {})
-        if (size, sigma_low) not in cache:
+        if (size, sigma_low) not in self._responses:
             scale = size / 256  # the filter widths are given for 256-px images
-            cache[size, sigma_low] = (gaussian_response(size, sigma_low * scale, self.device)
-                                      - gaussian_response(size, self.sigma_high * scale, self.device))
-        return cache[size, sigma_low]
+            self._responses[size, sigma_low] = (gaussian_response(size, sigma_low * scale, self.device)
+                                                - gaussian_response(size, self.sigma_high * scale, self.device))
+        return self._responses[size, sigma_low]
 
     def _spectra(self, images, size: int, band: float | None = None, batch: int = 256) -> torch.Tensor:
         """``(m, S, S)`` images -> spectra ``(m, size, size//2+1)`` of the band-passed, unit-norm images.
@@ -308,8 +309,7 @@ class AlignNN(Detector):
         """The inverse real 2-D DFT of ``size`` x ``size`` images, kept only at the searched shifts: ``(size, L)``
         for the y frequencies and ``(size // 2 + 1, L)`` for the x half-spectrum (each of its frequencies but
         0 and Nyquist stands for a conjugate pair: weight 2; the real part is taken at the end), cached."""
-        key = (size, dtype)
-        cache = self.__dict__.setdefault("_dft_cache", {})
+        key, cache = (size, dtype), self._dft_cache
         if key not in cache:
             shifts = self._shifts(size).to(torch.float64)
             angle = 2 * np.pi / size
