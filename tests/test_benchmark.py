@@ -28,11 +28,13 @@ def test_membership_benchmark_end_to_end_at_toy_size(tmp_path, capsys):
     assert -1.0 <= res["cells"][0]["copy_rate"] <= 1.0 and 0 <= res["cells"][0]["members_copied"] <= 8
     assert set(cell["recon"]) == {"roc_auc", "tpr_at_1pct_fpr", "kappa", "accuracy", "roc_auc_interval", "roc_auc_interval_fw"}
     assert {r["generated"] for r in res["speed"]} == {100, 200}
+    assert all(r["timed"] == "median of 3 after an untimed search" and r["real_per_s"] > 0 for r in res["speed"])
     text = doc.read_text()
     assert "kept text" in text and "#### dcgan" in text and "#### vae" in text and "Target" in text
     assert "#### dcgan (null generator)" in text and "null-generator cells: \"Leak detected\" in" in text
     assert "*verdict of `vitprint detect` per seed*" in text and "*members with a near-copy (non-members: chance), of 8*" in text
     assert "; kept: " in text  # what the combiner's inner cross-validation kept, per seed
+    assert "the median of three searches after an untimed one" in text and "timed from cold" not in text
     # Each cell keeps every real image's scores (members first): its held-out metrics follow from them alone.
     c0 = res["cells"][0]
     again = heldout_metrics({k: np.asarray(v) for k, v in c0["scores"].items()},

@@ -138,6 +138,41 @@ def test_two_process_training_writes_once_and_resumes(tmp_path, phantom_tree):
     assert abs(two[0] - one[0]) < 0.25 * one[0]
 
 
+# Every process notes its own copy of the networks' parameters after each epoch of a generator's training.
+REPLICAS = """
+import json, os, sys
+import vitprint.training.generator as generator
+plain = generator.train_one_epoch
+def noted(model, *args, **kwargs):
+    out = plain(model, *args, **kwargs)
+    net = getattr(model, "module", model)
+    sums = [float(p.detach().double().sum()) for p in net.parameters()]
+    with open(f"params-{os.environ['RANK']}.jsonl", "a") as f:
+        f.write(json.dumps(sums) + "\\n")
+    return out
+generator.train_one_epoch = noted
+from vitprint.cli import main
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("family", ["dcgan", "pacgan"])
+def test_two_process_gan_training_keeps_the_replicas_equal(tmp_path, phantom_tree, family):
+    """Each player's gradients are averaged over the processes, so both processes hold the same networks
+    after every epoch (each process trains on its own half of the batches: without the averaging the two
+    copies drift apart from the first step)."""
+    done = _launch(tmp_path, 2, "train-generator", phantom_tree / "train", "--family", family, "--epochs", "2",
+                   "--batch-size", "8", "--image-size", "32", "--device", "cpu", "--out", tmp_path / "gan",
+                   script=REPLICAS)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [[json.loads(line) for line in (tmp_path / f"params-{r}.jsonl").read_text().splitlines()] for r in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) == 2  # both epochs, on both processes
+    first = np.asarray(ranks[0][0])
+    for epoch in range(2):
+        np.testing.assert_allclose(ranks[0][epoch], ranks[1][epoch], rtol=1e-5, atol=1e-5)
+    assert np.abs(np.asarray(ranks[0][1]) - first).max() > 1e-4  # and they did train
+
+
 SEARCH = """
 import sys
 import numpy as np

@@ -218,6 +218,10 @@ def test_the_pacgan_family_judges_packs_of_distinct_untranslated_real_images(tmp
     assert f"pacgan judges packs of {PACK} different images" in capsys.readouterr().err
     monkeypatch.setattr("vitprint.training.generator.PACK", PACK // 2)  # a later version's pack size
     load_generator(out / "checkpoints" / "last.safetensors")  # still loads: the checkpoint names its own
+    seen.clear()
+    assert main([*args[:-1], "2", "--resume", "--family", "pacgan", "--out", str(out)]) == 0  # and resumes with it
+    assert seen[0].shape[1] == PACK and read_meta(out / "checkpoints" / "last.safetensors")["pack"] == PACK
+    assert read_meta(out / "checkpoints" / "last.safetensors")["epoch"] == 1  # the second epoch, trained
 
 
 def test_a_metrics_line_cut_short_by_a_crash_is_skipped_and_ended(tmp_path):

@@ -52,6 +52,7 @@ from vitprint.training.pretrain import PRETRAIN_OPTIM, pretrain
 log = logging.getLogger(__name__)
 
 METRICS = ("roc_auc", "tpr_at_1pct_fpr", "kappa", "accuracy")
+SPEED_REPEATS = 3  # timed searches per scoring-speed row, after one untimed
 
 
 @dataclass(frozen=True)
@@ -81,9 +82,9 @@ SCALES = {
     "toy": Scale("micro", 32, 32, (8, 16), 2, ("dcgan", "vae"), 6, 24, 1, 3, 1, 8, 5e-4, (100, 200), 16,
                  (("align_size", 32), ("max_rotation", 0.0), ("copy_size", 32), ("copy_steps", 5), ("copy_width", 8))),
     # 86 minutes on 2 CPU cores, measured as one run with every row the benchmark scores (per cell: 64
-    # members 3.3-5.4 min, 256 members 4.6-5.9 min; earlier, before align_nn's faster computation, 1024
-    # members 17 min, more than half of it align_nn's pose search over 2,048 real images; `--sizes 64 256 1024`
-    # adds those). At 32 px the patient-specific detail is gone and nothing leaks; 64 px keeps it.
+    # members 3.3-5.4 min, 256 members 4.6-5.9 min). `--sizes 64 256 1024` adds those cells: 10.7 min for a
+    # 1,024-member VAE cell (2026-12-07; align_nn 172 s of it), about 2 h 35 min in all by cell times.
+    # At 32 px the patient-specific detail is gone and nothing leaks; 64 px keeps it.
     "cpu": Scale("tiny", 64, 64, (64, 256), 3, ("dcgan", "vae"), 1000, 512, 5, 40, 20, 32, 3e-4,
                  (1_000, 10_000, 100_000), 256, (("align_size", 64), ("copy_size", 64))),
     # The seed's configuration at 256 px, for a GPU.
@@ -370,12 +371,19 @@ def scoring_speed(scale: Scale, encoder: str | None, device: str = "cpu") -> lis
             ("pixel_nn", lambda: knn_distances(queries.pixels, gen_pixels, 1, "l2", conv, device, progress=False)),
             ("latent_nn", lambda: knn_distances(z_q, gen_latents, 5, "cosine", None, device, progress=False)),
         ):
+            # One search first, untimed: the first touch of freshly allocated memory cost up to 5x the
+            # steady speed and varied from run to run (docs/benchmarks.md). Then the median of three.
             with PeakRSS() as mem:
+                run()
+            times = []
+            for _ in range(SPEED_REPEATS):
                 t = time.perf_counter()
                 run()
-                dt = time.perf_counter() - t
+                times.append(time.perf_counter() - t)
+            dt = float(np.median(times))
             rows.append({"detector": name, "generated": n_gen, "queries": scale.speed_queries,
                          "real_per_s": scale.speed_queries / dt, "seconds": dt, "peak_extra_mb": mem.extra_mb,
+                         "timed": f"median of {SPEED_REPEATS} after an untimed search",
                          "encode_generated_s": n_gen / encode_rate if name == "latent_nn" else 0.0})
             log.info("%s vs %d generated: %.1f real/s, +%.0f MB", name, n_gen, rows[-1]["real_per_s"], mem.extra_mb)
         del gen_pixels, gen_latents

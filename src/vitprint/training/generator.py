@@ -97,30 +97,35 @@ def diff_translate(x: torch.Tensor, fraction: float = 0.125) -> torch.Tensor:
     return F.grid_sample(x, grid, padding_mode="border", align_corners=False)
 
 
-def _gan_step(opts, acc):
+def _gan_step(opts, acc, nets: tuple[nn.Module, nn.Module], raw: GAN):
     """A step that updates the discriminator, then the generator, each back-propagated outside autocast.
 
-    With packing (``model.pack`` > 1), the batch's real images are drawn ``pack`` times, each draw in a
+    ``nets`` are the generator and the discriminator as Accelerate prepared them (with several processes,
+    each wrapped for data-parallel training, so that every process's gradients are averaged and the
+    replicas stay equal); ``raw`` the GAN that holds them, for its settings.
+
+    With packing (``raw.pack`` > 1), the batch's real images are drawn ``pack`` times, each draw in a
     fresh random order and cut into packs of ``pack`` distinct images (a batch of B makes B // pack packs
     a draw, so each image sits in up to ``pack`` packs, with other partners each time), against as many
     generated images; neither translation nor smoothing is applied.
     """
     opt_g, opt_d = opts["generator"], opts["discriminator"]
+    generator, discriminator = nets
+    pack, z_dim = raw.pack, raw.generator.z_dim
 
     def step(model: GAN, x) -> tuple[dict[str, torch.Tensor], int]:
-        model = acc.unwrap_model(model)
-        pack, n = model.pack, x.shape[0]
+        n = x.shape[0]
         if pack > 1:  # each draw cut by itself, so no pack holds an image twice
             whole = len(x) - len(x) % pack
             x = x[torch.cat([torch.randperm(len(x), device=x.device)[:whole] for _ in range(pack)])]
         see = diff_translate if pack == 1 else (lambda images: images)
 
         def judge(images):
-            return model.discriminator(see(images).reshape(-1, pack, *images.shape[2:]))
+            return discriminator(see(images).reshape(-1, pack, *images.shape[2:]))
 
-        z = torch.randn(x.shape[0], model.generator.z_dim, device=x.device)
+        z = torch.randn(x.shape[0], z_dim, device=x.device)
         with acc.autocast():
-            fake = model.generator(z)
+            fake = generator(z)
             d_real, d_fake = judge(x), judge(fake.detach())
             # One-sided label smoothing keeps the plain discriminator from winning outright
             # on small training sets, which otherwise collapses the generator to one mode.
@@ -172,11 +177,13 @@ def train_generator(images: ImageSet, run: RunConfig, family: str = "dcgan", z_d
     last_path, _ = checkpoint_paths(out)
     lr = lr or DEFAULT_LR.get(family, 2e-4)
     base = DEFAULT_WIDTH.get(family, 32) if base is None else base
-    if family == "pacgan" and min(len(images), run.batch_size) < PACK:
-        raise VitprintError(f"pacgan judges packs of {PACK} different images: it needs at least {PACK} training "
-                            f"images and a batch size of at least {PACK}", "batch_size")
     torch.manual_seed(run.seed)
-    model = build(family, images.size, z_dim, base)
+    # A resumed GAN keeps the pack size it was trained with (a later change of PACK must not break it).
+    pack = read_meta(last_path).get("pack") if run.resume and family in GANS and last_path.is_file() else None
+    model = build(family, images.size, z_dim, base, pack)
+    if family in GANS and model.pack > 1 and min(len(images), run.batch_size) < model.pack:
+        raise VitprintError(f"{family} judges packs of {model.pack} different images: it needs at least {model.pack} "
+                            f"training images and a batch size of at least {model.pack}", "batch_size")
     if family in GANS:
         opts = {"generator": torch.optim.Adam(model.generator.parameters(), lr=lr, betas=(0.5, 0.999)),
                 "discriminator": torch.optim.Adam(model.discriminator.parameters(), lr=lr, betas=(0.5, 0.999))}
@@ -189,11 +196,16 @@ def train_generator(images: ImageSet, run: RunConfig, family: str = "dcgan", z_d
     loader = DataLoader(ImageTensors(images), batch_size=run.batch_size, shuffle=True,
                         drop_last=len(images) > run.batch_size, num_workers=run.num_workers,
                         pin_memory=acc.device.type == "cuda")
-    prepared = acc.prepare(model, *opts.values(), loader)
-    model, loader = prepared[0], DeviceBatches(prepared[-1], acc.device)
-    opts = dict(zip(opts, prepared[1:-1]))
-    raw = acc.unwrap_model(model)
-    step, optimizer = ((_gan_step(opts, acc), None) if family in GANS else
+    # A GAN's two networks are prepared apart: each player's update goes through its own data-parallel
+    # wrapper (with several processes), which averages its gradients over the processes.
+    nets = (model.generator, model.discriminator) if family in GANS else (model,)
+    prepared = acc.prepare(*nets, *opts.values(), loader)
+    nets, loader = prepared[:len(nets)], DeviceBatches(prepared[-1], acc.device)
+    opts = dict(zip(opts, prepared[len(nets):-1]))
+    raw = model.to(acc.device)  # the unwrapped module, which holds the very parameters that train
+    if family not in GANS:
+        model = nets[0]
+    step, optimizer = ((_gan_step(opts, acc, nets, raw), None) if family in GANS else
                        (_vae_step(), opts["vae"]) if family == "vae" else (_ddpm_step(), opts["ddpm"]))
     meta = {"kind": "generator", "family": family, "image_size": images.size, "z_dim": z_dim, "base": base,
             "lr": lr, "run": to_dict(run), "train_images": len(images)}
