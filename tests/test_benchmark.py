@@ -168,6 +168,29 @@ def test_update_section_appends_then_replaces(tmp_path):
     assert "two" in text and "one" not in text and text.count("## Title") == 1
 
 
+def test_scoring_speed_times_warm_searches_and_reports_their_median(monkeypatch):
+    """Each row: one untimed search, then SPEED_REPEATS timed ones, of which the median is reported."""
+    import vitprint.benchmark as bench
+
+    calls, plain = [], bench.knn_distances
+    monkeypatch.setattr(bench, "knn_distances", lambda *a, **k: calls.append(len(a[1])) or plain(*a, **k))
+    # A clock read twice to time the encoder, then twice per timed search: each row's three searches last
+    # 6, 1 and 2 seconds (median 2; mean 3, first 6, fastest 1).
+    clock = {"reads": 0, "now": 0.0}
+
+    def perf_counter():
+        k = clock["reads"] = clock["reads"] + 1
+        ends_a_search = k > 2 and (k - 2) % 2 == 0
+        clock["now"] += (6.0, 1.0, 2.0)[((k - 3) // 2) % 3] if ends_a_search else 1.0
+        return clock["now"]
+
+    monkeypatch.setattr(bench.time, "perf_counter", perf_counter)
+    rows = bench.scoring_speed(bench.SCALES["toy"], None)
+    assert [(r["detector"], r["generated"]) for r in rows] == [(d, n) for n in (100, 200) for d in ("pixel_nn", "latent_nn")]
+    assert calls == [n for n in (100, 200) for _ in range(2) for _ in range(1 + bench.SPEED_REPEATS)]
+    assert all(r["seconds"] == 2.0 and r["real_per_s"] == 8.0 for r in rows)  # the median: 16 queries in 2 s
+
+
 def test_peak_memory_is_sampled_while_the_block_runs():
     import time
 

@@ -222,6 +222,10 @@ def test_the_pacgan_family_judges_packs_of_distinct_untranslated_real_images(tmp
     assert main([*args[:-1], "2", "--resume", "--family", "pacgan", "--out", str(out)]) == 0  # and resumes with it
     assert seen[0].shape[1] == PACK and read_meta(out / "checkpoints" / "last.safetensors")["pack"] == PACK
     assert read_meta(out / "checkpoints" / "last.safetensors")["epoch"] == 1  # the second epoch, trained
+    capsys.readouterr()
+    assert main([*args[:-1], "3", "--resume", "--family", "dcgan", "--out", str(out)]) == 2  # not as another family
+    assert "holds a pacgan generator, not a dcgan" in capsys.readouterr().err
+    assert read_meta(out / "checkpoints" / "last.safetensors")["epoch"] == 1  # untouched
 
 
 def test_a_metrics_line_cut_short_by_a_crash_is_skipped_and_ended(tmp_path):

@@ -83,7 +83,7 @@ SCALES = {
                  (("align_size", 32), ("max_rotation", 0.0), ("copy_size", 32), ("copy_steps", 5), ("copy_width", 8))),
     # 86 minutes on 2 CPU cores, measured as one run with every row the benchmark scores (per cell: 64
     # members 3.3-5.4 min, 256 members 4.6-5.9 min). `--sizes 64 256 1024` adds those cells: 10.7 min for a
-    # 1,024-member VAE cell (2026-12-07; align_nn 172 s of it), about 2 h 35 min in all by cell times.
+    # 1,024-member VAE cell (2026-12-07; align_nn 172 s of it), about 2.5 h in all by cell times.
     # At 32 px the patient-specific detail is gone and nothing leaks; 64 px keeps it.
     "cpu": Scale("tiny", 64, 64, (64, 256), 3, ("dcgan", "vae"), 1000, 512, 5, 40, 20, 32, 3e-4,
                  (1_000, 10_000, 100_000), 256, (("align_size", 64), ("copy_size", 64))),
@@ -371,8 +371,9 @@ def scoring_speed(scale: Scale, encoder: str | None, device: str = "cpu") -> lis
             ("pixel_nn", lambda: knn_distances(queries.pixels, gen_pixels, 1, "l2", conv, device, progress=False)),
             ("latent_nn", lambda: knn_distances(z_q, gen_latents, 5, "cosine", None, device, progress=False)),
         ):
-            # One search first, untimed: the first touch of freshly allocated memory cost up to 5x the
-            # steady speed and varied from run to run (docs/benchmarks.md). Then the median of three.
+            # One search first, untimed: a search over freshly allocated memory took about twice as long as
+            # the next, and how much memory came back warm varied from run to run (docs/benchmarks.md). Then
+            # the median of three timed searches.
             with PeakRSS() as mem:
                 run()
             times = []

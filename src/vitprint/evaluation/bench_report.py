@@ -202,10 +202,10 @@ def markdown(results: dict, command: str, figures: dict[str, str], copy_figure: 
     lines += ["", "Targets — controls that can fail:", ""] + control_check(results)
     if "speed" in results:
         lines += ["", "Scoring speed (exact search, CPU, real images scored against N generated; "
-                  + ("the median of three searches after an untimed one; " if all("timed" in r for r in results["speed"]) else
-                     "one search, timed from cold; ") +
-                  "peak memory above the level before the search; latent_nn also has to encode the generated set "
-                  "once):",
+                  + ("the median of three searches after an untimed one, whose peak memory above the level before it "
+                     "is given; " if all("timed" in r for r in results["speed"]) else
+                     "one search, timed from cold; peak memory above the level before the search; ") +
+                  "latent_nn also has to encode the generated set once):",
                   "", "| detector | generated | real images/s | seconds | peak extra MB | encoding the generated set (s) |",
                   "|---|---:|---:|---:|---:|---:|"]
         for r in results["speed"]:

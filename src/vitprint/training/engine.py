@@ -22,7 +22,7 @@ from typing import Any, Callable
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
-from accelerate.utils import DataLoaderConfiguration, set_seed
+from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, set_seed
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -43,9 +43,12 @@ StepFn = Callable[[nn.Module, Any], tuple["torch.Tensor | dict[str, torch.Tensor
 EvalFn = Callable[[nn.Module, DataLoader, Accelerator], dict[str, float]]
 
 
-def make_accelerator(run: RunConfig) -> Accelerator:
+def make_accelerator(run: RunConfig, broadcast_buffers: bool = True) -> Accelerator:
     """An Accelerator for ``run.device`` (auto picks cuda, then mps, then cpu) and ``run.precision`` (auto:
-    bf16 on a GPU that has it, fp32 elsewhere). Batches reach the device without blocking the host."""
+    bf16 on a GPU that has it, fp32 elsewhere). Batches reach the device without blocking the host.
+    ``broadcast_buffers=False``: with several processes, each keeps its own BatchNorm statistics instead of
+    taking the main one's before every forward (a module run twice before one backward needs it: the
+    in-place copy breaks that backward in some PyTorch releases)."""
     device = pick_device(run.device)
     precision = pick_precision(run.precision, device)
     if precision == "fp16" and device.type != "cuda":
@@ -55,7 +58,9 @@ def make_accelerator(run: RunConfig) -> Accelerator:
     AcceleratorState._reset_state(reset_partial_state=True)
     try:
         return Accelerator(mixed_precision=MIXED[precision], cpu=run.device == "cpu",
-                           dataloader_config=DataLoaderConfiguration(non_blocking=True))
+                           dataloader_config=DataLoaderConfiguration(non_blocking=True),
+                           kwargs_handlers=[] if broadcast_buffers else
+                           [DistributedDataParallelKwargs(broadcast_buffers=False)])
     except (ValueError, RuntimeError) as exc:
         raise VitprintError(f"precision {precision} is not available here: {exc}") from None
 

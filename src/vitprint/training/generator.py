@@ -178,8 +178,14 @@ def train_generator(images: ImageSet, run: RunConfig, family: str = "dcgan", z_d
     lr = lr or DEFAULT_LR.get(family, 2e-4)
     base = DEFAULT_WIDTH.get(family, 32) if base is None else base
     torch.manual_seed(run.seed)
-    # A resumed GAN keeps the pack size it was trained with (a later change of PACK must not break it).
-    pack = read_meta(last_path).get("pack") if run.resume and family in GANS and last_path.is_file() else None
+    pack = None
+    if run.resume and last_path.is_file():
+        stored = read_meta(last_path)
+        if stored.get("family", family) != family:
+            raise VitprintError(f"{last_path} holds a {stored['family']} generator, not a {family}: resume it as "
+                                f"{stored['family']}, or train the {family} in another output folder", ("resume", "out"))
+        # A resumed GAN keeps the pack size it was trained with (a later change of PACK must not break it).
+        pack = stored.get("pack") if family in GANS else None
     model = build(family, images.size, z_dim, base, pack)
     if family in GANS and model.pack > 1 and min(len(images), run.batch_size) < model.pack:
         raise VitprintError(f"{family} judges packs of {model.pack} different images: it needs at least {model.pack} "
@@ -192,7 +198,9 @@ def train_generator(images: ImageSet, run: RunConfig, family: str = "dcgan", z_d
     start = 0
     if run.resume:
         start = load_checkpoint(last_path, model, opts)["epoch"] + 1
-    acc = make_accelerator(run)
+    # The discriminator runs on the real and the generated images before one backward: BatchNorm statistics
+    # stay each process's own (the main process's are the ones saved).
+    acc = make_accelerator(run, broadcast_buffers=family not in GANS)
     loader = DataLoader(ImageTensors(images), batch_size=run.batch_size, shuffle=True,
                         drop_last=len(images) > run.batch_size, num_workers=run.num_workers,
                         pin_memory=acc.device.type == "cuda")
