@@ -348,3 +348,13 @@ def test_align_speed_scores_the_same_images_with_both_versions(tmp_path):
     assert row["ROC-AUC"]["current"] == row["ROC-AUC"]["reference"] > 0.6  # copies found, alike
     with pytest.raises(SystemExit, match="cannot read"):
         speed.main(["--cases", "toy", "--reference", "no-such-revision", "--out", str(tmp_path / "x.json")])
+
+
+def test_thin_slices_put_each_pair_of_neighbours_mean_between_them():
+    volume = np.stack([np.full((4, 4), v, np.float32) for v in (-1000.0, -601.0, 40.0)])
+    volume[1, 0, 0] = 7.0
+    thin = real_ct.halfway_slices(volume)
+    assert thin.shape == (5, 4, 4)
+    assert np.array_equal(thin[0::2], volume)  # the slices as they were, in order
+    assert thin[1, 1, 1] == -800.0 and thin[3, 1, 1] == -280.0  # (-601 + 40) / 2 = -280.5, in whole HU
+    assert thin[1, 0, 0] == -496.0 and thin[3, 0, 0] == 23.0  # each pixel its own mean: (-1000 + 7) / 2 = -496.5
