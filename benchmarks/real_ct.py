@@ -143,6 +143,19 @@ def lung_slices(volume: np.ndarray) -> list[int]:
     return [i for i in range(len(volume)) if (volume[i] < -500).mean() > 0.05]
 
 
+def dealt_slices(volume: np.ndarray, per_role: int, roles: int, slab: int) -> tuple[list, list, list]:
+    """Slice indices of the members, the non-members and the slices in no folder (empty with 2 roles):
+    slabs of ``slab`` lung slices from the middle of the volume, dealt in turn (non-member, member, ...)."""
+    n_need = roles * slab * -(-per_role // slab)  # whole cycles of slabs: every role gets at least per_role slices
+    lungs = lung_slices(volume)
+    if len(lungs) < n_need:
+        raise SystemExit(f"the volume has {len(lungs)} slices with lung, {n_need} are needed")
+    start = (len(lungs) - n_need) // 2
+    chosen = lungs[start:start + n_need]
+    role = [(k // slab) % roles for k in range(n_need)]  # 1 = member, 0 = non-member, 2 = in no folder
+    return tuple([s for s, r in zip(chosen, role) if r == want][:per_role] for want in (1, 0, 2))
+
+
 def build_case(volume: np.ndarray, out: Path, n_dev: int, n_test: int, n_generated: int, slab: int,
                seed: int, size: int = 256, copies: str = "mild", separate: bool = False,
                source: str = "members", other: np.ndarray | None = None, novel: float = 0.0,
@@ -161,16 +174,8 @@ def build_case(volume: np.ndarray, out: Path, n_dev: int, n_test: int, n_generat
     ``turn`` (one of ``vitprint.data.orientation.ORIENTATIONS``): every generated image is then stored so
     turned, as slices exported under another orientation convention than the real images."""
     rng = np.random.default_rng(seed)
-    roles = 3 if source == "unused" else 2
     per_role = n_dev + n_test
-    n_need = roles * slab * -(-per_role // slab)  # whole cycles of slabs: every role gets at least per_role slices
-    lungs = lung_slices(volume)
-    if len(lungs) < n_need:
-        raise SystemExit(f"the volume has {len(lungs)} slices with lung, {n_need} are needed")
-    start = (len(lungs) - n_need) // 2
-    chosen = lungs[start:start + n_need]
-    role = [(k // slab) % roles for k in range(n_need)]  # 1 = member, 0 = non-member, 2 = in no folder
-    members, non, unused = ([s for s, r in zip(chosen, role) if r == want][:per_role] for want in (1, 0, 2))
+    members, non, unused = dealt_slices(volume, per_role, 3 if source == "unused" else 2, slab)
     if source == "other":
         copied, copied_from = (lung_slices(other) if other is not None else []), other
         if not copied:
@@ -295,6 +300,9 @@ def main(argv=None) -> int:
     result = {"volume": a.volume.name, "slices": int(len(volume)), "slab": a.slab, "copies": a.copies,
               "separate_generated": a.separate_generated, "source": a.source, "novel": a.novel, "shift": list(a.shift),
               "mirrored": a.mirrored, "turn": a.turn, "thin": a.thin, "detect_args": a.detect_args,
+              # with --thin, the share of the members that are in-between slices (the mean of their neighbours)
+              "members_in_between": (float(np.mean([m % 2 == 1 for m in dealt_slices(
+                  volume, a.dev + a.test, 3 if a.source == "unused" else 2, a.slab)[0]])) if a.thin else None),
               "other_volume": a.other_volume.name if a.other_volume else None, "seconds": seconds,
               "test_kappa": m["kappa"], "test_accuracy": m["accuracy"], "missing": missing,
               "decision": summary.get("run_decision_rule"), "verdict": summary.get("verdict", {}).get("sentence"),

@@ -236,3 +236,14 @@ def test_a_metrics_line_cut_short_by_a_crash_is_skipped_and_ended(tmp_path):
         f.write('{"epoch": 2, "val_lo')  # the crash
     append_record(tmp_path, {"epoch": 2, "val_loss": 0.4})  # the epoch redone on resume
     assert read_history(tmp_path) == [{"epoch": 1, "val_loss": 0.5}, {"epoch": 2, "val_loss": 0.4}]
+
+
+def test_gan_training_keeps_each_processs_batchnorm_statistics():
+    """The accelerator GAN training asks for leaves BatchNorm buffers unbroadcast between processes (a
+    discriminator run twice before one backward); the others keep the default."""
+    from vitprint.config import RunConfig
+    from vitprint.training.engine import make_accelerator
+
+    assert make_accelerator(RunConfig(device="cpu"), broadcast_buffers=False).ddp_handler.broadcast_buffers is False
+    plain = make_accelerator(RunConfig(device="cpu")).ddp_handler
+    assert plain is None or plain.broadcast_buffers is True

@@ -183,7 +183,8 @@ def train_generator(images: ImageSet, run: RunConfig, family: str = "dcgan", z_d
         stored = read_meta(last_path)
         if stored.get("family", family) != family:
             raise VitprintError(f"{last_path} holds a {stored['family']} generator, not a {family}: resume it as "
-                                f"{stored['family']}, or train the {family} in another output folder", ("resume", "out"))
+                                f"{stored['family']}, or train the {family} in another output folder",
+                                ("family", "resume", "out"))
         # A resumed GAN keeps the pack size it was trained with (a later change of PACK must not break it).
         pack = stored.get("pack") if family in GANS else None
     model = build(family, images.size, z_dim, base, pack)
