@@ -143,9 +143,11 @@ def lung_slices(volume: np.ndarray) -> list[int]:
     return [i for i in range(len(volume)) if (volume[i] < -500).mean() > 0.05]
 
 
-def dealt_slices(volume: np.ndarray, per_role: int, roles: int, slab: int) -> tuple[list, list, list]:
-    """Slice indices of the members, the non-members and the slices in no folder (empty with 2 roles):
-    slabs of ``slab`` lung slices from the middle of the volume, dealt in turn (non-member, member, ...)."""
+def dealt_slices(volume: np.ndarray, per_role: int, source: str, slab: int) -> tuple[list, list, list]:
+    """Slice indices of the members, the non-members and the slices in no folder (those only with ``source``
+    ``unused``, whose copies they are): slabs of ``slab`` lung slices from the middle of the volume, dealt in
+    turn (non-member, member, ...)."""
+    roles = 3 if source == "unused" else 2
     n_need = roles * slab * -(-per_role // slab)  # whole cycles of slabs: every role gets at least per_role slices
     lungs = lung_slices(volume)
     if len(lungs) < n_need:
@@ -175,7 +177,7 @@ def build_case(volume: np.ndarray, out: Path, n_dev: int, n_test: int, n_generat
     turned, as slices exported under another orientation convention than the real images."""
     rng = np.random.default_rng(seed)
     per_role = n_dev + n_test
-    members, non, unused = dealt_slices(volume, per_role, 3 if source == "unused" else 2, slab)
+    members, non, unused = dealt_slices(volume, per_role, source, slab)
     if source == "other":
         copied, copied_from = (lung_slices(other) if other is not None else []), other
         if not copied:
@@ -302,7 +304,7 @@ def main(argv=None) -> int:
               "mirrored": a.mirrored, "turn": a.turn, "thin": a.thin, "detect_args": a.detect_args,
               # with --thin, the share of the members that are in-between slices (the mean of their neighbours)
               "members_in_between": (float(np.mean([m % 2 == 1 for m in dealt_slices(
-                  volume, a.dev + a.test, 3 if a.source == "unused" else 2, a.slab)[0]])) if a.thin else None),
+                  volume, a.dev + a.test, a.source, a.slab)[0]])) if a.thin else None),
               "other_volume": a.other_volume.name if a.other_volume else None, "seconds": seconds,
               "test_kappa": m["kappa"], "test_accuracy": m["accuracy"], "missing": missing,
               "decision": summary.get("run_decision_rule"), "verdict": summary.get("verdict", {}).get("sentence"),

@@ -34,7 +34,7 @@ def test_membership_benchmark_end_to_end_at_toy_size(tmp_path, capsys):
     assert "#### dcgan (null generator)" in text and "null-generator cells: \"Leak detected\" in" in text
     assert "*verdict of `vitprint detect` per seed*" in text and "*members with a near-copy (non-members: chance), of 8*" in text
     assert "; kept: " in text  # what the combiner's inner cross-validation kept, per seed
-    assert "the median of three searches after an untimed one" in text and "timed from cold" not in text
+    assert "each row: median of 3 after an untimed search;" in text and "timed from cold" not in text
     # Each cell keeps every real image's scores (members first): its held-out metrics follow from them alone.
     c0 = res["cells"][0]
     again = heldout_metrics({k: np.asarray(v) for k, v in c0["scores"].items()},

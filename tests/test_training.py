@@ -239,8 +239,8 @@ def test_a_metrics_line_cut_short_by_a_crash_is_skipped_and_ended(tmp_path):
 
 
 def test_gan_training_keeps_each_processs_batchnorm_statistics():
-    """The accelerator GAN training asks for leaves BatchNorm buffers unbroadcast between processes (a
-    discriminator run twice before one backward); the others keep the default."""
+    """The accelerator a GAN trains with leaves BatchNorm buffers unbroadcast between processes (its
+    discriminator runs twice before one backward); the others keep the default."""
     from vitprint.config import RunConfig
     from vitprint.training.engine import make_accelerator
 

@@ -201,10 +201,10 @@ def markdown(results: dict, command: str, figures: dict[str, str], copy_figure: 
     lines += combiner_check({f: v for f, v in results["summary"].items() if "null" not in f}, results.get("cells", ()))
     lines += ["", "Targets — controls that can fail:", ""] + control_check(results)
     if "speed" in results:
+        # How the rows were timed, as they record it (rows from before the record timed one search from cold).
+        timed = sorted({r.get("timed", "one search, timed from cold") for r in results["speed"]})
         lines += ["", "Scoring speed (exact search, CPU, real images scored against N generated; "
-                  + ("the median of three searches after an untimed one, whose peak memory above the level before it "
-                     "is given; " if all("timed" in r for r in results["speed"]) else
-                     "one search, timed from cold; peak memory above the level before the search; ") +
+                  f"each row: {' / '.join(timed)}; peak memory above the level before the first search; "
                   "latent_nn also has to encode the generated set once):",
                   "", "| detector | generated | real images/s | seconds | peak extra MB | encoding the generated set (s) |",
                   "|---|---:|---:|---:|---:|---:|"]
