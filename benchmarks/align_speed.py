@@ -10,7 +10,7 @@ only, where the change is a faster computation of the same sums). Two shapes of 
 - ``cell``: a ``--scale cpu`` benchmark cell at 256 members, at 64 px (512 real images against 512
   generated, ``align_size`` 64, the pose search over every generated image);
 - ``ct``: a job shaped like the real-CT case at 256 px (120 real images against 500 generated, the default
-  options);
+  options but the grid of before 2026-12-07, ``GRID``);
 - ``ct-prefilter``: the same with 1,000 generated images, above the 512 from which each real image's pose
   search is limited to its shortlist (the path large jobs take).
 
@@ -40,11 +40,14 @@ from vitprint.benchmark import perturb
 from vitprint.data.phantoms import phantom
 from vitprint.membership.detectors.align_nn import AlignNN
 
+# The pose grid and tiles the earlier versions had as defaults (finer since 2026-12-07), given to both
+# versions, so that they compute the same sums.
+GRID = {"rotation_step": 2.5, "scale_step": 0.05, "local_tile": 32}
 CASES = {  # name: (image size, real images, generated images, detector options)
-    "cell": (64, 512, 512, {"align_size": 64}),
-    "ct": (256, 120, 500, {}),
-    "ct-prefilter": (256, 120, 1000, {}),  # above 512 generated: each real image's pose search on its shortlist
-    "toy": (32, 16, 24, {"align_size": 32, "max_rotation": 0.0}),  # seconds: for the test suite
+    "cell": (64, 512, 512, {"align_size": 64, **GRID}),
+    "ct": (256, 120, 500, dict(GRID)),
+    "ct-prefilter": (256, 120, 1000, dict(GRID)),  # above 512 generated: each real image's pose search on its shortlist
+    "toy": (32, 16, 24, {"align_size": 32, "max_rotation": 0.0, **GRID}),  # seconds: for the test suite
 }
 MODULE = "src/vitprint/membership/detectors/align_nn.py"
 

@@ -8,7 +8,8 @@ generated images that are perturbed copies of the members (shifted by
 memorised does to a slice). Then runs ``vitprint detect`` on it and scores
 the run file against the hidden truth. With ``--source unused`` or ``--source other`` the copies are of
 slices in no folder or of another patient: controls with nothing leaked, where the verdict must not say
-"Leak detected".
+"Leak detected" (with ``unused``, each copied slice lies between a member and a non-member, the member
+below it as often as above, so members also neighbour members and non-members non-members; ``DEALING``).
 
 Public volumes that pip can fetch (nothing is downloaded by this script):
 
@@ -143,18 +144,28 @@ def lung_slices(volume: np.ndarray) -> list[int]:
     return [i for i in range(len(volume)) if (volume[i] < -500).mean() > 0.05]
 
 
+# The order slabs are dealt in: 1 = member, 0 = non-member, 2 = in no folder. With slices in no folder (the
+# ``unused`` control) each of them lies between a member and a non-member, the member below it as often as
+# above: a slice can be nearer its neighbour on one side along a stretch of the scan (the anatomy changing
+# faster one way), and copies of it would then be nearer the group always dealt on that side. (So with
+# them, a member's other neighbour is a member, and a non-member's a non-member.) Each role appears equally
+# often in each order.
+DEALING = {2: (0, 1), 3: (1, 2, 0, 0, 2, 1)}
+
+
 def dealt_slices(volume: np.ndarray, per_role: int, source: str, slab: int) -> tuple[list, list, list]:
     """Slice indices of the members, the non-members and the slices in no folder (those only with ``source``
     ``unused``, whose copies they are): slabs of ``slab`` lung slices from the middle of the volume, dealt in
-    turn (non-member, member, ...)."""
-    roles = 3 if source == "unused" else 2
-    n_need = roles * slab * -(-per_role // slab)  # whole cycles of slabs: every role gets at least per_role slices
+    turn (``DEALING``)."""
+    order = DEALING[3 if source == "unused" else 2]
+    per_cycle = slab * order.count(1)  # each role's slices in one cycle of the order
+    n_need = len(order) * slab * -(-per_role // per_cycle)  # whole cycles: every role gets at least per_role
     lungs = lung_slices(volume)
     if len(lungs) < n_need:
         raise SystemExit(f"the volume has {len(lungs)} slices with lung, {n_need} are needed")
     start = (len(lungs) - n_need) // 2
     chosen = lungs[start:start + n_need]
-    role = [(k // slab) % roles for k in range(n_need)]  # 1 = member, 0 = non-member, 2 = in no folder
+    role = [order[(k // slab) % len(order)] for k in range(n_need)]
     return tuple([s for s, r in zip(chosen, role) if r == want][:per_role] for want in (1, 0, 2))
 
 
@@ -167,8 +178,9 @@ def build_case(volume: np.ndarray, out: Path, n_dev: int, n_test: int, n_generat
     ``separate``: the test ``generated/`` holds other copies (new draws of the same degradation) of the
     same members instead of the development set's, as when the two phases sample the generator apart.
     ``source``: what the generated images copy. ``members`` (a leak); ``unused`` (a control with nothing
-    leaked: slabs are dealt in turn to non-members, members and a third role in no folder, and the copies
-    are of that third role, which neighbours both groups alike); ``other`` (a control: copies of the
+    leaked: slabs are dealt to members, non-members and a third role in no folder, and the copies are of
+    that third role, each of whose slabs lies between a member and a non-member, the member below it as
+    often as above, ``DEALING``); ``other`` (a control: copies of the
     slices of ``other``, another patient's volume). ``novel``: with ``members``, that share of the generated
     images are no copy of any folder's image but of ``other``'s slices (what a generator makes besides its
     copies); every member is still copied. ``mirrored``: that share of the generated images (each at

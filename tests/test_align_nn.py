@@ -194,7 +194,9 @@ def test_the_prefilter_keeps_the_copies_and_the_rivals():
     # A copy's rivals are sought among the real images that shortlisted it. Where some were, a member's two
     # copies add up as in the full search; where none shortlisted them, only the largest of its margins
     # over the stand-in rival (the median of its own candidates) counts.
-    assert roc_auc_score(y, s_full) == 1.0 and s_full[members].min() > 1.2  # two copies' margins, added
+    # one copy's margin is its correlation (under 1) less its rival's (about 0 for these unrelated images):
+    # above 1.1, two copies' margins were added
+    assert roc_auc_score(y, s_full) == 1.0 and s_full[members].min() > 1.1
     assert s_few[members].min() > 0.6 and np.median(s_few[members]) > 1.2
     import pytest
 

@@ -98,6 +98,9 @@ def test_control_cases_copy_slices_that_no_folder_holds(tmp_path, monkeypatch):
     members, non = held(tmp_path / "unused")
     assert -1 not in unused and not set(unused) & (members | non) and len(members) == len(non) == 6
     assert all(s - 1 in members | non for s in unused)  # interleaved: the slice before it is in a folder
+    # each copied slice lies between a member and a non-member, the member below it as often as above
+    assert all({s - 1, s + 1} & members and {s - 1, s + 1} & non for s in unused)
+    assert sum(s - 1 in members for s in set(unused)) == sum(s + 1 in members for s in set(unused)) == 3
     for slab in (2, 4):  # slabs of neighbouring slices: each role still gets its full count
         unused = _copied_slices(monkeypatch, volume, out=tmp_path / f"slab{slab}", source="unused", slab=slab)
         members, non = held(tmp_path / f"slab{slab}")
@@ -358,3 +361,35 @@ def test_thin_slices_put_each_pair_of_neighbours_mean_between_them():
     assert np.array_equal(thin[0::2], volume)  # the slices as they were, in order
     assert thin[1, 1, 1] == -800.0 and thin[3, 1, 1] == -280.0  # (-601 + 40) / 2 = -280.5, in whole HU
     assert thin[1, 0, 0] == -496.0 and thin[3, 0, 0] == 23.0  # each pixel its own mean: (-1000 + 7) / 2 = -496.5
+
+
+def test_align_grid_scores_a_saved_case_under_each_setting(tmp_path, monkeypatch):
+    """``benchmarks/align_grid.py case`` scores ``align_nn`` on a case ``real_ct.py`` wrote, once per setting,
+    and appends one line per (case, setting); a misspelt option is refused, not ignored."""
+    import json
+
+    spec = importlib.util.spec_from_file_location("align_grid",
+                                                  Path(__file__).parents[1] / "benchmarks" / "align_grid.py")
+    grid = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(grid)
+    rng = np.random.default_rng(0)
+    volume = gaussian_filter(rng.normal(size=(30, 48, 48)), (0.5, 2, 2)) * 400 - 700  # neighbours apart
+    real_ct.build_case(volume, tmp_path / "case", n_dev=6, n_test=2, n_generated=16, slab=1, seed=0, size=64,
+                       shift=(1, 2))
+    small = {"align_size": 64, "max_rotation": 0.0, "max_scale": 0.0}
+    out = tmp_path / "grid.jsonl"
+    made = []  # the options each detector was made with: a setting's option reaches the detector
+    create = grid.create_detector
+    monkeypatch.setattr(grid, "create_detector", lambda name, **kw: made.append(kw) or create(name, **kw))
+    assert grid.main(["case", str(tmp_path / "case"), "--setting", f"wide={json.dumps(small)}",
+                      "--setting", f"tiles8={json.dumps({**small, 'local_tile': 8})}", "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["setting"] for r in rows] == ["wide", "tiles8"] and rows[1]["options"]["local_tile"] == 8
+    assert all(r["roc_auc"] == 1.0 and r["members_winning"] == 6 for r in rows)  # every member's copy found
+    assert {**small, "local_tile": 8} in made and small in made
+    for bad in ('typo={"rotaton_step": 1}', 'odd={"local_tile": "x"}', 'neg={"rotation_step": -1, "max_rotation": 5}'):
+        with pytest.raises(SystemExit):
+            grid.main(["case", str(tmp_path / "case"), "--setting", bad, "--out", str(out)])
+    with pytest.raises(SystemExit):  # two settings of one name
+        grid.main(["case", str(tmp_path / "case"), "--setting", "a={}", "--setting", "a={}", "--out", str(out)])
+    assert len(out.read_text().splitlines()) == 2  # nothing written for the refused runs

@@ -85,8 +85,12 @@ SCALES = {
     # members 3.3-5.4 min, 256 members 4.6-5.9 min). `--sizes 64 256 1024` adds those cells: 10.7 min for a
     # 1,024-member VAE cell (2026-12-07; align_nn 172 s of it), about 2.5 h in all by cell times.
     # At 32 px the patient-specific detail is gone and nothing leaks; 64 px keeps it.
+    # align_nn keeps its grid of before 2026-12-07 here (2.5 degrees, 5%, 32-px tiles at 256 px): at 64 px the
+    # finer default costs several times the search and moved nothing on the VAE cells (docs/benchmarks.md,
+    # "align_nn's pose grid"), and the figures of this scale stay those it published.
     "cpu": Scale("tiny", 64, 64, (64, 256), 3, ("dcgan", "vae"), 1000, 512, 5, 40, 20, 32, 3e-4,
-                 (1_000, 10_000, 100_000), 256, (("align_size", 64), ("copy_size", 64))),
+                 (1_000, 10_000, 100_000), 256, (("align_size", 64), ("copy_size", 64), ("rotation_step", 2.5),
+                                                 ("scale_step", 0.05), ("local_tile", 32))),
     # The seed's configuration at 256 px, for a GPU.
     "gpu": Scale("seed", 256, 256, (64, 256, 1024, 4096), 3, ("dcgan", "vae", "ddpm"), 4000, 2048, 10, 100, 30, 64, 1e-4,
                  (1_000, 10_000, 100_000), 1024),
