@@ -27,6 +27,7 @@ setting's.
 from __future__ import annotations
 
 import argparse
+import functools
 import inspect
 import json
 import math
@@ -36,12 +37,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from vitprint.benchmark import SCALES, patients, perturb
-from vitprint.config import RunConfig
+from vitprint.config import DataConfig, RunConfig
 from vitprint.data.imageset import ImageSet
+from vitprint.data.sources import read_folders
 from vitprint.errors import VitprintError
 from vitprint.membership.registry import accepted_options, create_detector, detector_class
 from vitprint.membership.scoring import ScoreConfig, compute_scores
@@ -51,19 +52,22 @@ EARLIER = {"rotation_step": 2.5, "scale_step": 0.05, "local_tile": 32}
 NOW = {k: inspect.signature(detector_class("align_nn")).parameters[k].default for k in EARLIER}
 
 
-def _folder(path: Path) -> np.ndarray:
-    files = sorted(path.glob("*.png"))
-    if not files:
-        raise SystemExit(f"{path} holds no PNG images")
-    return np.stack([np.asarray(Image.open(f).convert("L")) for f in files])
+@functools.lru_cache(maxsize=8)
+def _folder(path: Path, size: int) -> np.ndarray:
+    """The folder's images as ``vitprint detect`` reads them, at ``size`` px (read once per size)."""
+    if not any(path.glob("*")):
+        raise SystemExit(f"{path} holds no images")
+    return read_folders([path], size, DataConfig(no_cache=True)).pixels
 
 
 def score_case(root: Path, options: dict) -> dict:
     """``align_nn``'s ROC-AUC on a case's development images, the test images as rivals."""
-    used, not_used = _folder(root / "dev" / "real_used"), _folder(root / "dev" / "real_not_used")
-    others = _folder(root / "test" / "real_unknown")
     t0 = time.perf_counter()
-    detector = create_detector("align_nn", **options).fit(_folder(root / "dev" / "generated"))
+    detector = create_detector("align_nn", **options)
+    size = detector.image_size
+    used, not_used = _folder(root / "dev" / "real_used", size), _folder(root / "dev" / "real_not_used", size)
+    others = _folder(root / "test" / "real_unknown", size)
+    detector.fit(_folder(root / "dev" / "generated", size))
     scores, _ = detector.score_with_evidence(np.concatenate([used, not_used]), others=others)
     labels = np.r_[np.ones(len(used)), np.zeros(len(not_used))]
     return {"images": str(root), "roc_auc": round(float(roc_auc_score(labels, scores)), 4),
