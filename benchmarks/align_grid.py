@@ -44,11 +44,12 @@ from vitprint.config import DataConfig, RunConfig
 from vitprint.data.imageset import ImageSet
 from vitprint.data.sources import read_folders
 from vitprint.errors import VitprintError
+from vitprint.membership.detectors.align_nn import COARSE_GRID
 from vitprint.membership.registry import accepted_options, create_detector, detector_class
 from vitprint.membership.scoring import ScoreConfig, compute_scores
 from vitprint.training.generator import load_generator, sample, train_generator
 
-EARLIER = {"rotation_step": 2.5, "scale_step": 0.05, "local_tile": 32}
+EARLIER = dict(COARSE_GRID)
 NOW = {k: inspect.signature(detector_class("align_nn")).parameters[k].default for k in EARLIER}
 
 

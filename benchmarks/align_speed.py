@@ -38,11 +38,11 @@ from sklearn.metrics import roc_auc_score
 
 from vitprint.benchmark import perturb
 from vitprint.data.phantoms import phantom
-from vitprint.membership.detectors.align_nn import AlignNN
+from vitprint.membership.detectors.align_nn import COARSE_GRID, AlignNN
 
-# The pose grid and tiles the earlier versions had as defaults (finer since 2026-12-07), given to both
-# versions, so that they compute the same sums.
-GRID = {"rotation_step": 2.5, "scale_step": 0.05, "local_tile": 32}
+# The pose grid, tiles and shift reach the earlier versions had as defaults (finer and wider since
+# 2026-12-07), given to both versions, so that they compute the same sums.
+GRID = {**COARSE_GRID, "max_shift": 0.06}
 CASES = {  # name: (image size, real images, generated images, detector options)
     "cell": (64, 512, 512, {"align_size": 64, **GRID}),
     "ct": (256, 120, 500, dict(GRID)),

@@ -148,7 +148,13 @@ def test_demo_end_to_end_at_a_tiny_size(tmp_path, capsys):
     assert "verdict, vae trained on the members:" in out and "verdict, the same vae trained on other patients" in out
     null = json.loads((tmp_path / "d" / "detect-null-generator" / "evaluation.json").read_text())
     assert set(null["detectors"]) == {"pixel_nn", "mc", "align_nn", "copy_nn", "subspace"}
+    # At 64 px and below both detections give align_nn the coarser pose grid (as good there, a fraction of the search).
+    from vitprint.membership.detectors.align_nn import COARSE_GRID
+
     d = tmp_path / "d"
+    for run_dir in ("detect", "detect-null-generator"):
+        used = json.loads((d / run_dir / "evaluation.json").read_text())["reproduction"]["detector_options"]
+        assert used == {"align_size": 32, "copy_size": 32, **COARSE_GRID}
     report = (d / "detect" / "report.html").read_text()
     assert "Blind baseline" in report and "data:image/png;base64," in report
     assert any(v in report for v in ("Leak detected", "No evidence of a leak", "Inconclusive"))

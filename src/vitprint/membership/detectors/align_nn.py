@@ -4,7 +4,9 @@ For each real image, the generated images that align best with it at low
 resolution (``coarse_size``, every generated image, by the same correlation
 over a grid of rotations and scales) are the candidates; each candidate is
 then compared at full resolution by the maximum normalised cross-correlation
-over every shift up to ``max_shift`` pixels, around the best coarse rotation
+over every shift up to ``max_shift`` of the image's side (10% by default; 6% before
+2026-12-07, which missed copies moved by 6-9%: 0.83 on real CT against 1.00 now),
+around the best coarse rotation
 (within ``max_rotation`` degrees) and scale (within ``max_scale``, what a
 crop-and-resize does), computed with FFTs. Both images are band-passed first
 (a difference of Gaussians, 2-6 px at 256 px by default; with several
@@ -85,6 +87,10 @@ from vitprint.progress import bar
 
 
 RIVALS = 4  # real images each judged generated image is also compared with
+# The pose grid and tiles that were the defaults before 2026-12-07. At 64 px it scored the phantom VAE cells
+# as well as the finer default for a third to a quarter of the search (docs/benchmarks.md, "align_nn's pose
+# grid"), so the benchmark's cpu scale and the demo, both at 64 px, give it explicitly.
+COARSE_GRID = {"rotation_step": 2.5, "scale_step": 0.05, "local_tile": 32}
 TOP = 6  # candidates per real image judged against their rivals
 
 
@@ -206,7 +212,7 @@ class AlignNN(Detector):
     image_size = 256
     uses_others = True  # the job's other real images are rivals too
 
-    def __init__(self, align_size: int = 256, max_shift: float = 0.06, max_rotation: float = 10.0,
+    def __init__(self, align_size: int = 256, max_shift: float = 0.1, max_rotation: float = 10.0,
                  rotation_step: float = 1.25, max_scale: float = 0.1, scale_step: float = 0.025,
                  candidates: int = 16, bands: tuple[float, ...] = (2.0,), sigma_high: float = 6.0,
                  coarse_size: int = 64, relative: bool = True, prefilter: int = 512,
