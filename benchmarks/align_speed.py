@@ -10,7 +10,7 @@ only, where the change is a faster computation of the same sums). Two shapes of 
 - ``cell``: a ``--scale cpu`` benchmark cell at 256 members, at 64 px (512 real images against 512
   generated, ``align_size`` 64, the pose search over every generated image);
 - ``ct``: a job shaped like the real-CT case at 256 px (120 real images against 500 generated, the default
-  options but the grid of before 2026-12-07, ``GRID``);
+  options but the pose grid and shift reach of before 2026-12-07, ``GRID``);
 - ``ct-prefilter``: the same with 1,000 generated images, above the 512 from which each real image's pose
   search is limited to its shortlist (the path large jobs take).
 
