@@ -12,8 +12,9 @@ def _textures(rng, n, size=64):
     return np.clip(x, 0, 255).astype(np.uint8)
 
 
-def _shifted_copy(img, rng):
-    dy, dx = rng.integers(-3, 4, 2)
+def _shifted_copy(img, rng, shift=None):
+    """A copy rolled by ``shift`` (drawn in [-3, 3] px per axis when not given), re-windowed, noisy."""
+    dy, dx = rng.integers(-3, 4, 2) if shift is None else shift
     x = np.roll(img.astype(float), (dy, dx), (0, 1)) * rng.uniform(0.9, 1.1) + rng.uniform(-10, 10)
     return np.clip(x + rng.normal(0, 4, x.shape), 0, 255).astype(np.uint8)
 
@@ -337,11 +338,7 @@ def test_copies_moved_by_up_to_a_tenth_of_the_image_are_found_by_default():
     rng = np.random.default_rng(7)
     real = _textures(rng, 24)
     members = np.arange(12)
-    moved = []
-    for i in members:
-        dy, dx = rng.choice([-1, 1], 2) * rng.integers(5, 7, 2)
-        x = np.roll(real[i].astype(float), (int(dy), int(dx)), (0, 1)) * rng.uniform(0.9, 1.1) + rng.uniform(-10, 10)
-        moved.append(np.clip(x + rng.normal(0, 4, x.shape), 0, 255).astype(np.uint8))
+    moved = [_shifted_copy(real[i], rng, shift=rng.choice([-1, 1], 2) * rng.integers(5, 7, 2)) for i in members]
     generated = np.concatenate([np.stack(moved), _textures(rng, 30)])
     y = np.isin(np.arange(24), members).astype(int)
     wide = create_detector("align_nn", align_size=64, max_rotation=0, max_scale=0).fit(generated)

@@ -87,11 +87,11 @@ from vitprint.progress import bar
 
 
 RIVALS = 4  # real images each judged generated image is also compared with
+TOP = 6  # candidates per real image judged against their rivals
 # The pose grid and tiles that were the defaults before 2026-12-07. At 64 px it scored the phantom VAE cells
 # as well as the finer default for a third to a quarter of the search (docs/benchmarks.md, "align_nn's pose
 # grid"), so the benchmark's cpu scale and the demo, both at 64 px, give it explicitly.
 COARSE_GRID = {"rotation_step": 2.5, "scale_step": 0.05, "local_tile": 32}
-TOP = 6  # candidates per real image judged against their rivals
 
 
 def _grid(limit: float, step: float) -> np.ndarray:
