@@ -13,8 +13,8 @@ one an uninterrupted run (or a benchmark cell) of that length gives. Each stop's
 measured, and a rerun with the same ``--out`` continues from the last stop.
 
 ``--ct VOLUME`` takes the members and non-members from a real CT volume instead, as a benchmark cell with
-``--ct`` does (axial slices in the lung window dealt in turn to members, non-members and reference slices,
-so a member's neighbouring slices are a non-member and a reference slice). ``--detectors NAME …`` adds,
+``--ct`` does (axial slices in the lung window dealt in turn, ``vitprint.benchmark.CT_DEALING``, so a
+member's neighbouring slices are a non-member and a reference slice). ``--detectors NAME …`` adds,
 per stop, the ROC-AUC of each named detector of the registry (fitted on the stop's samples, with the
 options a benchmark cell of this scale gives it) on all the real images; detectors that need a reference
 set, the job's autoencoder or labelled images are refused before any training. Each stop also records
@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from vitprint.benchmark import SCALES, copy_stats, ct_roles, ct_slices, patients
+from vitprint.benchmark import CT_DEALING_NAME, SCALES, copy_stats, ct_roles, ct_slices, patients
 from vitprint.config import RunConfig
 from vitprint.data.imageset import ImageSet, atomic_write
 from vitprint.data.orientation import check_orientation
@@ -87,7 +87,7 @@ def main(argv=None) -> int:
     path = a.out / "dial.json"
     setting = {"family": a.family, "members": a.members, "scale": a.scale, "seed": a.seed, "samples": a.samples,
                "batch_size": scale.batch_size, "detectors": a.detectors,
-               **({"ct": str(Path(a.ct).resolve())} if a.ct else {})}
+               **({"ct": str(Path(a.ct).resolve()), "dealing": CT_DEALING_NAME} if a.ct else {})}
     options = ScoreConfig(pixel_size=scale.image_size).options(seed=a.seed, **dict(scale.detector_options))
     rows = []
     if path.is_file():

@@ -242,17 +242,26 @@ def test_a_real_ct_family_deals_neighbouring_slices_to_different_roles(tmp_path,
     nib = pytest.importorskip("nibabel")
     from vitprint.benchmark import ct_roles, ct_slices
 
-    # A small volume (x, y, z = 40, 32, 30; HU): a texture per slice, and a centre that carries the slice's index.
+    # A small volume (x, y, z = 40, 32, 30; HU): a texture per slice.
     vol = np.random.default_rng(0).normal(-600, 300, (40, 32, 30)).astype(np.float32)
-    for z in range(30):
-        vol[18:22, 14:18, z] = -1300 + 40 * z
     nib.save(nib.Nifti1Image(vol, np.eye(4)), tmp_path / "ct.nii.gz")
     (slices,) = ct_slices([str(tmp_path / "ct.nii.gz")], 16)
     assert slices.shape == (30, 16, 16) and slices.dtype == np.uint8
     members, non_members, reference = ct_roles([slices], 10)
-    centre = [int(x[8, 8]) for x in slices]
-    assert [int(x[8, 8]) for x in members] == centre[0::3] and [int(x[8, 8]) for x in non_members] == centre[1::3]
-    assert [int(x[8, 8]) for x in reference] == centre[2::3]
+    index = {x.tobytes(): i for i, x in enumerate(slices)}
+    assert len(index) == 30  # every slice tells its place in the volume
+    role = {index[x.tobytes()]: r for r, group in zip("mnr", (members, non_members, reference)) for x in group}
+    assert len(role) == 30 and [role[i] for i in range(6)] == list("mnrnmr")
+    # Every member's neighbours are a non-member and a reference slice, the non-member below as often as above.
+    inner = [i for i in range(1, 29) if role[i] == "m"]
+    assert all(sorted((role[i - 1], role[i + 1])) == ["n", "r"] for i in inner)
+    below = [role[i - 1] == "n" for i in inner]
+    assert abs(2 * sum(below) - len(below)) <= 1
+    # A null cell's generator learns the reference slices: as many lie between two members as between two
+    # non-members (with the order member, non-member, reference, every one had its non-member below and its
+    # member above, and copies of them leaned towards whichever side the scan made nearer).
+    sides = [role[i - 1] + role[i + 1] for i in range(1, 29) if role[i] == "r"]
+    assert sorted(set(sides)) == ["mm", "nn"] and abs(sides.count("mm") - sides.count("nn")) <= 1
     with pytest.raises(ValueError, match="at most 10 members per cell"):
         ct_roles([slices], 11)
     # The bench command: cells on the slices, their own table and docs section; a size that does not fit
@@ -264,9 +273,18 @@ def test_a_real_ct_family_deals_neighbouring_slices_to_different_roles(tmp_path,
     assert "at most 10 members per cell" in capsys.readouterr().err
     assert main([*base, "--sizes", "8", "--out", str(tmp_path / "b")]) == 0, capsys.readouterr().err
     res = json.loads((tmp_path / "b" / "results.json").read_text())
-    assert {c["data"] for c in res["cells"]} == {"ct"} and res["data"] == {"ct": ["ct.nii.gz"]}
+    assert {c["data"] for c in res["cells"]} == {"ct"}
+    assert res["data"] == {"ct": ["ct.nii.gz"], "dealing": "member, non-member, reference, non-member, member, reference"}
     assert set(res["summary"]) == {"vae on real CT", "vae on real CT (null generator)"}
-    assert "<!-- membership-toy-ct-vae-8 -->" in doc.read_text() and "real CT (ct.nii.gz)" in doc.read_text()
+    text = doc.read_text()
+    assert "<!-- membership-toy-ct-vae-8 -->" in text and "real CT (ct.nii.gz)" in text
+    assert "dealt in turn, member, non-member, reference, non-member, member, reference" in text
+    assert "between two members or two non-members" in text
+    # Cells dealt in the earlier order (member, non-member, reference: no order recorded) are not continued.
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "results.json").write_text(json.dumps({"scale": "toy", "data": {"ct": ["ct.nii.gz"]}, "cells": []}))
+    assert main([*base, "--sizes", "8", "--out", str(tmp_path / "old")]) == 2
+    assert "dealt in another order (member, non-member, reference)" in capsys.readouterr().err
     assert main(["bench", "--scale", "toy", "--families", "vae", "--seeds", "1", "--sizes", "8", "--no-speed",
                  "--out", str(tmp_path / "b")]) == 2  # phantom cells are not mixed into it
     assert "holds a benchmark on other data" in capsys.readouterr().err

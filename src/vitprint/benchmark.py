@@ -138,15 +138,25 @@ def ct_slices(volumes: list[str], size: int) -> list[np.ndarray]:
     return out
 
 
+# The order real CT slices are dealt in along a volume (0 member, 1 non-member, 2 reference): member,
+# non-member, reference, non-member, member, reference. Every member's neighbouring slices are a non-member
+# and a reference slice, the non-member below it as often as above; every reference slice lies between two
+# non-members or between two members, as many of each. Along a stretch of a scan a slice can be nearer its
+# neighbour on one side (the anatomy changing faster one way); with the earlier order (member, non-member,
+# reference) every reference slice had its non-member below and its member above, so a null generator's
+# copies of the reference slices leaned towards one group for the scan's reasons, not a leak's.
+CT_DEALING = (0, 1, 2, 1, 0, 2)
+CT_DEALING_NAME = "member, non-member, reference, non-member, member, reference"
+
+
 def ct_roles(volumes: list[np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Members, non-members and reference slices, ``n`` each, dealt in turn along each volume (member,
-    non-member, reference, member, …), so a member's neighbouring slices are a non-member and a reference
-    slice: the case a detector must get right on real CT, where a copy must be told from the slice next
-    to its source."""
+    """Members, non-members and reference slices, ``n`` each, dealt along each volume in the order of
+    ``CT_DEALING``, so a member's neighbouring slices are a non-member and a reference slice: the case a
+    detector must get right on real CT, where a copy must be told from the slice next to its source."""
     dealt = [[], [], []]
     for vol in volumes:
         for i, img in enumerate(vol):
-            dealt[i % 3].append(img)
+            dealt[CT_DEALING[i % len(CT_DEALING)]].append(img)
     have = min(len(d) for d in dealt)
     if n > have:
         total = sum(len(v) for v in volumes)
@@ -255,9 +265,9 @@ def run_cell(family: str, n: int, seed: int, scale: Scale, encoder: str | None, 
 
     A ``null`` cell trains the generator on other patients than the members (the same count): nothing
     of the members can leak, so every detector must sit at chance and the verdict must not find a leak.
-    With ``ct`` (slices of real CT volumes, ``ct_slices``) the images are real slices dealt in turn to the
-    members, the non-members and the reference (``ct_roles``); a null cell's generator then learns the
-    reference slices, which neighbour members and non-members alike.
+    With ``ct`` (slices of real CT volumes, ``ct_slices``) the images are real slices dealt to the members,
+    the non-members and the reference (``ct_roles``); a null cell's generator then learns the reference
+    slices, which neighbour members and non-members alike (as many of each, either way up).
     """
     cfg = _model_cfg(scale)
     stream = 1000 * seed + n
@@ -424,9 +434,14 @@ def run_benchmark(scale_name: str, out: str | Path, families=None, sizes=None, s
     if results.get("config", {}).get("gen_steps", scale.gen_steps) != scale.gen_steps:
         raise VitprintError(f"{path} holds a benchmark with {results['config']['gen_steps']} generator steps; choose "
                             "another output folder", "out")
-    data = {"ct": [Path(v).name for v in ct]} if ct else {"phantoms": True}
+    data = {"ct": [Path(v).name for v in ct], "dealing": CT_DEALING_NAME} if ct else {"phantoms": True}
     # A results file from before real CT cells existed holds phantom cells.
-    if results.get("data", {"phantoms": True} if results.get("cells") else data) != data:
+    held = results.get("data", {"phantoms": True} if results.get("cells") else data)
+    if ct and held.get("ct") == data["ct"] and held.get("dealing") != CT_DEALING_NAME:
+        order = held.get("dealing") or "member, non-member, reference"
+        raise VitprintError(f"{path} holds real-CT cells dealt in another order ({order}); choose another output "
+                            "folder", "out")
+    if held != data:
         raise VitprintError(f"{path} holds a benchmark on other data ({results['data']}); choose another output "
                             "folder", "out")
     slices = ct_slices(ct, scale.image_size) if ct else None
