@@ -151,6 +151,15 @@ def noted(model, *args, **kwargs):
         f.write(json.dumps(sums) + "\\n")
     return out
 generator.train_one_epoch = noted
+# ... and the first latent codes its generator is given in training (the step's noise).
+forward = generator.Generator.forward
+def first_codes(self, z):
+    path = f"codes-{os.environ['RANK']}.json"
+    if not os.path.exists(path):
+        with open(path, "w") as f:
+            json.dump(z.detach().double().flatten()[:64].tolist(), f)
+    return forward(self, z)
+generator.Generator.forward = first_codes
 from vitprint.cli import main
 raise SystemExit(main(sys.argv[1:]))
 """
@@ -171,6 +180,10 @@ def test_two_process_gan_training_keeps_the_replicas_equal(tmp_path, phantom_tre
     for epoch in range(2):
         np.testing.assert_allclose(ranks[0][epoch], ranks[1][epoch], rtol=1e-5, atol=1e-5)
     assert np.abs(np.asarray(ranks[0][1]) - first).max() > 1e-4  # and they did train
+    # Each process draws its own noise for its share of the batch (they used to draw the same codes, so
+    # the two halves of every batch were judged against one set of fakes).
+    codes = [np.asarray(json.loads((tmp_path / f"codes-{r}.json").read_text())) for r in (0, 1)]
+    assert len(codes[0]) == len(codes[1]) == 64 and np.abs(codes[0] - codes[1]).max() > 0.1
 
 
 SEARCH = """

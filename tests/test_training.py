@@ -247,3 +247,24 @@ def test_gan_training_keeps_each_processs_batchnorm_statistics():
     assert make_accelerator(RunConfig(device="cpu"), broadcast_buffers=False).ddp_handler.broadcast_buffers is False
     plain = make_accelerator(RunConfig(device="cpu")).ddp_handler
     assert plain is None or plain.broadcast_buffers is True
+
+
+def test_each_process_of_a_run_draws_its_own_noise_and_the_main_one_draws_a_single_process_run_s():
+    from accelerate.utils import set_seed
+
+    from vitprint.training.engine import seed_epoch
+
+    def draws(seed, epoch, process):
+        seed_epoch(seed, epoch, process)
+        return torch.randn(8), np.random.rand(3)
+
+    set_seed(7 + 2)
+    alone = torch.randn(8), np.random.rand(3)
+    main_process, other, later = draws(7, 2, 0), draws(7, 2, 1), draws(7, 3, 0)
+    assert torch.equal(main_process[0], alone[0]) and np.array_equal(main_process[1], alone[1])
+    assert not torch.allclose(other[0], main_process[0]) and not np.allclose(other[1], main_process[1])
+    # Its own stream, not the main process's next epoch (seed + epoch + process would be).
+    assert not torch.allclose(other[0], later[0])
+    again = draws(7, 2, 1)
+    assert torch.equal(again[0], other[0])  # and reproducible
+    assert not torch.allclose(draws(7, 2, 2)[0], other[0])

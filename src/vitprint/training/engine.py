@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
@@ -159,8 +160,9 @@ def fit(
     if acc.is_main_process:
         # The same config travels inside every checkpoint; this copy is for reading.
         (out / "config.json").write_text(json.dumps(task.meta, indent=2))
-    # Shuffling draws from torch's global generator, reseeded every epoch below. Batches are uint8 until they
-    # reach the device (pinned for a GPU); DeviceBatches scales and augments them there.
+    # Shuffling draws from torch's global generator, reseeded every epoch below (with several processes, from
+    # a generator Accelerate keeps equal on all of them). Batches are uint8 until they reach the device
+    # (pinned for a GPU); DeviceBatches scales and augments them there.
     pin = acc.device.type == "cuda"
     train_loader = DataLoader(
         train_data, batch_size=run.batch_size, shuffle=True, drop_last=len(train_data) > run.batch_size,
@@ -213,6 +215,20 @@ def fit(
     return history
 
 
+def seed_epoch(seed: int, epoch: int, process: int = 0) -> None:
+    """Seed an epoch's random draws with ``seed + epoch`` (a resumed run repeats the uninterrupted one).
+
+    Every process but the main one of a multi-process run then takes a stream of its own, so the processes'
+    shares of a batch do not get the same noise (a GAN's latent codes, a diffusion model's noise and
+    timesteps, augmentations); the main process draws what a one-process run draws. Shuffling is not
+    touched: with several processes Accelerate shuffles with a generator of its own, which it keeps equal
+    on every process.
+    """
+    set_seed(seed + epoch)
+    if process:
+        set_seed(int(np.random.SeedSequence([seed, epoch, process]).generate_state(1)[0]))
+
+
 def train_one_epoch(model: nn.Module, loader: DataLoader, step: StepFn, acc: Accelerator, epoch: int, run: RunConfig,
                     optimizer: torch.optim.Optimizer | None = None, last_path: Path | None = None,
                     show_batches: bool = True) -> dict[str, float]:
@@ -224,7 +240,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, step: StepFn, acc: Acc
     its autocast (a GAN's two players). A non-finite loss stops training with the last good
     checkpoint named.
     """
-    set_seed(run.seed + epoch)
+    seed_epoch(run.seed, epoch, acc.process_index)
     model.train()
     sums: dict[str, float] = {}
     seen, t0 = 0, time.perf_counter()
