@@ -696,7 +696,7 @@ def _parser_bench(sub) -> None:
     p.add_argument("--no-null", action="store_true", help="skip the null-generator cells (per family, a generator trained on other patients than the members: every detector must sit at chance there)")
     p.add_argument("--perturb", action="store_true", help="shift (4-8%%), re-window and add noise to the generated images before scoring, as a generator does to a slice it copies")
     p.add_argument("--gen-steps", type=int, help="membership only: generator training steps (default: the scale's, 1000 at cpu scale); more steps, more memorisation")
-    p.add_argument("--ct", nargs="+", metavar="VOLUME", help="membership only: real CT volumes (NIfTI files or multi-frame DICOM files) instead of phantom patients: axial slices in the lung window dealt in turn (member, non-member, reference, non-member, member, reference), so each member's neighbouring slices are a non-member and a reference slice, either way up; a null cell's generator learns the reference slices, each between two members or two non-members, as many of each. Sizes must fit: a third of the slices at most")
+    p.add_argument("--ct", nargs="+", metavar="VOLUME", help="membership only: real CT volumes (NIfTI files or multi-frame DICOM files) instead of phantom patients: axial slices in the lung window dealt in turn (member, non-member, reference, member, reference, non-member), so every third slice is a member and every non-member a member's neighbour; a null cell's generator learns the reference slices, each between a member and a non-member, the member below it as often as above. Sizes must fit: a third of the slices at most")
     p.add_argument("--command-line", help=argparse.SUPPRESS)
     _add_common(p)
     p.set_defaults(func=cmd_bench)
