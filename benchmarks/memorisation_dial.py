@@ -13,8 +13,8 @@ one an uninterrupted run (or a benchmark cell) of that length gives. Each stop's
 measured, and a rerun with the same ``--out`` continues from the last stop.
 
 ``--ct VOLUME`` takes the members and non-members from a real CT volume instead, as a benchmark cell with
-``--ct`` does (axial slices in the lung window dealt in turn, ``vitprint.benchmark.CT_DEALING``, so every
-non-member is a member's neighbouring slice). ``--detectors NAME …`` adds,
+``--ct`` does (axial slices in the lung window dealt in turn, ``vitprint.benchmark.CT_DEALING``, so a
+member's neighbouring slices are a non-member and a reference slice). ``--detectors NAME …`` adds,
 per stop, the ROC-AUC of each named detector of the registry (fitted on the stop's samples, with the
 options a benchmark cell of this scale gives it) on all the real images; detectors that need a reference
 set, the job's autoencoder or labelled images are refused before any training. Each stop also records

@@ -199,7 +199,7 @@ def test_memorisation_dial_on_ct_slices_reports_each_named_detector(tmp_path):
                       "--ct", str(tmp_path / "ct.nii.gz"), "--detectors", "pixel_nn", "align_nn", "--out", str(out)]) == 0
     saved = json.loads((out / "dial.json").read_text())
     assert saved["setting"]["ct"] == str((tmp_path / "ct.nii.gz").resolve())
-    assert saved["setting"]["dealing"].startswith("member, non-member, reference, member")  # resumes only as dealt
+    assert saved["setting"]["dealing"].startswith("member, non-member, reference, non-member")  # resumes only as dealt
     assert saved["setting"]["detectors"] == ["pixel_nn", "align_nn"]
     row = saved["rows"][0]
     assert 0 <= row["pixel_nn_auc"] <= 1 and 0 <= row["align_nn_auc"] <= 1

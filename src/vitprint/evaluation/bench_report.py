@@ -131,7 +131,7 @@ def markdown(results: dict, command: str, figures: dict[str, str], copy_figure: 
     ct = results.get("data", {}).get("ct")
     # Cells dealt before the order was recorded were dealt member, non-member, reference.
     dealing = results.get("data", {}).get("dealing") or "member, non-member, reference"
-    balanced = "dealing" in results.get("data", {})
+    either_way = ", the non-member below as often as above" if "dealing" in results.get("data", {}) else ""
     peers = {p for c in results.get("cells", []) for p in c.get("peers", [])}
     lines = [
         f"Command: `{command}`",
@@ -150,10 +150,8 @@ def markdown(results: dict, command: str, figures: dict[str, str], copy_figure: 
            "non-members resampled apart, 1,000 draws: the spread from which images were held out, for this one "
            "trained generator, not from training it again); the other metrics of one seed have none. "
            if one_seed_rows else "")
-        + (f"Real CT ({', '.join(ct)}): axial slices in the lung window dealt in turn, {dealing} ("
-           + ("every non-member and every reference slice lies between a member and a slice of the third role, "
-              "the member below it as often as above" if balanced else
-              "every member's neighbouring slices are a non-member and a reference slice") + "). "
+        + (f"Real CT ({', '.join(ct)}): axial slices in the lung window dealt in turn, {dealing} (every "
+           f"member's neighbouring slices are a non-member and a reference slice{either_way}). "
            "Reference set (for the calibrated `_cal` scores and DOMIAS): those reference slices, never seen by "
            "the generator. " if ct else
            "Reference set (for the calibrated `_cal` scores and DOMIAS): as many other patients as members, "
@@ -164,8 +162,8 @@ def markdown(results: dict, command: str, figures: dict[str, str], copy_figure: 
           "near-copies of a member minus the share near a non-member (0 when nothing was memorised); it counts "
           "images, so the members with a near-copy are counted too where recorded (a collapsed generator copies one). "
         + ("Null-generator tables: the generator learns the reference slices (never a member; "
-           + ("each lies between a member and a non-member, the member below it as often as above" if balanced
-              else "each lies between a non-member below and a member above")
+           + ("each lies between two members or two non-members, as many of each" if either_way else
+              "each lies between a non-member below and a member above")
            + "), so every detector must sit at chance and no leak may be found. "
            if ct else
            "Null-generator tables: the generator is trained on as many other patients as there are members "
