@@ -286,7 +286,14 @@ def test_a_real_ct_family_deals_neighbouring_slices_to_different_roles(tmp_path,
     assert "<!-- membership-toy-ct-vae-8 -->" in text and "real CT (ct.nii.gz)" in text
     assert "dealt in turn, member, non-member, reference, non-member, member, reference" in text
     assert "between two members or two non-members" in text
-    # Cells dealt in the earlier order (member, non-member, reference: no order recorded) are not continued.
+    # The same folder continues (nothing left to run); one of the earlier order is refused, and a results
+    # file of that order is still described as it was dealt.
+    assert main([*base, "--sizes", "8", "--out", str(tmp_path / "b")]) == 0, capsys.readouterr().err
+    from vitprint.evaluation.bench_report import markdown
+
+    earlier = markdown({**res, "data": {"ct": ["ct.nii.gz"]}}, "bench", {})
+    assert "dealt in turn, member, non-member, reference (every member's" in earlier
+    assert "each lies between a non-member below and a member above" in earlier
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "results.json").write_text(json.dumps({"scale": "toy", "data": {"ct": ["ct.nii.gz"]}, "cells": []}))
     assert main([*base, "--sizes", "8", "--out", str(tmp_path / "old")]) == 2

@@ -258,6 +258,16 @@ def test_each_process_of_a_run_draws_its_own_noise_and_the_main_one_draws_a_sing
         seed_epoch(seed, epoch, process)
         return torch.randn(8), np.random.rand(3)
 
+    import random
+
+    states = np.random.get_state(), random.getstate()
+    with torch.random.fork_rng():  # leaves the other tests' generators as they were
+        _seeding_checks(draws, set_seed)
+    np.random.set_state(states[0])
+    random.setstate(states[1])
+
+
+def _seeding_checks(draws, set_seed):
     set_seed(7 + 2)
     alone = torch.randn(8), np.random.rand(3)
     main_process, other, later = draws(7, 2, 0), draws(7, 2, 1), draws(7, 3, 0)

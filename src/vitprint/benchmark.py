@@ -41,7 +41,7 @@ from vitprint.membership.knn import knn_distances, pixel_vectors
 from vitprint.membership.scoring import ScoreConfig, compute_scores
 from vitprint.api.assess import AssessConfig, assess
 from vitprint.errors import VitprintError
-from vitprint.evaluation.bench_report import family_key
+from vitprint.evaluation.bench_report import CT_ORDER, EARLIER_CT_ORDER, family_key
 from vitprint.evaluation.metrics import auc_interval, binary_metrics
 from vitprint.inference import encode
 from vitprint.models.presets import model_config
@@ -140,20 +140,18 @@ def ct_slices(volumes: list[str], size: int) -> list[np.ndarray]:
 
 # The order real CT slices are dealt in along a volume (0 member, 1 non-member, 2 reference): member,
 # non-member, reference, non-member, member, reference. Moved three slices along, the order swaps the members
-# and the non-members and keeps the reference slices: with nothing leaked (a null cell's generator learns the
-# reference slices) the two groups are alike by construction, whichever way the scan's anatomy runs. Every
-# member's neighbouring slices are a non-member and a reference slice, the non-member below as often as
-# above, and every member and every non-member has one reference slice beside it (the calibrated scores
-# compare with the reference). The earlier order (member, non-member, reference) put every reference slice
-# between a non-member below and a member above: along a stretch of a scan a slice can be nearer its
-# neighbour on one side, so a null generator's copies of them leaned towards one group for the scan's
-# reasons. An evenly spaced balanced order (member, non-member, reference, member, reference, non-member)
-# leaves half the members with no reference slice beside them, and the calibrated pixel score then told the
-# groups apart in a null cell (ROC-AUC 0.77 with nothing leaked).
+# and the non-members and keeps the reference slices, so the layout has no side to favour either group,
+# whichever way the scan's anatomy runs (a null cell's generator learns the reference slices). Every member's
+# neighbouring slices are a non-member and a reference slice, the non-member below as often as above, and
+# every member and every non-member has one reference slice beside it (the calibrated scores compare with
+# the reference). The earlier order (member, non-member, reference) put every reference slice between a
+# non-member below and a member above: along a stretch of a scan a slice can be nearer its neighbour on one
+# side, so a null generator's copies of them could lean towards one group for the scan's reasons. An evenly
+# spaced balanced order (member, non-member, reference, member, reference, non-member) leaves half the
+# members with no reference slice beside them, and the calibrated pixel score then told the groups apart in
+# a null cell (ROC-AUC 0.77 with nothing leaked).
 CT_DEALING = (0, 1, 2, 1, 0, 2)
-CT_DEALING_NAME = "member, non-member, reference, non-member, member, reference"
-
-
+CT_DEALING_NAME = CT_ORDER  # recorded with the cells; the report says what it means
 def ct_roles(volumes: list[np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Members, non-members and reference slices, ``n`` each, dealt along each volume in the order of
     ``CT_DEALING``, so a member's neighbouring slices are a non-member and a reference slice: the case a
@@ -443,11 +441,11 @@ def run_benchmark(scale_name: str, out: str | Path, families=None, sizes=None, s
     # A results file from before real CT cells existed holds phantom cells.
     held = results.get("data", {"phantoms": True} if results.get("cells") else data)
     if ct and held.get("ct") == data["ct"] and held.get("dealing") != CT_DEALING_NAME:
-        order = held.get("dealing") or "member, non-member, reference"
+        order = held.get("dealing") or EARLIER_CT_ORDER
         raise VitprintError(f"{path} holds real-CT cells dealt in another order ({order}); choose another output "
                             "folder", "out")
     if held != data:
-        raise VitprintError(f"{path} holds a benchmark on other data ({results['data']}); choose another output "
+        raise VitprintError(f"{path} holds a benchmark on other data ({held}); choose another output "
                             "folder", "out")
     slices = ct_slices(ct, scale.image_size) if ct else None
     if slices is not None:

@@ -123,15 +123,28 @@ def control_check(results: dict) -> list[str]:
     return lines
 
 
+# The orders ``vitprint bench --ct`` has dealt real CT slices in (member, non-member, reference slice), and
+# what each means for the cells and for the null cells' reference slices; an order not named here is
+# reported by its name alone.
+CT_ORDER = "member, non-member, reference, non-member, member, reference"
+EARLIER_CT_ORDER = "member, non-member, reference"
+CT_ORDER_SAYS = {
+    CT_ORDER: (" (every member's neighbouring slices are a non-member and a reference slice, the non-member "
+               "below as often as above; three slices along, the order swaps members and non-members)",
+               "; each lies between two members or two non-members, as many of each"),
+    EARLIER_CT_ORDER: (" (every member's neighbouring slices are a non-member and a reference slice)",
+                       "; each lies between a non-member below and a member above"),
+}
+
+
 def markdown(results: dict, command: str, figures: dict[str, str], copy_figure: str | None = None) -> str:
     cfg, mach = results["config"], results["machine"]
     rows = [v["roc_auc"] for fam in results["summary"].values() for by_det in fam.values() for v in by_det.values()]
     seeds = max((int(r[3]) for r in rows), default=cfg["seeds"])
     one_seed_rows = any(r[3] == 1 and not np.isnan(r[1]) for r in rows)  # bootstrap intervals (older cells: none)
     ct = results.get("data", {}).get("ct")
-    # Cells dealt before the order was recorded were dealt member, non-member, reference.
-    dealing = results.get("data", {}).get("dealing") or "member, non-member, reference"
-    either_way = ", the non-member below as often as above" if "dealing" in results.get("data", {}) else ""
+    # Cells dealt before the order was recorded were dealt member, non-member, reference (EARLIER_CT_ORDER).
+    dealing = results.get("data", {}).get("dealing") or EARLIER_CT_ORDER
     peers = {p for c in results.get("cells", []) for p in c.get("peers", [])}
     lines = [
         f"Command: `{command}`",
@@ -150,8 +163,8 @@ def markdown(results: dict, command: str, figures: dict[str, str], copy_figure: 
            "non-members resampled apart, 1,000 draws: the spread from which images were held out, for this one "
            "trained generator, not from training it again); the other metrics of one seed have none. "
            if one_seed_rows else "")
-        + (f"Real CT ({', '.join(ct)}): axial slices in the lung window dealt in turn, {dealing} (every "
-           f"member's neighbouring slices are a non-member and a reference slice{either_way}). "
+        + (f"Real CT ({', '.join(ct)}): axial slices in the lung window dealt in turn, {dealing}"
+           + CT_ORDER_SAYS.get(dealing, ("", ""))[0] + ". "
            "Reference set (for the calibrated `_cal` scores and DOMIAS): those reference slices, never seen by "
            "the generator. " if ct else
            "Reference set (for the calibrated `_cal` scores and DOMIAS): as many other patients as members, "
@@ -161,10 +174,9 @@ def markdown(results: dict, command: str, figures: dict[str, str], copy_figure: 
         + "Peers (the literature's methods) are marked; the copy rate is the share of generated images that are "
           "near-copies of a member minus the share near a non-member (0 when nothing was memorised); it counts "
           "images, so the members with a near-copy are counted too where recorded (a collapsed generator copies one). "
-        + ("Null-generator tables: the generator learns the reference slices (never a member; "
-           + ("each lies between two members or two non-members, as many of each" if either_way else
-              "each lies between a non-member below and a member above")
-           + "), so every detector must sit at chance and no leak may be found. "
+        + ("Null-generator tables: the generator learns the reference slices (never a member"
+           + CT_ORDER_SAYS.get(dealing, ("", ""))[1] + "), so every detector must sit at chance and no leak "
+           "may be found. "
            if ct else
            "Null-generator tables: the generator is trained on as many other patients as there are members "
            "(never a member), so every detector must sit at chance and no leak may be found. ")

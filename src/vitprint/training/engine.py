@@ -160,9 +160,9 @@ def fit(
     if acc.is_main_process:
         # The same config travels inside every checkpoint; this copy is for reading.
         (out / "config.json").write_text(json.dumps(task.meta, indent=2))
-    # Shuffling draws from torch's global generator, reseeded every epoch below (with several processes, from
-    # a generator Accelerate keeps equal on all of them). Batches are uint8 until they reach the device
-    # (pinned for a GPU); DeviceBatches scales and augments them there.
+    # In one process shuffling draws from torch's global generator, reseeded every epoch below; with several,
+    # from a generator Accelerate seeds once and keeps equal on all of them. Batches are uint8 until they reach
+    # the device (pinned for a GPU); DeviceBatches scales and augments them there.
     pin = acc.device.type == "cuda"
     train_loader = DataLoader(
         train_data, batch_size=run.batch_size, shuffle=True, drop_last=len(train_data) > run.batch_size,
@@ -216,13 +216,16 @@ def fit(
 
 
 def seed_epoch(seed: int, epoch: int, process: int = 0) -> None:
-    """Seed an epoch's random draws with ``seed + epoch`` (a resumed run repeats the uninterrupted one).
+    """Seed an epoch's random draws with ``seed + epoch`` (in one process a resumed run repeats the
+    uninterrupted one).
 
     Every process but the main one of a multi-process run then takes a stream of its own, so the processes'
     shares of a batch do not get the same noise (a GAN's latent codes, a diffusion model's noise and
-    timesteps, augmentations); the main process draws what a one-process run draws. Shuffling is not
-    touched: with several processes Accelerate shuffles with a generator of its own, which it keeps equal
-    on every process.
+    timesteps, augmentations); the main process is seeded as a one-process run is (its draws differ from
+    one process's all the same: a one-process loader takes each epoch's shuffling seed from torch's global
+    generator, a multi-process one does not). Shuffling is not touched: with several processes Accelerate
+    shuffles with a generator of its own, seeded once when the loader is prepared and kept equal on every
+    process (so a resumed multi-process run does not repeat the uninterrupted run's batches).
     """
     set_seed(seed + epoch)
     if process:
@@ -234,8 +237,8 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, step: StepFn, acc: Acc
                     show_batches: bool = True) -> dict[str, float]:
     """One pass over ``loader``; returns the mean of each loss per image and the images per second.
 
-    The epoch is seeded with ``run.seed + epoch`` (shuffling and noise follow it, so a resumed run
-    repeats the uninterrupted one). With ``optimizer`` the loop runs ``step`` under autocast, then
+    The epoch is seeded with ``run.seed + epoch`` (``seed_epoch``; in one process shuffling and noise follow
+    it, so a resumed run repeats the uninterrupted one). With ``optimizer`` the loop runs ``step`` under autocast, then
     back-propagates its ``"loss"`` and steps; without one, ``step`` updates the model itself and owns
     its autocast (a GAN's two players). A non-finite loss stops training with the last good
     checkpoint named.
