@@ -152,6 +152,8 @@ def ct_slices(volumes: list[str], size: int) -> list[np.ndarray]:
 # a null cell (ROC-AUC 0.77 with nothing leaked).
 CT_DEALING = (0, 1, 2, 1, 0, 2)
 CT_DEALING_NAME = CT_ORDER  # recorded with the cells; the report says what it means
+
+
 def ct_roles(volumes: list[np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Members, non-members and reference slices, ``n`` each, dealt along each volume in the order of
     ``CT_DEALING``, so a member's neighbouring slices are a non-member and a reference slice: the case a
@@ -270,7 +272,7 @@ def run_cell(family: str, n: int, seed: int, scale: Scale, encoder: str | None, 
     of the members can leak, so every detector must sit at chance and the verdict must not find a leak.
     With ``ct`` (slices of real CT volumes, ``ct_slices``) the images are real slices dealt to the members,
     the non-members and the reference (``ct_roles``); a null cell's generator then learns the reference
-    slices, which neighbour members and non-members alike (as many of each, either way up).
+    slices, each between two members or between two non-members, as many of each (``CT_DEALING``).
     """
     cfg = _model_cfg(scale)
     stream = 1000 * seed + n

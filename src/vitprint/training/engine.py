@@ -237,10 +237,10 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, step: StepFn, acc: Acc
                     show_batches: bool = True) -> dict[str, float]:
     """One pass over ``loader``; returns the mean of each loss per image and the images per second.
 
-    The epoch is seeded with ``run.seed + epoch`` (``seed_epoch``; in one process shuffling and noise follow
-    it, so a resumed run repeats the uninterrupted one). With ``optimizer`` the loop runs ``step`` under autocast, then
-    back-propagates its ``"loss"`` and steps; without one, ``step`` updates the model itself and owns
-    its autocast (a GAN's two players). A non-finite loss stops training with the last good
+    The epoch is seeded with ``run.seed + epoch`` (``seed_epoch``; in one process shuffling and noise
+    follow it, so a resumed run repeats the uninterrupted one). With ``optimizer`` the loop runs ``step``
+    under autocast, then back-propagates its ``"loss"`` and steps; without one, ``step`` updates the model
+    itself and owns its autocast (a GAN's two players). A non-finite loss stops training with the last good
     checkpoint named.
     """
     seed_epoch(run.seed, epoch, acc.process_index)
