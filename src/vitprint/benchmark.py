@@ -41,7 +41,7 @@ from vitprint.membership.knn import knn_distances, pixel_vectors
 from vitprint.membership.scoring import ScoreConfig, compute_scores
 from vitprint.api.assess import AssessConfig, assess
 from vitprint.errors import VitprintError
-from vitprint.evaluation.bench_report import CT_ORDER, EARLIER_CT_ORDER, family_key
+from vitprint.evaluation.bench_report import EARLIER_CT_ORDER, family_key
 from vitprint.evaluation.metrics import auc_interval, binary_metrics
 from vitprint.inference import encode
 from vitprint.models.presets import model_config
@@ -151,7 +151,8 @@ def ct_slices(volumes: list[str], size: int) -> list[np.ndarray]:
 # members with no reference slice beside them, and the calibrated pixel score then told the groups apart in
 # a null cell (ROC-AUC 0.77 with nothing leaked).
 CT_DEALING = (0, 1, 2, 1, 0, 2)
-CT_DEALING_NAME = CT_ORDER  # recorded with the cells; the report says what it means
+# Recorded with the cells, spelt out from the order itself (the report says what the orders it knows mean).
+CT_DEALING_NAME = ", ".join(("member", "non-member", "reference")[r] for r in CT_DEALING)
 
 
 def ct_roles(volumes: list[np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
