@@ -278,3 +278,29 @@ def _seeding_checks(draws, set_seed):
     again = draws(7, 2, 1)
     assert torch.equal(again[0], other[0])  # and reproducible
     assert not torch.allclose(draws(7, 2, 2)[0], other[0])
+
+
+@pytest.mark.parametrize("family", ["dcgan", "pacgan"])
+def test_the_generators_update_computes_no_gradient_for_the_discriminators_weights(tmp_path, monkeypatch, family):
+    """Each GAN step runs the discriminator three times: on the real and the generated images for its own
+    update (its weights take gradients), then on the generated images for the generator's (only the images
+    do: the generator learns through them, the discriminator's weights are left out and trainable again
+    after)."""
+    from vitprint.cli import main
+    from vitprint.demo import write_membership_split
+    from vitprint.models.dcgan import Discriminator
+
+    calls, forward = [], Discriminator.forward
+
+    def watched(self, x):
+        calls.append((all(p.requires_grad for p in self.parameters()), x.requires_grad, torch.is_grad_enabled()))
+        return forward(self, x)
+
+    monkeypatch.setattr(Discriminator, "forward", watched)
+    write_membership_split(tmp_path, 5, 3, size=32)
+    assert main(["train-generator", str(tmp_path / "members"), "--image-size", "32", "--width", "8",
+                 "--batch-size", "4", "--epochs", "1", "--family", family, "--out", str(tmp_path / "gan")]) == 0
+    assert len(calls) == 3 * 2  # 8 images, batches of 4: two steps
+    for real, fake, for_generator in zip(calls[0::3], calls[1::3], calls[2::3]):
+        assert real == (True, False, True) and fake == (True, False, True)
+        assert for_generator == (False, True, True)

@@ -135,11 +135,17 @@ def _gan_step(opts, acc, nets: tuple[nn.Module, nn.Module], raw: GAN):
         opt_d.zero_grad(set_to_none=True)
         acc.backward(loss_d)
         opt_d.step()
-        with acc.autocast():
-            d_gen = judge(fake)
-            loss_g = F.binary_cross_entropy_with_logits(d_gen, torch.ones_like(d_gen))
-        opt_g.zero_grad(set_to_none=True)
-        acc.backward(loss_g)
+        # The generator's loss back-propagates through the discriminator to the images only: its own
+        # weights need no gradient there (they are cleared before its next update), and with several
+        # processes none is averaged over them.
+        discriminator.requires_grad_(False)
+        with acc.no_sync(discriminator):
+            with acc.autocast():
+                d_gen = judge(fake)
+                loss_g = F.binary_cross_entropy_with_logits(d_gen, torch.ones_like(d_gen))
+            opt_g.zero_grad(set_to_none=True)
+            acc.backward(loss_g)
+        discriminator.requires_grad_(True)
         opt_g.step()
         return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach()}, n
 
