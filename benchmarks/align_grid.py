@@ -31,7 +31,6 @@ import argparse
 import functools
 import inspect
 import json
-import math
 import shutil
 import sys
 import time
@@ -40,15 +39,14 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from vitprint.benchmark import SCALES, patients, perturb
-from vitprint.config import DataConfig, RunConfig
+from vitprint.benchmark import SCALES, cell_images, perturb, train_and_sample
+from vitprint.config import DataConfig
 from vitprint.data.imageset import ImageSet
 from vitprint.data.sources import read_folders
 from vitprint.errors import VitprintError
 from vitprint.membership.detectors.align_nn import COARSE_GRID
 from vitprint.membership.registry import accepted_options, create_detector, detector_class
 from vitprint.membership.scoring import ScoreConfig, compute_scores
-from vitprint.training.generator import load_generator, sample, train_generator
 
 EARLIER = {**COARSE_GRID, "max_shift": 0.06}  # the search before 2026-12-07: pose grid, tiles, reach
 NOW = {k: inspect.signature(detector_class("align_nn")).parameters[k].default for k in EARLIER}
@@ -86,16 +84,9 @@ def phantom_cells(out: Path, members: int, seeds: list[int]) -> list[Path]:
             files.append(f)
             if f.exists():
                 continue
-            stream = 1000 * seed + members
-            reals = patients(0, 2 * members, scale, stream)
-            trained_on = patients(3 * members, members, scale, stream) if null else reals[:members]
-            work = out / "generator"
-            shutil.rmtree(work, ignore_errors=True)
-            epochs = max(1, math.ceil(scale.gen_steps * scale.batch_size / members))
-            train_generator(ImageSet.from_pixels(trained_on, "train"),
-                            RunConfig(out=str(work), epochs=epochs, batch_size=scale.batch_size, seed=seed), family="vae")
-            gen = load_generator(work / "checkpoints" / "last.safetensors")
-            samples = np.concatenate(list(sample(gen, scale.n_generated, seed=seed)))
+            reals, _, trained_on = cell_images(members, seed, scale, null)
+            shutil.rmtree(out / "generator", ignore_errors=True)
+            samples = train_and_sample("vae", trained_on, seed, scale, out / "generator")
             np.savez(f.with_suffix(".tmp.npz"), reals=reals, samples=samples, seed=seed)
             f.with_suffix(".tmp.npz").replace(f)
     return files

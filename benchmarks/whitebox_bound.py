@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-from vitprint.benchmark import SCALES, patients
+from vitprint.benchmark import SCALES, cell_images, generator_epochs
 from vitprint.config import RunConfig
 from vitprint.data.dataset import to_model_range
 from vitprint.data.imageset import ImageSet
@@ -45,12 +44,11 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, help="where the generator is kept (default: runs/whitebox-MEMBERS-sSEED)")
     a = p.parse_args(argv)
     scale, n = SCALES[a.scale], a.members
-    stream = 1000 * a.seed + n  # as run_cell
-    reals, reference = patients(0, 2 * n, scale, stream), patients(2 * n, n, scale, stream)
+    reals, reference, _ = cell_images(n, a.seed, scale)  # as run_cell
     labels = np.r_[np.ones(n, int), np.zeros(n, int)]
     a.out = a.out or Path(f"runs/whitebox-{n}-s{a.seed}")
     ckpt = a.out / "gen" / "checkpoints" / "last.safetensors"
-    epochs = max(1, math.ceil(scale.gen_steps * scale.batch_size / n))
+    epochs = generator_epochs(n, scale)
     meta = read_meta(ckpt) if ckpt.is_file() else None
     if meta is not None:
         cell = (meta.get("family"), meta.get("train_images"), meta["run"].get("seed"), meta.get("image_size"))

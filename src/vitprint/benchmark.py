@@ -265,6 +265,34 @@ def near_copies(generated: np.ndarray, members: np.ndarray, non_members: np.ndar
     return d[:, 0] < float(np.quantile(dm[:, 1], 0.05)), idx[:, 0]
 
 
+def cell_images(n: int, seed: int, scale: Scale, null: bool = False,
+                ct: list[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A cell's real images (``n`` members, then ``n`` non-members), its reference images and what its
+    generator learns: the members, or for a ``null`` cell as many images the real ones do not hold."""
+    if ct is not None:
+        members, non_members, reference = ct_roles(ct, n)
+        return np.concatenate([members, non_members]), reference, reference if null else members
+    stream = 1000 * seed + n
+    reals = patients(0, 2 * n, scale, stream)
+    reference = patients(2 * n, n, scale, stream)  # other patients the generator never saw
+    return reals, reference, patients(3 * n, n, scale, stream) if null else reals[:n]
+
+
+def generator_epochs(n: int, scale: Scale) -> int:
+    """Epochs over ``n`` training images that make the scale's generator steps (at least one)."""
+    return max(1, math.ceil(scale.gen_steps * scale.batch_size / n))
+
+
+def train_and_sample(family: str, trained_on: np.ndarray, seed: int, scale: Scale, work: Path) -> np.ndarray:
+    """Train the scale's ``family`` generator on ``trained_on`` in ``work``; its ``scale.n_generated`` samples."""
+    train_generator(ImageSet.from_pixels(trained_on, "train"),
+                    RunConfig(out=str(work), epochs=generator_epochs(len(trained_on), scale),
+                              batch_size=scale.batch_size, seed=seed),
+                    family=family)
+    gen = load_generator(work / "checkpoints" / "last.safetensors")
+    return np.concatenate(list(sample(gen, scale.n_generated, seed=seed)))
+
+
 def run_cell(family: str, n: int, seed: int, scale: Scale, encoder: str | None, work: Path,
              perturbed: bool = False, null: bool = False, ct: list[np.ndarray] | None = None) -> dict[str, Any]:
     """One (family, member-set size, seed) cell; returns per-detector held-out metrics and the verdict.
@@ -276,23 +304,11 @@ def run_cell(family: str, n: int, seed: int, scale: Scale, encoder: str | None, 
     slices, each between two members or between two non-members, as many of each (``CT_DEALING``).
     """
     cfg = _model_cfg(scale)
-    stream = 1000 * seed + n
     labels = np.r_[np.ones(n, int), np.zeros(n, int)]
-    if ct is not None:
-        members, non_members, reference = ct_roles(ct, n)
-        reals = np.concatenate([members, non_members])
-        trained_on = reference if null else members
-    else:
-        reals = patients(0, 2 * n, scale, stream)
-        reference = patients(2 * n, n, scale, stream)  # other patients the generator never saw
-        trained_on = patients(3 * n, n, scale, stream) if null else reals[:n]
-    epochs = max(1, math.ceil(scale.gen_steps * scale.batch_size / n))
+    reals, reference, trained_on = cell_images(n, seed, scale, null, ct)
+    epochs = generator_epochs(n, scale)
     t0 = time.perf_counter()
-    train_generator(ImageSet.from_pixels(trained_on, "train"),
-                    RunConfig(out=str(work / "gen"), epochs=epochs, batch_size=scale.batch_size, seed=seed),
-                    family=family)
-    gen = load_generator(work / "gen" / "checkpoints" / "last.safetensors")
-    samples = np.concatenate(list(sample(gen, scale.n_generated, seed=seed)))
+    samples = train_and_sample(family, trained_on, seed, scale, work / "gen")
     # the generator's own memorisation, before any perturbation
     rate, copied, copied_non = copy_stats(samples, reals[:n], reals[n:])
     if perturbed:
