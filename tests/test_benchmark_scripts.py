@@ -394,3 +394,35 @@ def test_align_grid_scores_a_saved_case_under_each_setting(tmp_path, monkeypatch
     with pytest.raises(SystemExit):  # two settings of one name
         grid.main(["case", str(tmp_path / "case"), "--setting", "a={}", "--setting", "a={}", "--out", str(out)])
     assert len(out.read_text().splitlines()) == 2  # nothing written for the refused runs
+
+
+def test_nrrd_volumes_become_nifti_that_bench_reads_as_it_reads_any_nifti(tmp_path):
+    """An NRRD header's LPS space becomes the RAS affine NIfTI stores, so a converted volume's slices come
+    out of `bench --ct` the same way round as those of a volume stored in RAS from the start (as
+    TotalSegmentator's example is): volumes of several sources can share one cell."""
+    nib = pytest.importorskip("nibabel")
+    from vitprint.benchmark import ct_slices
+
+    spec = importlib.util.spec_from_file_location("nrrd_to_nifti",
+                                                  Path(__file__).parents[1] / "benchmarks" / "nrrd_to_nifti.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    header = {"space": "left-posterior-superior", "space directions": np.diag([0.7, 0.7, 5.0]),
+              "space origin": np.array([-150.0, -300.0, -700.0])}
+    affine = script.nifti_affine(header)
+    assert np.allclose(affine[:3, :3], np.diag([-0.7, -0.7, 5.0])) and np.allclose(affine[:3, 3], [150, 300, -700])
+    # One anatomy, a bright block at the patient's right front, stored both ways: in LPS index space the first
+    # voxels lie towards the right (i) and the front (j), in RAS the last ones.
+    lps = np.full((20, 20, 4), -1000, np.int16)
+    lps[:6, :6] = 300
+    nib.save(nib.Nifti1Image(lps, affine), tmp_path / "converted.nii.gz")
+    nib.save(nib.Nifti1Image(lps[::-1, ::-1].copy(), np.diag([0.7, 0.7, 5.0, 1.0])), tmp_path / "ras.nii.gz")
+    (converted,), (native,) = (ct_slices([str(tmp_path / f)], 20) for f in ("converted.nii.gz", "ras.nii.gz"))
+    assert np.array_equal(converted, native)
+    assert converted[:, :6].mean() > converted[:, -6:].mean() + 40  # the front at the top, either way
+    # Without the turn into RAS the block would land elsewhere: the check can fail.
+    nib.save(nib.Nifti1Image(lps, np.diag([0.7, 0.7, 5.0, 1.0])), tmp_path / "unturned.nii.gz")
+    (unturned,) = ct_slices([str(tmp_path / "unturned.nii.gz")], 20)
+    assert not np.array_equal(unturned, native)
+    with pytest.raises(SystemExit):
+        script.nifti_affine({**header, "space": "right-anterior-superior"})
