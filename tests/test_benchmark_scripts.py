@@ -411,6 +411,11 @@ def test_nrrd_volumes_become_nifti_that_bench_reads_as_it_reads_any_nifti(tmp_pa
               "space origin": np.array([-150.0, -300.0, -700.0])}
     affine = script.nifti_affine(header)
     assert np.allclose(affine[:3, :3], np.diag([-0.7, -0.7, 5.0])) and np.allclose(affine[:3, 3], [150, 300, -700])
+    # NRRD's "space directions" give each voxel axis's step as a row: one step along the first axis of an
+    # oblique volume moves by that row (in LPS), the same point in RAS.
+    oblique = script.nifti_affine({**header, "space directions": np.array([[0.7, 0.1, 0], [0, 0.7, 0], [0, 0.2, 5.0]])})
+    assert np.allclose(oblique @ [1, 0, 0, 1], [150 - 0.7, 300 - 0.1, -700, 1])
+    assert np.allclose(oblique @ [0, 0, 1, 1], [150, 300 - 0.2, -695, 1])
     # One anatomy, a bright block at the patient's right front, stored both ways: in LPS index space the first
     # voxels lie towards the right (i) and the front (j), in RAS the last ones.
     lps = np.full((20, 20, 4), -1000, np.int16)
@@ -426,3 +431,12 @@ def test_nrrd_volumes_become_nifti_that_bench_reads_as_it_reads_any_nifti(tmp_pa
     assert not np.array_equal(unturned, native)
     with pytest.raises(SystemExit):
         script.nifti_affine({**header, "space": "right-anterior-superior"})
+    # The whole conversion, from an NRRD file: the same voxels, the same affine, beside it as .nii.gz.
+    nrrd = pytest.importorskip("nrrd")
+    nrrd.write(str(tmp_path / "v.nrrd"), lps, {"space": "left-posterior-superior",
+                                                "space directions": header["space directions"],
+                                                "space origin": header["space origin"]})
+    out = script.nrrd_to_nifti(tmp_path / "v.nrrd")
+    assert out == tmp_path / "v.nii.gz"
+    (written,) = ct_slices([str(out)], 20)
+    assert np.array_equal(written, native) and np.allclose(nib.load(str(out)).affine, affine)

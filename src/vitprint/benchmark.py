@@ -306,7 +306,7 @@ def run_cell(family: str, n: int, seed: int, scale: Scale, encoder: str | None, 
     cfg = _model_cfg(scale)
     labels = np.r_[np.ones(n, int), np.zeros(n, int)]
     reals, reference, trained_on = cell_images(n, seed, scale, null, ct)
-    epochs = generator_epochs(n, scale)
+    epochs = generator_epochs(len(trained_on), scale)  # as train_and_sample trains it
     t0 = time.perf_counter()
     samples = train_and_sample(family, trained_on, seed, scale, work / "gen")
     # the generator's own memorisation, before any perturbation

@@ -138,14 +138,18 @@ def _gan_step(opts, acc, nets: tuple[nn.Module, nn.Module], raw: GAN):
         # The generator's loss back-propagates through the discriminator to the images only: its own
         # weights need no gradient there (they are cleared before its next update), and with several
         # processes none is averaged over them.
+        trainable = [p.requires_grad for p in discriminator.parameters()]
         discriminator.requires_grad_(False)
-        with acc.no_sync(discriminator):
-            with acc.autocast():
-                d_gen = judge(fake)
-                loss_g = F.binary_cross_entropy_with_logits(d_gen, torch.ones_like(d_gen))
-            opt_g.zero_grad(set_to_none=True)
-            acc.backward(loss_g)
-        discriminator.requires_grad_(True)
+        try:
+            with acc.no_sync(discriminator):
+                with acc.autocast():
+                    d_gen = judge(fake)
+                    loss_g = F.binary_cross_entropy_with_logits(d_gen, torch.ones_like(d_gen))
+                opt_g.zero_grad(set_to_none=True)
+                acc.backward(loss_g)
+        finally:
+            for p, was in zip(discriminator.parameters(), trainable):
+                p.requires_grad_(was)
         opt_g.step()
         return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach()}, n
 
