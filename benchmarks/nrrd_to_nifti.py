@@ -13,6 +13,7 @@ and origin turned from LPS into the RAS affine NIfTI uses. Reading NRRD needs ``
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +22,12 @@ LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
 def nifti_affine(header: dict) -> np.ndarray:
-    """The RAS voxel-to-world affine NIfTI stores, from an NRRD header in LPS space."""
+    """The RAS voxel-to-world affine NIfTI stores, from an NRRD header in LPS space (ValueError otherwise)."""
     if header.get("space") not in ("left-posterior-superior", "LPS"):
-        raise SystemExit(f"space {header.get('space')!r}: expected left-posterior-superior")
+        raise ValueError(f"space {header.get('space')!r}: expected left-posterior-superior")
+    missing = [k for k in ("space directions", "space origin") if k not in header]
+    if missing:
+        raise ValueError(f"the header has no {' or '.join(missing)}")
     affine = np.eye(4)
     affine[:3, :3] = np.asarray(header["space directions"], float).T  # columns: each voxel axis's step
     affine[:3, 3] = header["space origin"]
@@ -40,17 +44,18 @@ def nrrd_to_nifti(path: Path) -> Path:
     return out
 
 
-def main() -> None:
+def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("volumes", nargs="+", type=Path, help="NRRD files (.nrrd)")
-    for path in p.parse_args().volumes:
+    for path in p.parse_args(argv).volumes:
         if not path.name.endswith(".nrrd"):
-            raise SystemExit(f"{path}: not a .nrrd file")
+            p.exit(2, f"{path}: not a .nrrd file\n")
         try:
             print(nrrd_to_nifti(path))
-        except SystemExit as exc:
-            raise SystemExit(f"{path}: {exc}") from None
+        except Exception as exc:  # an unreadable file or header: one line, not a traceback
+            p.exit(2, f"{path}: {exc}\n")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -429,14 +429,20 @@ def test_nrrd_volumes_become_nifti_that_bench_reads_as_it_reads_any_nifti(tmp_pa
     nib.save(nib.Nifti1Image(lps, np.diag([0.7, 0.7, 5.0, 1.0])), tmp_path / "unturned.nii.gz")
     (unturned,) = ct_slices([str(tmp_path / "unturned.nii.gz")], 20)
     assert not np.array_equal(unturned, native)
-    with pytest.raises(SystemExit):
+    with pytest.raises(ValueError, match="expected left-posterior-superior"):
         script.nifti_affine({**header, "space": "right-anterior-superior"})
+    with pytest.raises(ValueError, match="no space origin"):
+        script.nifti_affine({k: v for k, v in header.items() if k != "space origin"})
+    for bad in (tmp_path / "none.nrrd", tmp_path / "v.nii.gz"):  # a missing file; not an NRRD file
+        with pytest.raises(SystemExit) as stop:
+            script.main([str(bad)])
+        assert stop.value.code == 2
     # The whole conversion, from an NRRD file: the same voxels, the same affine, beside it as .nii.gz.
     nrrd = pytest.importorskip("nrrd")
     nrrd.write(str(tmp_path / "v.nrrd"), lps, {"space": "left-posterior-superior",
                                                 "space directions": header["space directions"],
                                                 "space origin": header["space origin"]})
-    out = script.nrrd_to_nifti(tmp_path / "v.nrrd")
-    assert out == tmp_path / "v.nii.gz"
+    assert script.main([str(tmp_path / "v.nrrd")]) == 0
+    out = tmp_path / "v.nii.gz"
     (written,) = ct_slices([str(out)], 20)
     assert np.array_equal(written, native) and np.allclose(nib.load(str(out)).affine, affine)
