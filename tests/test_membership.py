@@ -149,6 +149,22 @@ def test_threshold_maximises_kappa_by_hand():
     assert t.threshold_ == pytest.approx(0.25)
 
 
+def test_kappas_at_every_cut_match_scikit_learn_bit_for_bit():
+    # The threshold fit's one-pass kappas must be scikit-learn's, call by call, exactly (the same cut wins
+    # ties), also with tied scores, cuts below and above every score (kappa undefined: 0) and uneven groups.
+    from vitprint.membership.decisions import _kappa, kappas_at
+
+    rng = np.random.default_rng(3)
+    for n_pos, n_neg in ((5, 5), (7, 30), (64, 64), (200, 56), (1, 2)):
+        y = np.r_[np.ones(n_pos, int), np.zeros(n_neg, int)]
+        s = np.round(rng.normal(size=len(y)) + 0.8 * y, 1)  # rounded: many ties
+        cuts = np.r_[s.min() - 1, np.sort(s), s.max() + 1, rng.uniform(-3, 3, 40)]
+        got = kappas_at(s, y, cuts)
+        want = np.array([_kappa(y, (s > c).astype(int)) for c in cuts])
+        assert np.array_equal(got, want)
+        assert got[0] == 0.0 and got[-41] == 0.0  # everything "used", nothing "used"
+
+
 def test_threshold_for_a_target_fpr():
     neg = np.arange(100, dtype=float)
     s = np.concatenate([neg, [1000.0] * 10])
