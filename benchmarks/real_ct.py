@@ -42,17 +42,21 @@ from vitprint.cli import main as vitprint_main
 from vitprint.data.orientation import ORIENTATIONS
 from vitprint.evaluation.truth import evaluate_run
 
+sys.path.insert(0, str(Path(__file__).parent))
+from nrrd_to_nifti import nifti_affine  # noqa: E402
+
 
 def load_volume(path: Path) -> np.ndarray:
     """``(slices, H, W)`` in HU, axial, from NIfTI (nibabel) or NRRD (pynrrd)."""
-    if path.name.endswith(".nrrd"):
-        import nrrd
-
-        data, _ = nrrd.read(str(path))  # x, y, z
-        return np.transpose(data, (2, 1, 0)).astype(np.float32)
     import nibabel as nib
 
-    img = nib.as_closest_canonical(nib.load(str(path)))
+    if path.name.endswith(".nrrd"):  # its LPS header as NIfTI's RAS affine: the same anatomy as the NIfTI path
+        import nrrd
+
+        data, header = nrrd.read(str(path))
+        img = nib.as_closest_canonical(nib.Nifti1Image(data, nifti_affine(header)))
+    else:
+        img = nib.as_closest_canonical(nib.load(str(path)))
     data = np.asarray(img.dataobj, dtype=np.float32)  # x, y, z (RAS)
     return np.transpose(data, (2, 1, 0))[:, ::-1].copy()
 

@@ -446,3 +446,23 @@ def test_nrrd_volumes_become_nifti_that_bench_reads_as_it_reads_any_nifti(tmp_pa
     out = tmp_path / "v.nii.gz"
     (written,) = ct_slices([str(out)], 20)
     assert np.array_equal(written, native) and np.allclose(nib.load(str(out)).affine, affine)
+
+
+def test_real_ct_reads_an_nrrd_volume_as_the_same_anatomy_stored_in_nifti(tmp_path):
+    """`real_ct.py` reads NRRD through its header's LPS space, so an NRRD volume beside a NIfTI one (as
+    `--other-volume`) is not a mirror image of it, and both come out the way `bench --ct` shows them."""
+    nib = pytest.importorskip("nibabel")
+    nrrd = pytest.importorskip("nrrd")
+    from vitprint.benchmark import ct_slices
+
+    lps = np.full((20, 20, 4), -1000, np.int16)  # LPS index space: the first voxels towards right and front
+    lps[:6, :6] = 300  # a block at the patient's right front
+    steps = np.diag([0.7, 0.7, 5.0])
+    nrrd.write(str(tmp_path / "v.nrrd"), lps, {"space": "left-posterior-superior", "space directions": steps,
+                                                "space origin": np.array([-150.0, -300.0, -700.0])})
+    nib.save(nib.Nifti1Image(lps[::-1, ::-1].copy(), np.diag([0.7, 0.7, 5.0, 1.0])), tmp_path / "ras.nii.gz")
+    from_nrrd, from_nifti = real_ct.load_volume(tmp_path / "v.nrrd"), real_ct.load_volume(tmp_path / "ras.nii.gz")
+    assert np.array_equal(from_nrrd, from_nifti)
+    (shown,) = ct_slices([str(tmp_path / "ras.nii.gz")], 20)
+    block = from_nifti > 0
+    assert block.any() and np.array_equal(block, shown > shown.mean())  # where bench shows the block
