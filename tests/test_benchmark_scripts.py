@@ -466,3 +466,55 @@ def test_real_ct_reads_an_nrrd_volume_as_the_same_anatomy_stored_in_nifti(tmp_pa
     (shown,) = ct_slices([str(tmp_path / "ras.nii.gz")], 20)
     block = from_nifti > 0
     assert block.any() and np.array_equal(block, shown > shown.mean())  # where bench shows the block
+
+
+def test_decision_speed_runs_both_kappa_computations_to_the_same_decisions(tmp_path, capsys):
+    """``benchmarks/decision_speed.py`` reruns a stored cell's decision step with one scikit-learn call per
+    threshold and with the one-pass kappas: the same metrics and verdict both ways, and the per-call way is
+    the one it patched in (the calls are counted)."""
+    spec = importlib.util.spec_from_file_location("decision_speed",
+                                                  Path(__file__).parents[1] / "benchmarks" / "decision_speed.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    import json
+
+    rng = np.random.default_rng(0)
+    n = 8
+    scores = {name: list(rng.normal(size=2 * n) + shift * np.r_[np.ones(n), np.zeros(n)])
+              for name, shift in (("align_nn", 2.0), ("pixel_nn", 0.3), ("pair", 1.0))}
+    cell = {"family": "vae", "members": n, "seed": 0, "null": False, "scores": scores,
+            "verdict": {k: None for k in ("verdict", "primary", "primary_auc", "p_value", "blind_auc", "cv_auc")}}
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps({"scale": "toy", "data": "phantoms", "cells": [cell]}))
+    calls = []
+    real_per_cut = script.per_cut
+    script.per_cut = lambda *a: calls.append(1) or real_per_cut(*a)
+    assert script.main([str(results), "--cells", "vae-8-0", "--repeats", "1", "--out", str(tmp_path / "o.json")]) == 0
+    (row,) = json.loads((tmp_path / "o.json").read_text())["rows"]
+    assert row["same_metrics_and_verdict"] and not row["verdict_as_stored"] and calls
+    for bad in (["--cells", "vae-64-0"], ["--repeats", "0"]):  # no such cell; no run
+        with pytest.raises(SystemExit) as stop:
+            script.main([str(results), *bad])
+        assert stop.value.code == 2
+
+
+def test_generator_speed_trains_both_versions_to_the_same_weights(tmp_path):
+    """``benchmarks/generator_speed.py`` trains the current code and a git revision's in turns: with the
+    revision the current commit, the same weights bit for bit; a revision git does not know is refused."""
+    import json
+    import subprocess
+
+    root = Path(__file__).parents[1]
+    if subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True).returncode:
+        pytest.skip("not a git checkout")
+    spec = importlib.util.spec_from_file_location("generator_speed", root / "benchmarks" / "generator_speed.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "speed.json"
+    assert script.main(["--reference", "HEAD", "--scale", "toy", "--members", "8", "--steps", "2", "--repeats", "1",
+                        "--out", str(out)]) == 0
+    row = json.loads(out.read_text())
+    assert row["same_weights"] and row["reference_s"] > 0 and row["current_s"] > 0 and row["epochs"] == 2
+    with pytest.raises(SystemExit) as stop:
+        script.main(["--reference", "no-such-revision-x", "--scale", "toy", "--repeats", "1"])
+    assert stop.value.code == 2
