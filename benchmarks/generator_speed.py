@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CHILD = """
 import hashlib, json, sys, tempfile, time
 from pathlib import Path
-import numpy as np
+import vitprint
 from vitprint.benchmark import SCALES, patients
 from vitprint.config import RunConfig
 from vitprint.data.imageset import ImageSet
@@ -43,7 +43,7 @@ with tempfile.TemporaryDirectory() as out:
     h = hashlib.sha256()
     for name, w in sorted(gen.state_dict().items()):
         h.update(name.encode()); h.update(w.detach().cpu().numpy().tobytes())
-print(json.dumps({"seconds": seconds, "weights": h.hexdigest()[:16], "epochs": epochs}))
+print(json.dumps({"seconds": seconds, "weights": h.hexdigest()[:16], "epochs": epochs, "code": vitprint.__file__}))
 """
 
 
@@ -52,14 +52,23 @@ def train(src: Path, args) -> dict:
     done = subprocess.run([sys.executable, "-c", CHILD, args.family, str(args.members), str(args.steps), args.scale],
                           env=env, capture_output=True, text=True)
     if done.returncode:
-        sys.exit(f"generator_speed.py: training with {src} failed: {done.stderr.strip().splitlines()[-1:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        sys.exit(f"generator_speed.py: training with {src} failed: {last}")
+    run = json.loads(done.stdout.strip().splitlines()[-1])
+    if not Path(run["code"]).resolve().is_relative_to(src.resolve()):
+        sys.exit(f"generator_speed.py: the training meant for {src} ran {run['code']}")
+    return run
+
+
+def git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--reference", required=True, help="the earlier git revision to train with")
-    p.add_argument("--family", default="dcgan", help="generator family (default: dcgan)")
+    p.add_argument("--family", default="dcgan", choices=["dcgan", "pacgan", "vae", "ddpm"],
+                   help="generator family (default: dcgan)")
     p.add_argument("--scale", default="cpu", choices=["toy", "cpu", "gpu"], help="the benchmark scale (default: cpu)")
     p.add_argument("--members", type=int, default=64, help="training images (default: 64)")
     p.add_argument("--steps", type=int, default=200, help="optimisation steps, about (default: 200)")
@@ -81,10 +90,14 @@ def main(argv=None) -> int:
                     runs[version].append(train(src, a))
                     print(f"{version} run {i + 1}: {runs[version][-1]}", flush=True)
         finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, capture_output=True)
+            removed = subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, capture_output=True)
+            if removed.returncode:
+                subprocess.run(["git", "worktree", "prune"], cwd=ROOT, capture_output=True)
+                print(f"generator_speed.py: could not remove the worktree {tree}; pruned", file=sys.stderr)
     best = {v: min(r["seconds"] for r in runs[v]) for v in runs}
     row = {"family": a.family, "scale": a.scale, "members": a.members, "epochs": runs["current"][0]["epochs"],
-           "reference": a.reference, "reference_s": round(best["reference"], 2), "current_s": round(best["current"], 2),
+           "reference": a.reference, "current_commit": git("rev-parse", "--short", "HEAD"),
+           "uncommitted_changes": bool(git("status", "--porcelain", "--", "src")), "reference_s": round(best["reference"], 2), "current_s": round(best["current"], 2),
            "ratio": round(best["reference"] / best["current"], 2),
            "same_weights": len({r["weights"] for v in runs for r in runs[v]}) == 1,
            "machine": {"cpu": platform.machine(), "cores": os.cpu_count()}}

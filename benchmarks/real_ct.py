@@ -288,7 +288,14 @@ def main(argv=None) -> int:
                         "nearly the member")
     p.add_argument("--detect-args", default="--preset tiny", help="extra options for vitprint detect")
     a = p.parse_args(argv)
-    volume = load_volume(a.volume)
+
+    def read(path: Path) -> np.ndarray:  # an unreadable volume or NRRD header: one line, exit status 2
+        try:
+            return load_volume(path)
+        except Exception as exc:
+            p.error(f"cannot read the volume {path}: {exc}")
+
+    volume = read(a.volume)
     if a.thin:
         volume = halfway_slices(volume)
     if not 0 <= a.shift[0] <= a.shift[1]:
@@ -301,7 +308,7 @@ def main(argv=None) -> int:
         p.error("--novel goes with --source members")
     if (a.source == "other" or a.novel > 0) != (a.other_volume is not None):
         p.error("--other-volume goes with --source other or --novel, and only with them")
-    other = load_volume(a.other_volume) if a.other_volume else None
+    other = read(a.other_volume) if a.other_volume else None
     truth = build_case(volume, a.out / "data", a.dev, a.test, a.generated, a.slab, a.seed, copies=a.copies,
                        separate=a.separate_generated, source=a.source, other=other,
                        novel=a.novel, shift=tuple(a.shift), mirrored=a.mirrored, turn=a.turn)

@@ -466,6 +466,11 @@ def test_real_ct_reads_an_nrrd_volume_as_the_same_anatomy_stored_in_nifti(tmp_pa
     (shown,) = ct_slices([str(tmp_path / "ras.nii.gz")], 20)
     block = from_nifti > 0
     assert block.any() and np.array_equal(block, shown > shown.mean())  # where bench shows the block
+    # An NRRD file whose header gives no space cannot be turned: refused in one line, exit status 2.
+    nrrd.write(str(tmp_path / "bare.nrrd"), lps)
+    with pytest.raises(SystemExit) as stop:
+        real_ct.main([str(tmp_path / "bare.nrrd"), "--out", str(tmp_path / "case")])
+    assert stop.value.code == 2 and not (tmp_path / "case").exists()
 
 
 def test_decision_speed_runs_both_kappa_computations_to_the_same_decisions(tmp_path, capsys):
@@ -515,6 +520,10 @@ def test_generator_speed_trains_both_versions_to_the_same_weights(tmp_path):
                         "--out", str(out)]) == 0
     row = json.loads(out.read_text())
     assert row["same_weights"] and row["reference_s"] > 0 and row["current_s"] > 0 and row["epochs"] == 2
+    # each version ran its own code: the reference from the temporary worktree, the current from this tree
+    (ref,), (cur,) = row["runs"]["reference"], row["runs"]["current"]
+    assert "reference" in Path(ref["code"]).parts and Path(cur["code"]).is_relative_to(root / "src")
+    assert row["current_commit"]
     with pytest.raises(SystemExit) as stop:
         script.main(["--reference", "no-such-revision-x", "--scale", "toy", "--repeats", "1"])
     assert stop.value.code == 2

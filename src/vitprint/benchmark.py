@@ -83,9 +83,10 @@ SCALES = {
     "toy": Scale("micro", 32, 32, (8, 16), 2, ("dcgan", "vae"), 6, 24, 1, 3, 1, 8, 5e-4, (100, 200), 16,
                  (("align_size", 32), ("max_rotation", 0.0), ("copy_size", 32), ("copy_steps", 5), ("copy_width", 8))),
     # 72 minutes on 2 CPU cores, measured as one run with every row the benchmark scores (2026-12-07; 86 and 96
-    # in earlier runs: a slower machine, slower threshold fits; per cell: 64 members 3.1-4.3 min, 256 members
-    # 4.0-5.0 min). `--sizes 64 256 1024` adds those cells: 10.7 min for a 1,024-member VAE cell (2026-12-07,
-    # before the faster threshold fits; align_nn 172 s of it), about 2.75 h in all by cell times.
+    # in earlier runs, with slower threshold fits and, by the unchanged parts' times, a slower machine; per cell:
+    # 64 members 3.1-4.3 min, 256 members 4.0-5.0 min). `--sizes 64 256 1024` adds those cells: 10.7 min for a
+    # 1,024-member VAE cell (2026-12-07, before the faster threshold fits; align_nn 172 s of it), about 2.3 h in
+    # all by cell times.
     # At 32 px the patient-specific detail is gone and nothing leaks; 64 px keeps it.
     # align_nn keeps its grid of before 2026-12-07 here (2.5 degrees, 5%, 32-px tiles at 256 px): at 64 px the
     # finer default costs several times the search and moved nothing on the VAE cells (docs/benchmarks.md,
