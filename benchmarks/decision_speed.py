@@ -27,13 +27,27 @@ import torch
 
 from vitprint.api.assess import AssessConfig, assess
 from vitprint.benchmark import SCALES, cell_images, heldout_metrics
+from vitprint.errors import VitprintError
 from vitprint.membership import decisions
+from vitprint.membership.registry import detector_class
 
 
 def per_cut(scores, labels, cuts) -> np.ndarray:
     """The earlier computation: one scikit-learn ``cohen_kappa_score`` call per candidate cut."""
     s, y = np.asarray(scores, float), np.asarray(labels, int)
     return np.asarray([decisions._kappa(y, (s > c).astype(int)) for c in cuts])
+
+
+def supervised(names) -> list[str]:
+    """The scores learnt from the labels (the registry's ``supervised`` detectors): never tested for the
+    verdict, as ``run_cell`` passes them. (A phantom cell's reference holds no scored image: nothing in it is
+    cross-fitted.)"""
+    def learns(name: str) -> bool:
+        try:
+            return detector_class(name).supervised
+        except VitprintError:  # a calibrated variant or the combiner: not a registered detector of its own
+            return False
+    return [n for n in names if learns(n)]
 
 
 def decide(cell: dict, reals: np.ndarray) -> tuple[dict, dict]:
@@ -43,7 +57,7 @@ def decide(cell: dict, reals: np.ndarray) -> tuple[dict, dict]:
     values = {k: np.asarray(v, float) for k, v in cell["scores"].items()}
     metrics = heldout_metrics(values, labels, seed)
     _, summary, _ = assess(values, labels, np.zeros(len(labels), bool), reals, AssessConfig(n_boot=0, seed=seed),
-                           not_for_verdict=["pair"])  # the grid's one supervised score; nothing cross-fitted
+                           not_for_verdict=supervised(values))
     return metrics, {k: summary["verdict"][k] for k in cell["verdict"]}
 
 

@@ -489,6 +489,7 @@ def test_decision_speed_runs_both_kappa_computations_to_the_same_decisions(tmp_p
               for name, shift in (("align_nn", 2.0), ("pixel_nn", 0.3), ("pair", 1.0))}
     cell = {"family": "vae", "members": n, "seed": 0, "null": False, "scores": scores,
             "verdict": {k: None for k in ("verdict", "primary", "primary_auc", "p_value", "blind_auc", "cv_auc")}}
+    assert script.supervised(list(scores)) == ["pair"]  # kept from the verdict, as run_cell keeps it
     results = tmp_path / "results.json"
     results.write_text(json.dumps({"scale": "toy", "data": "phantoms", "cells": [cell]}))
     calls = []
