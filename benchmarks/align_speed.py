@@ -5,7 +5,7 @@ The earlier version is ``src/vitprint/membership/detectors/align_nn.py`` as it w
 pose search as batched matrix products, each distinct (image, pose) posed once and the affine grids by
 broadcasting) or a file. Both score the same images, in turns, in one process (``--repeats`` times each, the
 fastest kept); the script reports the time of each, their ratio, and how far the scores moved (rounding
-only, where the change is a faster computation of the same sums). Two shapes of work:
+only, where the change is a faster computation of the same sums). The shapes of work:
 
 - ``cell``: a ``--scale cpu`` benchmark cell at 256 members, at 64 px (512 real images against 512
   generated, ``align_size`` 64, the pose search over every generated image);
@@ -13,6 +13,8 @@ only, where the change is a faster computation of the same sums). Two shapes of 
   options but the pose grid and shift reach of before 2026-12-07, ``GRID``);
 - ``ct-prefilter``: the same with 1,000 generated images, above the 512 from which each real image's pose
   search is limited to its shortlist (the path large jobs take).
+- ``cell-now`` and ``ct-now``: the ``cell`` and ``ct`` work with the search as it is since 2026-12-07 (the
+  cpu scale's options, and ``detect``'s defaults at 256 px: a finer pose grid and a 10% shift reach).
 
 The images are phantom slices; half the real images have shifted, re-windowed, noisy copies among the
 generated ones (the work does not depend on what they show, the scores do).
@@ -48,6 +50,10 @@ CASES = {  # name: (image size, real images, generated images, detector options)
     "ct": (256, 120, 500, dict(GRID)),
     "ct-prefilter": (256, 120, 1000, dict(GRID)),  # above 512 generated: each real image's pose search on its shortlist
     "toy": (32, 16, 24, {"align_size": 32, "max_rotation": 0.0, **GRID}),  # seconds: for the test suite
+    # The same work with the search of 2026-12-07 on: the cpu scale's options (its pose grid, the 10% reach)
+    # and `detect`'s defaults at 256 px (the finer grid, the 10% reach).
+    "cell-now": (64, 512, 512, {"align_size": 64, **COARSE_GRID}),
+    "ct-now": (256, 120, 500, {}),
 }
 MODULE = "src/vitprint/membership/detectors/align_nn.py"
 
