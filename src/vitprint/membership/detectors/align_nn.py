@@ -342,11 +342,8 @@ class AlignNN(Detector):
 
         As ``_shift_map`` of every pair, without forming the pairs' products: the x half-spectrum's sum is one
         batched matrix product per y frequency of ``a`` with ``b`` (conjugated, times the inverse DFT's
-        columns for the searched shifts), then the y frequencies' sum is another. Only the real part of that
-        second sum is needed: it is taken as two real matrix products (the real and imaginary parts apart),
-        which on a CPU is many times faster than the complex product of the transposed first sum."""
+        columns for the searched shifts), then the y frequencies' sum is another."""
         rows, cols = self._partial_dft(size, a.dtype)
-        rows_re, rows_im = rows.real.T.contiguous(), rows.imag.T.contiguous()  # (shifts_y, size)
         (n, _, k), m, shifts = a.shape, len(b), cols.shape[1]
         out = torch.empty((n, m), dtype=rows.real.dtype, device=a.device)
         step = max(1, 2 ** 22 // (size * max(n, k) * shifts))  # generated images per product: bounded memory
@@ -354,9 +351,9 @@ class AlignNN(Detector):
         for start in range(0, m, step):
             g = b[start:start + step]
             right = (g.conj()[..., None] * cols).permute(1, 2, 0, 3).reshape(size, k, -1)  # (size, k, s * shifts)
-            summed_x = torch.bmm(along_y, right).reshape(size, -1)  # (size, n * s * shifts_x)
-            corr = rows_re @ summed_x.real - rows_im @ summed_x.imag  # (shifts_y, n * s * shifts_x)
-            out[:, start:start + len(g)] = corr.reshape(shifts, n, len(g), shifts).amax(-1).amax(0)
+            summed_x = torch.bmm(along_y, right).reshape(size, -1).T  # (n * s * shifts_x, size)
+            corr = (summed_x @ rows).real.reshape(n, len(g), -1)  # every shift, in any order
+            out[:, start:start + len(g)] = corr.amax(-1)
         return out
 
     def _coarse(self, real_u8, offset: int, reverse, allowed=None) -> tuple[np.ndarray, np.ndarray]:
