@@ -13,8 +13,11 @@ only, where the change is a faster computation of the same sums). The shapes of 
   options but the pose grid and shift reach of before 2026-12-07, ``GRID``);
 - ``ct-prefilter``: the same with 1,000 generated images, above the 512 from which each real image's pose
   search is limited to its shortlist (the path large jobs take).
-- ``cell-now`` and ``ct-now``: the ``cell`` and ``ct`` work with the search as it is since 2026-12-07 (the
-  cpu scale's options, and ``detect``'s defaults at 256 px: a finer pose grid and a 10% shift reach).
+- ``cell-now`` and ``ct-now``: the ``cell`` and ``ct`` work with the search as it is since 2026-12-07
+  (``cell-now``: the cpu scale's options, the coarser grid with the 10% shift reach; ``ct-now``: ``detect``'s
+  defaults at 256 px, the finer grid with the 10% reach). They give options only where those differ from
+  the defaults of that day, so the two versions compute the same sums only against a reference from
+  fdbe992 (2026-12-07 13:09) on: give ``--reference`` accordingly.
 
 The images are phantom slices; half the real images have shifted, re-windowed, noisy copies among the
 generated ones (the work does not depend on what they show, the scores do).
