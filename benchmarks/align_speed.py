@@ -15,9 +15,8 @@ only, where the change is a faster computation of the same sums). The shapes of 
   search is limited to its shortlist (the path large jobs take).
 - ``cell-now`` and ``ct-now``: the ``cell`` and ``ct`` work with the search as it is since 2026-12-07
   (``cell-now``: the cpu scale's options, the coarser grid with the 10% shift reach; ``ct-now``: ``detect``'s
-  defaults at 256 px, the finer grid with the 10% reach). They give options only where those differ from
-  the defaults of that day, so the two versions compute the same sums only against a reference from
-  fdbe992 (2026-12-07 13:09) on: give ``--reference`` accordingly.
+  defaults at 256 px, the finer grid with the 10% reach), each option spelt out (``NOW``), so both
+  versions compute the same sums whatever the reference's own defaults.
 
 The images are phantom slices; half the real images have shifted, re-windowed, noisy copies among the
 generated ones (the work does not depend on what they show, the scores do).
@@ -48,6 +47,8 @@ from vitprint.membership.detectors.align_nn import COARSE_GRID, AlignNN
 # The pose grid, tiles and shift reach the earlier versions had as defaults (finer and wider since
 # 2026-12-07), given to both versions, so that they compute the same sums.
 GRID = {**COARSE_GRID, "max_shift": 0.06}
+# `detect`'s search since 2026-12-07 (align_nn's defaults), written out for references with other defaults.
+NOW = {"rotation_step": 1.25, "scale_step": 0.025, "local_tile": 24, "max_shift": 0.1}
 CASES = {  # name: (image size, real images, generated images, detector options)
     "cell": (64, 512, 512, {"align_size": 64, **GRID}),
     "ct": (256, 120, 500, dict(GRID)),
@@ -55,8 +56,8 @@ CASES = {  # name: (image size, real images, generated images, detector options)
     "toy": (32, 16, 24, {"align_size": 32, "max_rotation": 0.0, **GRID}),  # seconds: for the test suite
     # The same work with the search of 2026-12-07 on: the cpu scale's options (its pose grid, the 10% reach)
     # and `detect`'s defaults at 256 px (the finer grid, the 10% reach).
-    "cell-now": (64, 512, 512, {"align_size": 64, **COARSE_GRID}),
-    "ct-now": (256, 120, 500, {}),
+    "cell-now": (64, 512, 512, {"align_size": 64, **COARSE_GRID, "max_shift": NOW["max_shift"]}),
+    "ct-now": (256, 120, 500, dict(NOW)),
 }
 MODULE = "src/vitprint/membership/detectors/align_nn.py"
 
